@@ -95,6 +95,10 @@ class Job:
     pid_start: int | None = None  # process start time in clock ticks: pid + this survives pid reuse
     waiting: int = 0  # how many dependencies have not yet succeeded
     killing: bool = False  # KILL was sent: its exit ends in K whatever the status
+    cpu_user: float | None = None  # seconds, from wait4
+    cpu_sys: float | None = None
+    maxrss: int | None = None  # peak resident memory in bytes, from wait4
+    priority: int = 0  # higher starts first among jobs that fit; ties go to the lower id
 
     def set_state(self, new: JobState) -> None:
         """Change state through the table; refuse what it does not list."""

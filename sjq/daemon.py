@@ -1,0 +1,558 @@
+"""Owns the state, the keeper channel and every task: group commit, signals, idle shutdown,
+re-adopted jobs, history purging; and the process side of starting: pid file, log file,
+daemonizing with python-daemon. Request handling itself lives in ``sjq.state``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sjq import __version__
+from sjq.config import Config, ConfigError, load_config
+from sjq.jobs import JobState
+from sjq.recovery import Adoption, recover
+from sjq.runner import ExitRecord, JournalState, KeeperHandle, decode_frames, encode_frame
+from sjq.runner import signal_group as _signal_group
+from sjq.server import AlreadyRunning, Connection, bind_socket
+from sjq.state import State, Waiter
+from sjq.store import Store, StoreError
+
+__all__ = ["Daemon", "main"]
+
+log = logging.getLogger("sjq")
+
+PURGE_BATCH = 500  # finished jobs forgotten per loop turn: purging never stalls requests
+ROTATE_EVERY = 20_000  # keeper records between journal rotations (bounded journal size)
+
+
+class _KeeperProtocol(asyncio.Protocol):
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.buf = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        for msg in decode_frames(self.buf):
+            self.daemon.on_keeper(msg)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.daemon.on_keeper_lost()
+
+
+class Daemon:
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        keeper: KeeperHandle,
+        listen: socket.socket,
+        state: State,
+        adopted: list[Adoption],
+        journals: list[JournalState],
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.keeper = keeper
+        self.listen = listen
+        self.state = state
+        self.connections: set[Connection] = set()
+        self.waiting_conns: dict[Waiter, Connection] = {}
+        self._dirty: dict[Connection, None] = {}
+        self._flush_handle: asyncio.Handle | None = None
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._adopted = {a.job.id: a for a in adopted}
+        self._journals = journals
+        self._pidfds: dict[int, int] = {}
+        self._keeper_transport: asyncio.Transport | None = None
+        self._keeper_records = 0
+        self._rotated: list[str] = []
+        self._stop: asyncio.Event
+        self._keep_running = False
+        self.loop: asyncio.AbstractEventLoop
+
+    def now(self) -> float:
+        return time.time()
+
+    # -- the turn ------------------------------------------------------------------------
+
+    def want_flush(self, conn: Connection | None = None) -> None:
+        if conn is not None:
+            self._dirty[conn] = None
+        if self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """End of a turn: schedule, write, commit once, then answer and act."""
+        self._flush_handle = None
+        st = self.state
+        st._now = self.now()
+        try:
+            st.schedule()
+            ready = st.sync()
+            self.store.commit()
+            for old in self._rotated:
+                with contextlib.suppress(OSError):
+                    os.unlink(old)
+            self._rotated.clear()
+        except Exception:
+            log.exception("cannot record state; stopping so that nothing is acknowledged unsaved")
+            self.request_stop(keep_running=True)
+            return
+        for w in ready:
+            conn = self.waiting_conns.get(w)
+            if conn is not None:
+                self._dirty[conn] = None
+        dirty, self._dirty = self._dirty, {}
+        for conn in dirty:
+            conn.flush()
+        if st.to_spawn or st.to_kill:
+            self._send_to_keeper()
+        if self._stop.is_set():
+            self._drained.set()
+        self._check_idle()
+
+    def _send_to_keeper(self) -> None:
+        st = self.state
+        frames = [encode_frame(("spawn", req)) for req in st.to_spawn]
+        st.to_spawn.clear()
+        for job in st.to_kill:
+            if job.id in self._adopted:
+                self._kill_adopted(job.id)
+            else:
+                frames.append(encode_frame(("kill", job.id, self.cfg.killgrace)))
+        st.to_kill.clear()
+        if self._keeper_transport is not None and frames:
+            self._keeper_transport.write(b"".join(frames))
+
+    # -- keeper events ---------------------------------------------------------------------
+
+    def on_keeper(self, msg: tuple[Any, ...]) -> None:
+        st = self.state
+        kind = msg[0]
+        st._now = self.now()
+        if kind == "started":
+            _, jobid, pid, pid_start, t = msg
+            st.started(jobid, pid, pid_start, t)
+        elif kind == "exited":
+            rec: ExitRecord = msg[1]
+            st.exited(rec)
+        elif kind == "error":
+            _, jobid, t, reason = msg
+            log.warning("job %d could not start: %s", jobid, reason)
+            st.failed_to_start(jobid, reason, t)
+        elif kind == "rotated":
+            self._rotated.append(msg[1])
+        self._keeper_records += 1
+        if self._keeper_records >= ROTATE_EVERY and self._keeper_transport is not None:
+            self._keeper_records = 0
+            self._keeper_transport.write(encode_frame(("rotate",)))
+        self.want_flush()
+
+    def on_keeper_lost(self) -> None:
+        self._keeper_transport = None
+        if self._stop.is_set():
+            return
+        log.error("the job keeper died; its running jobs are watched as orphans")
+        journal = JournalState(self.keeper.journal_path)
+        journal.read()
+        for job in list(self.state.queue.running()):
+            if job.id not in self._adopted and job.pid is not None:
+                self._adopt(Adoption(job, journal))
+        self._journals.append(journal)
+        self.request_stop(keep_running=True)
+
+    # -- jobs of an earlier daemon ----------------------------------------------------------
+
+    def _adopt(self, a: Adoption) -> None:
+        job = a.job
+        self._adopted[job.id] = a
+        assert job.pid is not None
+        try:
+            fd = os.pidfd_open(job.pid)
+        except OSError:
+            self._resolve_adopted(job.id, 0)
+            return
+        self._pidfds[job.id] = fd
+        self.loop.add_reader(fd, self._adopted_exit, job.id)
+
+    def _adopted_exit(self, jobid: int) -> None:
+        fd = self._pidfds.pop(jobid, None)
+        if fd is not None:
+            self.loop.remove_reader(fd)
+            os.close(fd)
+        self._resolve_adopted(jobid, 0)
+
+    def _resolve_adopted(self, jobid: int, tries: int) -> None:
+        a = self._adopted.get(jobid)
+        if a is None:
+            return
+        j = a.journal
+        if j is not None:
+            j.read()
+            rec = j.exited.get(jobid)
+            if rec is not None:
+                self._adopted.pop(jobid)
+                self.state.exited(rec)
+                self._forget_journal(j)
+                self.want_flush()
+                return
+            if j.keeper_alive() and tries < 2000:
+                # The old keeper reaps within milliseconds of the exit; give it that.
+                self.loop.call_later(0.005, self._resolve_adopted, jobid, tries + 1)
+                return
+        self._adopted.pop(jobid)
+        self.state.lost(a.job, "exit status lost: no keeper was left to record it", self.now())
+        if j is not None:
+            self._forget_journal(j)
+        self.want_flush()
+
+    def _forget_journal(self, j: JournalState) -> None:
+        if any(a.journal is j for a in self._adopted.values()) or j.keeper_alive():
+            return
+        if j in self._journals:
+            self._journals.remove(j)
+        self._rotated.append(j.path)  # deleted after the commit that records its last exit
+
+    def _kill_adopted(self, jobid: int) -> None:
+        a = self._adopted.get(jobid)
+        fd = self._pidfds.get(jobid)
+        if a is None or fd is None or a.job.pid is None:
+            return
+        pid = a.job.pid
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(fd, signal.SIGTERM)
+        _signal_group(pid, signal.SIGTERM)
+        _signal_group(pid, signal.SIGCONT)
+
+        def escalate() -> None:
+            if jobid in self._pidfds:
+                _signal_group(pid, signal.SIGKILL)
+
+        self.loop.call_later(self.cfg.killgrace, escalate)
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def request_stop(self, *, keep_running: bool) -> None:
+        if self._stop.is_set():
+            return
+        self._keep_running = keep_running
+        self._stop.set()
+
+    def _check_idle(self) -> None:
+        if not self.cfg.autoshutdown or self._stop.is_set():
+            return
+        idle = not self.state.queue.busy and not self._adopted
+        if idle and self._idle_handle is None:
+            self._idle_handle = self.loop.call_later(self.cfg.waittime, self._idle_expired)
+        elif not idle and self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+
+    def _idle_expired(self) -> None:
+        self._idle_handle = None
+        if not self.state.queue.busy and not self._adopted:
+            log.info("idle for %g s: shutting down (sjq.autoshutdown)", self.cfg.waittime)
+            self.request_stop(keep_running=False)
+
+    def _on_signal(self, signame: str) -> None:
+        if self._stop.is_set():
+            log.warning("second %s: stopping at once", signame)
+            self._force = True
+            self._drained.set()
+            return
+        log.info("%s: shutting down", signame)
+        self.request_stop(keep_running=False)
+
+    async def _shutdown(self) -> None:
+        """SHUTDOWN/SIGTERM: kill what runs (it ends in K), keep what waits, then go.
+        STOP: leave running jobs to the keeper; the next daemon re-adopts them."""
+        st = self.state
+        st.accepting = False
+        self.listen.close()
+        if not self._keep_running:
+            for job in list(st.queue.running()):
+                job.killing = True
+                job.reason = "killed by shutdown"
+                st.queue.touched[job.id] = job
+                st.to_kill.append(job)
+            self.want_flush()
+            deadline = self.cfg.killgrace + 5.0
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(deadline):
+                    while any(True for _ in st.queue.running()) and not self._force:
+                        self._drained.clear()
+                        await self._drained.wait()
+        self._flush()
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._force = False
+        loop = self.loop
+        for signame in ("SIGTERM", "SIGINT"):
+            loop.add_signal_handler(getattr(signal, signame), self._on_signal, signame)
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        transport, _ = await loop.create_unix_connection(
+            lambda: _KeeperProtocol(self), sock=self.keeper.sock
+        )
+        assert isinstance(transport, asyncio.Transport)
+        self._keeper_transport = transport
+        for a in list(self._adopted.values()):
+            self._adopt(a)
+        server = await loop.create_unix_server(lambda: Connection(self), sock=self.listen)
+        log.info(
+            "sjq %s serving %s (pid %d, %d CPUs, %s memory)",
+            __version__,
+            self.cfg.socket,
+            os.getpid(),
+            self.cfg.maxprocs,
+            "unmanaged" if self.cfg.maxmem is None else f"{self.cfg.maxmem} bytes",
+        )
+        self.want_flush()
+        async with asyncio.TaskGroup() as tg:
+            safety = tg.create_task(self._safety_passes())
+            purger = tg.create_task(self._purge_history())
+            await self._stop.wait()
+            safety.cancel()
+            purger.cancel()
+        server.close()
+        await self._shutdown()
+        for conn in list(self.connections):
+            conn.flush()
+            conn.abort()
+        for fd in self._pidfds.values():
+            loop.remove_reader(fd)
+            os.close(fd)
+        if self._keeper_transport is not None:
+            self._keeper_transport.close()  # the keeper sees EOF: it detaches (STOP) or exits
+
+    async def _safety_passes(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.schedtime)
+            self.want_flush()
+
+    async def _purge_history(self) -> None:
+        interval = min(60.0, max(1.0, self.cfg.keep / 10))
+        while True:
+            gone = self.store.purge(self.now() - self.cfg.keep, self.cfg.keepcount, PURGE_BATCH)
+            if gone:
+                for letter, n in gone.items():
+                    self.state.queue.forget_counts(JobState(letter), n)
+                self.want_flush()
+                await asyncio.sleep(0)
+            else:
+                await asyncio.sleep(interval)
+
+
+# -- starting the process ------------------------------------------------------------------
+
+
+def _setup_logging(cfg: Config, foreground: bool) -> None:
+    root = logging.getLogger()
+    root.setLevel(cfg.loglevel.upper())
+    fmt = logging.Formatter("%(asctime)s sjq[%(process)d] %(levelname)s %(message)s")
+    handlers: list[logging.Handler] = []
+    if foreground:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    if cfg.logfile:
+        handlers.append(logging.FileHandler(cfg.logfile))
+    for h in handlers:
+        h.setFormatter(fmt)
+        root.addHandler(h)
+
+
+def _write_pidfile(path: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+
+
+def _remove_if_ours(path: str, is_ours: bool = True) -> None:
+    with contextlib.suppress(OSError):
+        if is_ours:
+            os.unlink(path)
+
+
+def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
+    """Run a daemon until it stops. Returns the process exit status."""
+    _setup_logging(cfg, foreground)
+    for fd in range(3, _max_fd()):
+        with contextlib.suppress(OSError):
+            if fd != ready_fd:
+                os.set_inheritable(fd, False)
+    try:
+        store = Store(cfg.db, sync=cfg.sync)
+    except StoreError as e:
+        return _fail(str(e), ready_fd)
+    try:
+        listen = bind_socket(cfg.socket)
+    except (AlreadyRunning, OSError) as e:
+        store.close()
+        return _fail(str(e), ready_fd)
+    try:
+        now = time.time()
+        state = State(cfg, store, now)
+        recovered = recover(state, cfg.spool, now)
+        state.sync()
+        store.commit()
+        for path in recovered.finished_journals:
+            _remove_if_ours(path)
+        keeper = KeeperHandle.fork(cfg.spool, cfg.killgrace, cfg.logfile)
+    except Exception as e:
+        log.exception("cannot start")
+        listen.close()
+        _remove_if_ours(cfg.socket)
+        store.close()
+        return _fail(f"cannot start: {e}", ready_fd)
+    _write_pidfile(cfg.pidfile)
+    if ready_fd is not None:
+        os.write(ready_fd, f"OK {os.getpid()}".encode())
+        os.close(ready_fd)
+    daemon = Daemon(cfg, store, keeper, listen, state, recovered.adopted, recovered.journals)
+    try:
+        asyncio.run(daemon.run())
+    finally:
+        _remove_if_ours(cfg.socket)
+        _remove_if_ours(cfg.pidfile)
+        with contextlib.suppress(Exception):
+            store.close()
+        log.info("stopped")
+    return 0
+
+
+def _fail(message: str, ready_fd: int | None) -> int:
+    log.error("%s", message)
+    if ready_fd is not None:
+        os.write(ready_fd, message.encode())
+        os.close(ready_fd)
+    return 1
+
+
+def _max_fd() -> int:
+    try:
+        return max(int(n) for n in os.listdir("/proc/self/fd")) + 1
+    except (OSError, ValueError):
+        return 256
+
+
+def daemonize(cfg: Config) -> int:
+    """Fork a detached daemon; return only when it serves (0) or has failed (1, reason printed)."""
+    import daemon as python_daemon  # only the daemonizing path pays for this import
+
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(ready_w)
+        with os.fdopen(ready_r, "rb") as f:
+            answer = f.read().decode(errors="replace")
+        os.waitpid(pid, 0)
+        if answer.startswith("OK "):
+            print(f"sjq daemon started (pid {answer[3:]}) on {cfg.socket}")
+            return 0
+        print(f"sjq: {answer or 'the daemon died while starting; see ' + str(cfg.logfile)}",
+              file=sys.stderr)
+        return 1
+    os.close(ready_r)
+    ctx = python_daemon.DaemonContext(
+        umask=0o022, working_directory="/", files_preserve=[ready_w], detach_process=True
+    )
+    with ctx:
+        code = serve(cfg, foreground=False, ready_fd=ready_w)
+    os._exit(code)
+
+
+def _overrides(pairs: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError("command line", pair, "expected KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def build_parser(prog: str = "sjq server") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Run the sjq daemon: it listens on sjq.socket and runs the jobs sent there.",
+        epilog=(
+            "examples:\n"
+            "  sjq server -f                      run in the foreground, log to stderr\n"
+            "  sjq server -d                      detach; log to sjq.logfile\n"
+            "  sjq server -f --set sjq.maxprocs=4 --set sjq.maxmem=16G\n"
+            "  sjq server --stop                  stop: kill running jobs, keep the queue\n"
+            "  sjq server --stop --keep-running   stop, leave running jobs running\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("-f", "--foreground", action="store_true", help="run in the foreground")
+    mode.add_argument("-d", "--daemon", action="store_true", help="detach (as sjq.daemon=T)")
+    mode.add_argument("--stop", action="store_true", help="ask the running daemon to stop")
+    p.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="with --stop: running jobs go on and are re-adopted by the next daemon",
+    )
+    p.add_argument("-c", "--config", metavar="FILE", help="config file (default ~/.sjqrc)")
+    p.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override a config key (repeatable), e.g. --set sjq.maxprocs=4",
+    )
+    p.add_argument("--version", action="version", version=f"sjq {__version__}")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "sjq server") -> int:
+    args = build_parser(prog).parse_args(argv)
+    try:
+        cfg = load_config(args.config, overrides=_overrides(args.set))
+    except ConfigError as e:
+        print(f"sjq: {e}", file=sys.stderr)
+        return 2
+    if args.stop:
+        return _stop_running(cfg, keep_running=args.keep_running)
+    if args.daemon or (cfg.daemon and not args.foreground):
+        return daemonize(cfg)
+    return serve(cfg, foreground=True)
+
+
+def _stop_running(cfg: Config, *, keep_running: bool) -> int:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(cfg.socket)
+    except OSError:
+        print(f"sjq: no daemon is running on {cfg.socket}", file=sys.stderr)
+        return 1
+    with s:
+        s.sendall(b"STOP\n" if keep_running else b"SHUTDOWN\n")
+        reply = s.recv(4096)
+    if not reply.startswith(b"OK"):
+        print(f"sjq: the daemon said {reply.decode(errors='replace').strip()}", file=sys.stderr)
+        return 1
+    # Wait until it is gone, so that a script can start another daemon straight after.
+    deadline = time.monotonic() + cfg.killgrace + 15.0
+    while os.path.exists(cfg.socket) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m sjq.daemon"))

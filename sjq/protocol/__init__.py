@@ -1,0 +1,88 @@
+"""The wire protocol, sans-I/O: bytes <-> objects. Never imports asyncio/socket/subprocess/sqlite3.
+
+Nor psutil, nor anything slow to import: the CLI loads this package on every run.
+
+Daemon side::
+
+    conn = ServerConnection()
+    conn.receive_data(data)              # b"" at EOF
+    while (event := conn.next_event()) is not NEED_DATA:
+        match event:
+            case Ping(): out = conn.send(Ok(stats))
+            case BadRequest(message=m): out = conn.send(Error(m))   # close if event.fatal
+            case Closed(): ...
+
+Client side::
+
+    sock.sendall(encode_request(Status(None)))
+    reader = ReplyReader()
+    while (reply := reader.next_reply(expect_data=True)) is NEED_DATA:
+        reader.receive_data(sock.recv(65536))
+
+The grammar is in docs/protocol.md.
+"""
+
+from ._client import MAX_REPLY_LINE, ReplyReader, encode_request
+from ._events import (
+    NEED_DATA,
+    BadRequest,
+    Closed,
+    Data,
+    Error,
+    Exit,
+    Hold,
+    Info,
+    Kill,
+    NeedData,
+    Ok,
+    Ping,
+    ProtocolError,
+    Release,
+    Reply,
+    Request,
+    ServerEvent,
+    Shutdown,
+    Status,
+    Stop,
+    Submit,
+    SubmitOptions,
+    Wait,
+)
+from ._server import BAD_JOBID, MAX_LINE, MAX_SRC, UNKNOWN_COMMAND, ServerConnection, encode_reply
+from ._submit import MISSING_SHEBANG
+
+__all__ = [
+    "BAD_JOBID",
+    "MAX_LINE",
+    "MAX_REPLY_LINE",
+    "MAX_SRC",
+    "MISSING_SHEBANG",
+    "NEED_DATA",
+    "UNKNOWN_COMMAND",
+    "BadRequest",
+    "Closed",
+    "Data",
+    "Error",
+    "Exit",
+    "Hold",
+    "Info",
+    "Kill",
+    "NeedData",
+    "Ok",
+    "Ping",
+    "ProtocolError",
+    "Release",
+    "Reply",
+    "ReplyReader",
+    "Request",
+    "ServerConnection",
+    "ServerEvent",
+    "Shutdown",
+    "Status",
+    "Stop",
+    "Submit",
+    "SubmitOptions",
+    "Wait",
+    "encode_reply",
+    "encode_request",
+]

@@ -1,0 +1,205 @@
+"""The request, reply and event objects of the wire protocol. Pure data: imports no I/O module."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final, Literal, TypeAlias
+
+__all__ = [
+    "NEED_DATA",
+    "BadRequest",
+    "Closed",
+    "Data",
+    "Error",
+    "Exit",
+    "Hold",
+    "Info",
+    "Kill",
+    "NeedData",
+    "Ok",
+    "Ping",
+    "ProtocolError",
+    "Release",
+    "Reply",
+    "Request",
+    "ServerEvent",
+    "Shutdown",
+    "Status",
+    "Stop",
+    "Submit",
+    "SubmitOptions",
+    "Wait",
+]
+
+
+class _Sentinel(enum.Enum):
+    NEED_DATA = "NEED_DATA"
+
+    def __repr__(self) -> str:
+        return self.value
+
+
+# An enum member rather than h11's sentinel class, so that mypy narrows `is NEED_DATA`.
+NEED_DATA: Final = _Sentinel.NEED_DATA
+NeedData: TypeAlias = Literal[_Sentinel.NEED_DATA]
+
+
+class ProtocolError(Exception):
+    """The daemon's reply could not be read: not ``OK``/``ERROR``, a bad length, or cut short.
+
+    Raised on the client side only. A daemon never raises for what a client sends: a
+    bad request becomes a `BadRequest` event, answered with ``ERROR``.
+    """
+
+
+# --- requests (client -> daemon) ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """``PING``: queue statistics, ``OK Q:3 R:2``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """``EXIT``: the daemon replies ``OK BYE`` and closes the connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """``SHUTDOWN``: kill running jobs, keep the queue on disk, exit the daemon."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """``STOP`` (extension): exit the daemon but leave running jobs running, for re-adoption."""
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """``STATUS`` (every job) or ``STATUS <id>``."""
+
+    jobid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Kill:
+    """``KILL <id>``."""
+
+    jobid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """``RELEASE <id>``: a ``U`` job may run once its dependencies are met."""
+
+    jobid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """``HOLD <id>`` (extension): a ``Q`` or ``H`` job becomes ``U``."""
+
+    jobid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Info:
+    """``INFO`` (every job) or ``INFO 3:4:5`` (extension): one JSON object per job."""
+
+    jobids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """``WAIT 3:4`` (extension): reply once every listed job has ended. Never empty."""
+
+    jobids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOptions:
+    """The option lines of a ``SUBMIT``, as sent. ``None`` means the option was not given.
+
+    Only the syntax has been checked; limits that depend on the machine or on other
+    jobs (PROCS above the managed CPUs, MEM above ``sjq.maxmem``, unknown DEPENDS ids,
+    UID/GID permission) are the daemon's to check.
+    """
+
+    mem: int | None = None  # bytes
+    procs: int | None = None
+    depends: tuple[int, ...] = ()
+    stdout: str | None = None
+    stderr: str | None = None
+    env: tuple[tuple[str, str], ...] | None = None  # None: no ENV line; () an empty environment
+    cwd: str | None = None
+    name: str | None = None
+    uid: int | None = None
+    gid: int | None = None
+    hold: bool = False
+    time_limit: float | None = None  # seconds of wall-clock time (extension TIME)
+    priority: int = 0  # higher runs first among jobs that fit (extension PRIORITY)
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    """``SUBMIT``, its options and the script body (any bytes; starts with ``#!``)."""
+
+    options: SubmitOptions
+    script: bytes
+
+
+Request: TypeAlias = (
+    Ping | Exit | Shutdown | Stop | Status | Kill | Release | Hold | Info | Wait | Submit
+)
+
+
+# --- other server-side events ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BadRequest:
+    """The client sent something that must be answered with ``ERROR <message>``.
+
+    ``fatal`` means the stream cannot be resynchronised (a line over the limit, an
+    unreadable or oversized ``SRC`` length): reply, then close the connection.
+    """
+
+    message: str
+    fatal: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The client sent an empty request line or EOF, or the connection can no longer be read."""
+
+
+ServerEvent: TypeAlias = Request | BadRequest | Closed | NeedData
+
+
+# --- replies (daemon -> client) ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ok:
+    """``OK`` when text is None, else ``OK <text>``; so ``Ok("")`` is ``OK `` (PING, no jobs)."""
+
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    """``OK <n>`` followed by the n payload bytes (STATUS, INFO)."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """``ERROR <message>``; CR and LF in the message are sent as spaces."""
+
+    message: str
+
+
+Reply: TypeAlias = Ok | Data | Error

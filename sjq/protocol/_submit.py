@@ -1,0 +1,257 @@
+"""The option lines of a SUBMIT: syntax checks and error messages. Imports no I/O module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sjq.units import UnitError, parse_duration, parse_mem
+
+from ._events import SubmitOptions
+from ._syntax import (
+    ENV_NAME,
+    MAX_ERRORS,
+    MAX_UID,
+    parse_int,
+    parse_jobids,
+    parse_uint,
+    quote,
+    split_env,
+)
+
+__all__ = ["MISSING_SHEBANG", "SubmitBuilder", "has_shebang"]
+
+MISSING_SHEBANG = "Don't know how to run script (missing shebang)"  # spec text, verbatim
+
+
+def has_shebang(script: bytes) -> bool:
+    # Leading whitespace is allowed (spec); lstrip would copy a 16 MiB body, so look
+    # at the start only unless it really begins with whitespace.
+    if script[:2] == b"#!":
+        return True
+    return script.lstrip()[:2] == b"#!"
+
+
+class SubmitBuilder:
+    """Collects the options of one SUBMIT and every error found in them, in line order."""
+
+    __slots__ = (
+        "cwd",
+        "depends",
+        "env",
+        "errors",
+        "gid",
+        "hold",
+        "mem",
+        "name",
+        "priority",
+        "procs",
+        "seen",
+        "size",
+        "stderr",
+        "stdout",
+        "time_limit",
+        "uid",
+    )
+
+    def __init__(self) -> None:
+        self.mem: int | None = None
+        self.procs: int | None = None
+        self.depends: tuple[int, ...] = ()
+        self.stdout: str | None = None
+        self.stderr: str | None = None
+        self.env: list[tuple[str, str]] | None = None
+        self.cwd: str | None = None
+        self.name: str | None = None
+        self.uid: int | None = None
+        self.gid: int | None = None
+        self.hold = False
+        self.time_limit: float | None = None
+        self.priority = 0
+        self.errors: list[str] = []
+        self.seen: set[bytes] = set()
+        self.size = 0  # bytes of option lines so far, bounded by the connection's max_src
+
+    def option(self, name_bytes: bytes | bytearray, value_bytes: bytes | bytearray) -> None:
+        """One ``NAME VALUE`` line, split at its first space. ``SRC`` is not handled here."""
+        key = bytes(name_bytes).upper()
+        handler = _OPTIONS.get(key)
+        if handler is None:
+            shown = name_bytes[:_NAME_SHOWN].decode(errors="replace")
+            dots = "..." if len(name_bytes) > _NAME_SHOWN else ""
+            self.errors.append(f"unknown option {shown}{dots}")
+            return
+        name = key.decode()
+        if key in self.seen and key not in _REPEATABLE:
+            self.errors.append(f"{name} given more than once")
+            return
+        self.seen.add(key)
+        try:
+            value = value_bytes.decode()
+        except UnicodeDecodeError:
+            self.errors.append(f"{name}: value is not valid UTF-8")
+            return
+        if not value and key not in _NO_VALUE_OK:
+            self.errors.append(f"{name} needs a value")
+            return
+        if "\0" in value:
+            # No path, name or environment string can hold a NUL; refusing it here
+            # spares the daemon a ValueError from open() or execve().
+            self.errors.append(f"{name}: value must not contain a NUL character")
+            return
+        message = handler(self, value)
+        if message is not None:
+            self.errors.append(message)
+
+    def error_message(self) -> str | None:
+        """All errors as one line, or None when the request is good."""
+        errors = self.errors
+        if not errors:
+            return None
+        if len(errors) > MAX_ERRORS:
+            more = len(errors) - MAX_ERRORS
+            errors = [*errors[:MAX_ERRORS], f"and {more} more error{'s' * (more > 1)}"]
+        return "; ".join(errors)
+
+    def build(self) -> SubmitOptions:
+        return SubmitOptions(
+            mem=self.mem,
+            procs=self.procs,
+            depends=self.depends,
+            stdout=self.stdout,
+            stderr=self.stderr,
+            env=None if self.env is None else tuple(self.env),
+            cwd=self.cwd,
+            name=self.name,
+            uid=self.uid,
+            gid=self.gid,
+            hold=self.hold,
+            time_limit=self.time_limit,
+            priority=self.priority,
+        )
+
+
+# Each handler stores the value, or returns the error message for it.
+_Handler = Callable[[SubmitBuilder, str], str | None]
+
+
+def _mem(b: SubmitBuilder, value: str) -> str | None:
+    try:
+        b.mem = parse_mem(value)
+    except UnitError as e:
+        return "MEM: " + str(e).replace(repr(value), quote(value))
+    return None
+
+
+def _procs(b: SubmitBuilder, value: str) -> str | None:
+    n = parse_uint(value)
+    if not n:
+        return f"PROCS must be a whole number >= 1, got {quote(value)}"
+    b.procs = n
+    return None
+
+
+def _depends(b: SubmitBuilder, value: str) -> str | None:
+    ids = parse_jobids(value)
+    if ids is None:
+        bad = next(p for p in value.strip(" \t").split(":") if parse_jobids(p) is None)
+        if not bad.strip(" \t"):
+            return f"DEPENDS: empty job id in {quote(value)} (expected ids like 3:4:5)"
+        return f"DEPENDS: {quote(bad)} is not a job id"
+    b.depends = ids
+    return None
+
+
+def _text(attr: str) -> _Handler:
+    def handler(b: SubmitBuilder, value: str) -> str | None:
+        setattr(b, attr, value)
+        return None
+
+    return handler
+
+
+def _env(b: SubmitBuilder, value: str) -> str | None:
+    if b.env is None:
+        b.env = []
+    if not value:
+        return None  # `ENV` alone: an empty environment, apart from sjq's own variables
+    assignments = split_env(value)
+    if assignments is None:
+        return (
+            f"ENV: expected NAME=VALUE, got {quote(value)}"
+            " (NAME is letters, digits and _, not starting with a digit)"
+        )
+    b.env.extend(assignments)
+    return None
+
+
+def _setenv(b: SubmitBuilder, value: str) -> str | None:
+    # SETENV is ENV without the 2014 comma splitting: a value may contain ",X=".
+    name, eq, val = value.partition("=")
+    if not eq or ENV_NAME.fullmatch(name) is None:
+        return (
+            f"SETENV: expected NAME=VALUE, got {quote(value)}"
+            " (NAME is letters, digits and _, not starting with a digit)"
+        )
+    if b.env is None:
+        b.env = []
+    b.env.append((name, val))
+    return None
+
+
+def _id_number(attr: str, option: str) -> _Handler:
+    def handler(b: SubmitBuilder, value: str) -> str | None:
+        n = parse_uint(value)
+        if n is None or n > MAX_UID:
+            return f"{option} must be a whole number from 0 to {MAX_UID}, got {quote(value)}"
+        setattr(b, attr, n)
+        return None
+
+    return handler
+
+
+def _hold(b: SubmitBuilder, value: str) -> str | None:
+    if value.strip(" \t"):
+        return f"HOLD takes no value, got {quote(value)}"
+    b.hold = True
+    return None
+
+
+def _time(b: SubmitBuilder, value: str) -> str | None:
+    try:
+        seconds = parse_duration(value)
+    except UnitError as e:
+        return "TIME: " + str(e).replace(repr(value), quote(value))
+    # A zero limit would kill the job at once; an infinite one comes from 400 nines.
+    if not 0 < seconds < float("inf"):
+        return f"TIME must be a duration above zero, e.g. 90s or 1:00:00, got {quote(value)}"
+    b.time_limit = seconds
+    return None
+
+
+def _priority(b: SubmitBuilder, value: str) -> str | None:
+    n = parse_int(value)
+    if n is None:
+        return f"PRIORITY must be a whole number, e.g. 10 or -5, got {quote(value)}"
+    b.priority = n
+    return None
+
+
+_OPTIONS: dict[bytes, _Handler] = {
+    b"MEM": _mem,
+    b"PROCS": _procs,
+    b"DEPENDS": _depends,
+    b"STDOUT": _text("stdout"),
+    b"STDERR": _text("stderr"),
+    b"ENV": _env,
+    b"SETENV": _setenv,
+    b"CWD": _text("cwd"),
+    b"NAME": _text("name"),
+    b"UID": _id_number("uid", "UID"),
+    b"GID": _id_number("gid", "GID"),
+    b"HOLD": _hold,
+    b"TIME": _time,
+    b"PRIORITY": _priority,
+}
+_REPEATABLE = frozenset({b"ENV", b"SETENV"})
+_NO_VALUE_OK = frozenset({b"HOLD", b"ENV"})
+_NAME_SHOWN = 40  # bytes of an unknown option name quoted back

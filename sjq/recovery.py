@@ -1,0 +1,128 @@
+"""Start-up reconciliation: the database's view of running jobs against the keepers' journals.
+
+Runs before the event loop. Decides, for every job the database records as running, whether
+it ended while no daemon was there (its real status is in a journal), is still running
+(re-adopted: watched until it ends), or provably never started (queued again). Touches no
+socket; reads /proc only through ``sjq.runner``.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from sjq.jobs import Job, JobState
+from sjq.runner import JournalState, process_alive
+from sjq.state import State
+
+__all__ = ["Adoption", "recover"]
+
+log = logging.getLogger("sjq.recovery")
+
+# How long to wait for a surviving keeper to notice its daemon is gone and say so in its
+# journal: until then it might still act on a start request the dead daemon sent.
+DETACH_WAIT = 10.0
+
+
+@dataclass(slots=True)
+class Adoption:
+    """A job still running under a previous daemon's keeper (or orphaned)."""
+
+    job: Job
+    journal: JournalState | None  # None: no keeper records it any more; status will be lost
+
+
+@dataclass(slots=True)
+class Recovered:
+    adopted: list[Adoption] = field(default_factory=list)
+    journals: list[JournalState] = field(default_factory=list)  # still needed while adopted run
+    finished_journals: list[str] = field(default_factory=list)  # fully applied: delete after commit
+    requeued: int = 0
+    ended: int = 0
+
+
+def read_journals(spool: str) -> list[JournalState]:
+    journals = []
+    for path in sorted(glob.glob(os.path.join(spool, "keeper-*.journal"))):
+        j = JournalState(path)
+        j.read()
+        journals.append(j)
+    deadline = time.monotonic() + DETACH_WAIT
+    for j in journals:
+        while j.keeper_alive() and not j.detached and time.monotonic() < deadline:
+            time.sleep(0.01)  # the old keeper is about to see its daemon's socket close
+            j.read()
+        if j.keeper_alive() and not j.detached:
+            log.warning("keeper %d has not detached after %.0f s", j.keeper_pid, DETACH_WAIT)
+    return journals
+
+
+def recover(state: State, spool: str, now: float) -> Recovered:
+    """Load the database's active jobs into the queue, settling the ones recorded running."""
+    out = Recovered()
+    journals = read_journals(spool)
+    started: dict[int, JournalState] = {}
+    for j in journals:
+        for jobid in j.started:
+            started[jobid] = j
+        for jobid in j.errors:
+            started.setdefault(jobid, j)
+    q = state.queue
+    jobs = state.store.load_active()
+    active = {job.id for job in jobs}
+    for job in jobs:
+        unmet = tuple(d for d in job.depends if d in active)
+        doomed = ""
+        if job.state is not JobState.RUNNING:
+            for d in job.depends:
+                if d in active:
+                    continue
+                st = state.store.state_of(d)
+                if st is not None and st is not JobState.SUCCESS:
+                    doomed = f"dependency {d} ended in {st.value}"
+                    break
+        q.add(job, now, unmet=unmet, doomed=doomed)
+
+    for job in [j for j in q.jobs.values() if j.state is JobState.RUNNING]:
+        j = started.get(job.id)
+        if j is not None and job.id in j.exited:
+            state.exited(j.exited[job.id])
+            out.ended += 1
+        elif j is not None and job.id in j.errors:
+            t, reason = j.errors[job.id]
+            state.failed_to_start(job.id, reason, t)
+            out.ended += 1
+        elif j is not None or job.pid is not None:
+            pid, pid_start = (j.started[job.id][:2]) if j is not None else (job.pid, job.pid_start)
+            if pid is None:
+                continue
+            q.started(job, pid, pid_start or 0, job.start_time or now)
+            live_keeper = j is not None and j.keeper_alive()
+            if process_alive(pid, pid_start) or live_keeper:
+                out.adopted.append(Adoption(job, j))
+            else:
+                state.lost(job, "exit status lost: its daemon and keeper both ended while it ran", now)
+                out.ended += 1
+        else:
+            # Recorded as starting, but no keeper ever started it: start it (once) now.
+            q.requeue(job, now)
+            out.requeued += 1
+
+    needed = {id(a.journal) for a in out.adopted if a.journal is not None}
+    for j in journals:
+        if id(j) in needed:
+            out.journals.append(j)
+        elif not j.keeper_alive():
+            out.finished_journals.append(j.path)
+    if out.adopted or out.requeued or out.ended:
+        log.info(
+            "recovered: %d job(s) still running re-adopted, %d ended while no daemon ran,"
+            " %d queued again (never started)",
+            len(out.adopted),
+            out.ended,
+            out.requeued,
+        )
+    return out

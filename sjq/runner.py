@@ -1,0 +1,592 @@
+"""The only code that spawns, signals and reaps job processes.
+
+Jobs are children of a small *keeper* process forked from the daemon at start-up, not of
+the daemon itself. The keeper writes every start and every exit (status, CPU times, peak
+memory) to an append-only journal before telling the daemon, so when the daemon dies the
+jobs keep running, their exits still reach disk, and the next daemon can tell exactly which
+jobs started and how they ended. Imports nothing of asyncio or sqlite3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import heapq
+import logging
+import os
+import pickle
+import selectors
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+__all__ = [
+    "ExitRecord",
+    "Journal",
+    "KeeperHandle",
+    "SpawnRequest",
+    "decode_frames",
+    "encode_frame",
+    "proc_start_time",
+]
+
+log = logging.getLogger("sjq.runner")
+
+_FRAME = struct.Struct("!I")
+# Signals a job must start with at their default action, whatever the keeper (a Python
+# process) ignores or handles: a shell pipeline whose SIGPIPE is ignored never ends.
+_DEFAULT_SIGNALS = frozenset(
+    s
+    for s in signal.Signals
+    if s not in (signal.SIGKILL, signal.SIGSTOP) and s < getattr(signal, "SIGRTMIN", 34)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnRequest:
+    jobid: int
+    script: bytes
+    cwd: str
+    stdout: str
+    stderr: str
+    env: dict[str, str]
+    tmpdir: str
+    time_limit: float | None = None
+    uid: int | None = None  # set only when a root daemon runs a job as another user
+    gid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExitRecord:
+    jobid: int
+    pid: int
+    exit_code: int | None  # None when a signal ended it
+    signal: int | None
+    time: float
+    cpu_user: float
+    cpu_sys: float
+    maxrss: int  # bytes
+    reason: str = ""  # "time limit" when the keeper enforced one
+
+
+def encode_frame(msg: tuple[Any, ...]) -> bytes:
+    data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    return _FRAME.pack(len(data)) + data
+
+
+def decode_frames(buf: bytearray) -> Iterator[tuple[Any, ...]]:
+    """Yield every complete frame in ``buf`` and remove them from it."""
+    pos = 0
+    end = len(buf)
+    while end - pos >= 4:
+        (n,) = _FRAME.unpack_from(buf, pos)
+        if end - pos - 4 < n:
+            break
+        yield pickle.loads(buf[pos + 4 : pos + 4 + n])
+        pos += 4 + n
+    del buf[:pos]
+
+
+def proc_start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None if it is gone.
+
+    Together with the pid it names one process for ever: a recycled pid has a later start.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # The command name is in parentheses and may contain spaces or ')'.
+    fields = data[data.rindex(b")") + 2 :].split()
+    return int(fields[19])
+
+
+def process_alive(pid: int, start: int | None) -> bool:
+    return start is not None and proc_start_time(pid) == start
+
+
+def signal_group(pid: int, sig: int) -> None:
+    """Signal a job's whole process group (its leader's pid is the group id)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+# -- the journal ----------------------------------------------------------------------
+
+
+class Journal:
+    """Append-only text records, one line each, written with one ``write`` so a crash
+    leaves whole lines (a torn last line has no newline and is ignored on reading).
+
+    ``K pid start``: header (the keeper that writes it); ``S job pid start time``: started;
+    ``X job pid code|- signal|- time user sys maxrss reason``: exited; ``E job time reason``:
+    could not start; ``D time``: the daemon is gone, nothing more will be started.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+
+    def write(self, *fields: object) -> None:
+        line = " ".join(str(f).replace("\n", " ") for f in fields) + "\n"
+        os.write(self.fd, line.encode())
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@dataclass(slots=True)
+class JournalState:
+    """What one journal file says."""
+
+    path: str
+    keeper_pid: int = 0
+    keeper_start: int | None = None
+    detached: bool = False
+    started: dict[int, tuple[int, int | None, float]] = field(default_factory=dict)
+    exited: dict[int, ExitRecord] = field(default_factory=dict)
+    errors: dict[int, tuple[float, str]] = field(default_factory=dict)
+    offset: int = 0
+
+    def keeper_alive(self) -> bool:
+        return process_alive(self.keeper_pid, self.keeper_start)
+
+    def read(self) -> None:
+        """Read what has been appended since the last call."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        for raw in data[:end].decode(errors="replace").splitlines():
+            self._apply(raw.split(" "))
+
+    def _apply(self, p: list[str]) -> None:
+        try:
+            kind = p[0]
+            if kind == "K":
+                self.keeper_pid, self.keeper_start = int(p[1]), int(p[2])
+            elif kind == "S":
+                self.started[int(p[1])] = (int(p[2]), _opt_int(p[3]), float(p[4]))
+            elif kind == "X":
+                jobid = int(p[1])
+                self.exited[jobid] = ExitRecord(
+                    jobid=jobid,
+                    pid=int(p[2]),
+                    exit_code=_opt_int(p[3]),
+                    signal=_opt_int(p[4]),
+                    time=float(p[5]),
+                    cpu_user=float(p[6]),
+                    cpu_sys=float(p[7]),
+                    maxrss=int(p[8]),
+                    reason=" ".join(p[9:]),
+                )
+            elif kind == "E":
+                self.errors[int(p[1])] = (float(p[2]), " ".join(p[3:]))
+            elif kind == "D":
+                self.detached = True
+        except (IndexError, ValueError):
+            log.warning("%s: ignoring unreadable journal line %r", self.path, " ".join(p))
+
+
+def _opt_int(text: str) -> int | None:
+    return None if text == "-" else int(text)
+
+
+# -- the daemon's side ----------------------------------------------------------------
+
+
+class KeeperHandle:
+    """The daemon's end of the keeper: fork it, then exchange frames over a socket pair."""
+
+    def __init__(self, pid: int, sock: socket.socket, journal_path: str) -> None:
+        self.pid = pid
+        self.sock = sock
+        self.journal_path = journal_path
+
+    @classmethod
+    def fork(cls, spool: str, killgrace: float, logfile: str | None) -> KeeperHandle:
+        """Fork the keeper. Call before the event loop exists and before any thread."""
+        os.makedirs(os.path.join(spool, "jobs"), mode=0o700, exist_ok=True)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the keeper process
+            try:
+                ours.close()
+                os.close(ready_r)
+                _Keeper(theirs, spool, killgrace, logfile, ready_w).run()
+            except BaseException:
+                with contextlib.suppress(BaseException):
+                    log.exception("keeper failed")
+            os._exit(70)
+        theirs.close()
+        os.close(ready_w)
+        # The keeper reports the journal it opened (or why it could not) before we go on.
+        with os.fdopen(ready_r, "rb") as f:
+            answer = f.read().decode()
+        if not answer.startswith("/"):
+            raise OSError(f"the job keeper could not start: {answer or 'it died'}")
+        return cls(pid, ours, answer)
+
+
+# -- the keeper process -----------------------------------------------------------------
+
+
+class StartError(Exception):
+    """A job could not be started; the message is the reason recorded with state E."""
+
+
+@dataclass(slots=True)
+class _Child:
+    req: SpawnRequest
+    script_path: str
+    reason: str = ""
+
+
+class _Keeper:
+    def __init__(
+        self, sock: socket.socket, spool: str, killgrace: float, logfile: str | None, ready: int
+    ) -> None:
+        self.sock = sock
+        self.spool = spool
+        self.killgrace = killgrace
+        self.logfile = logfile
+        self.ready = ready
+        self.children: dict[int, _Child] = {}
+        self.by_job: dict[int, int] = {}
+        self.timers: list[tuple[float, int, str, int]] = []
+        self.seq = 0
+        self.inbuf = bytearray()
+        self.outbuf = bytearray()
+        self.detached = False
+        self.journal_seq = 0
+        self.journal: Journal
+
+    def run(self) -> NoReturn:
+        self._isolate()
+        self.journal = self._open_journal()
+        os.write(self.ready, self.journal.path.encode())
+        os.close(self.ready)
+        self.sel = selectors.DefaultSelector()
+        self.sock.setblocking(False)
+        self.sel.register(self.sock, selectors.EVENT_READ)
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.sel.register(wake_r, selectors.EVENT_READ)
+        self._reap()
+        while not (self.detached and not self.children):
+            timeout = None
+            if self.timers:
+                timeout = max(0.0, self.timers[0][0] - time.monotonic())
+            for key, mask in self.sel.select(timeout):
+                if key.fileobj == wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(wake_r, 4096):
+                            pass
+                    self._reap()
+                elif mask & selectors.EVENT_READ:
+                    self._receive()
+                elif mask & selectors.EVENT_WRITE:
+                    self._flush()
+            self._run_timers()
+        self.journal.close()
+        os._exit(0)
+
+    def _isolate(self) -> None:
+        """Own session (a Ctrl-C or hang-up meant for the daemon must not reach the jobs'
+        parent), no inherited descriptors but ours, and logging of our own."""
+        with contextlib.suppress(OSError):
+            os.setsid()
+        keep = {self.sock.fileno(), self.ready, 0, 1, 2}
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd not in keep:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_IGN)
+        root = logging.getLogger()
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        if self.logfile:
+            with contextlib.suppress(OSError):
+                h = logging.FileHandler(self.logfile)
+                h.setFormatter(logging.Formatter("%(asctime)s keeper[%(process)d] %(message)s"))
+                root.addHandler(h)
+
+    def _open_journal(self) -> Journal:
+        me = os.getpid()
+        path = os.path.join(self.spool, f"keeper-{me}-{self.journal_seq}.journal")
+        j = Journal(path)
+        j.write("K", me, proc_start_time(me))
+        return j
+
+    # -- talking to the daemon --
+
+    def _send(self, *msg: Any) -> None:
+        if self.detached:
+            return
+        self.outbuf += encode_frame(msg)
+        self._flush()
+
+    def _flush(self) -> None:
+        try:
+            while self.outbuf:
+                n = self.sock.send(self.outbuf)
+                del self.outbuf[:n]
+        except BlockingIOError:
+            self.sel.modify(self.sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            return
+        except OSError:
+            self._detach()
+            return
+        self.sel.modify(self.sock, selectors.EVENT_READ)
+
+    def _receive(self) -> None:
+        try:
+            data = self.sock.recv(1 << 20)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._detach()
+            return
+        self.inbuf += data
+        for msg in decode_frames(self.inbuf):
+            self._handle(msg)
+
+    def _detach(self) -> None:
+        if self.detached:
+            return
+        self.detached = True
+        self.outbuf.clear()
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(self.sock)
+        self.sock.close()
+        self.journal.write("D", time.time())
+        log.info("daemon gone; %d job(s) still running are watched here", len(self.children))
+
+    def _handle(self, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if kind == "spawn":
+            self._spawn(msg[1])
+        elif kind == "kill":
+            self._kill(msg[1], msg[2])
+        elif kind == "rotate":
+            old = self.journal
+            self.journal_seq += 1
+            self.journal = self._open_journal()
+            old.close()
+            self._send("rotated", old.path)
+
+    # -- processes --
+
+    def _spawn(self, req: SpawnRequest) -> None:
+        try:
+            pid, script_path = self._start(req)
+        except StartError as e:
+            now = time.time()
+            self.journal.write("E", req.jobid, now, e)
+            self._send("error", req.jobid, now, str(e))
+            _cleanup(req, None)
+            return
+        now = time.time()
+        start = proc_start_time(pid)
+        self.journal.write("S", req.jobid, pid, start if start is not None else "-", now)
+        self.children[pid] = _Child(req, script_path)
+        self.by_job[req.jobid] = pid
+        if req.time_limit:
+            self._timer(req.time_limit, "limit", pid)
+        self._send("started", req.jobid, pid, start, now)
+
+    def _start(self, req: SpawnRequest) -> tuple[int, str]:
+        _check_interpreter(req.script)
+        try:
+            os.chdir(req.cwd)
+        except OSError as e:
+            raise StartError(f"working directory {req.cwd}: {e.strerror}") from None
+        script_path = os.path.join(self.spool, "jobs", str(req.jobid))
+        try:
+            os.makedirs(req.tmpdir, mode=0o700, exist_ok=True)
+            fd = os.open(
+                script_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o700
+            )
+            try:
+                # exec needs '#!' at byte 0; the protocol allows whitespace before it
+                os.write(fd, req.script.lstrip())
+            finally:
+                os.close(fd)
+            if req.uid is not None:
+                os.chown(req.tmpdir, req.uid, req.gid if req.gid is not None else -1)
+                os.chown(script_path, req.uid, req.gid if req.gid is not None else -1)
+        except OSError as e:
+            raise StartError(f"cannot prepare job files: {e.filename}: {e.strerror}") from None
+        if req.uid is not None:
+            return self._start_as_user(req, script_path), script_path
+        out = _open_output(req.stdout, "stdout")
+        try:
+            err = out if req.stderr == req.stdout else _open_output(req.stderr, "stderr")
+        except StartError:
+            os.close(out)
+            raise
+        try:
+            pid = os.posix_spawn(
+                script_path,
+                [script_path],
+                req.env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, out, 1),
+                    (os.POSIX_SPAWN_DUP2, err, 2),
+                ],
+                setsid=True,
+                setsigdef=_DEFAULT_SIGNALS,
+                setsigmask=(),
+            )
+        except OSError as e:
+            raise StartError(_exec_error(req.script, e)) from None
+        finally:
+            os.close(out)
+            if err != out:
+                os.close(err)
+        return pid, script_path
+
+    def _start_as_user(self, req: SpawnRequest, script_path: str) -> int:
+        # A root daemon opens the output files as the job's user, so it cannot be used to
+        # write where that user may not: the redirections happen after the identity switch.
+        try:
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", 'exec "$1" >"$2" 2>"$3"', "sjq", script_path, req.stdout, req.stderr],
+                cwd=req.cwd,
+                env=req.env,
+                stdin=subprocess.DEVNULL,
+                user=req.uid,
+                group=req.gid,
+                extra_groups=[],
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as e:
+            raise StartError(_exec_error(req.script, e)) from None
+        # The Popen object must not reap the process behind our back.
+        proc.returncode = 0
+        return proc.pid
+
+    def _kill(self, jobid: int, grace: float) -> None:
+        pid = self.by_job.get(jobid)
+        if pid is None:
+            return
+        signal_group(pid, signal.SIGTERM)
+        signal_group(pid, signal.SIGCONT)  # a stopped job must wake up to see SIGTERM
+        self._timer(grace, "kill", pid)
+
+    def _timer(self, delay: float, what: str, pid: int) -> None:
+        self.seq += 1
+        heapq.heappush(self.timers, (time.monotonic() + delay, self.seq, what, pid))
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        while self.timers and self.timers[0][0] <= now:
+            _, _, what, pid = heapq.heappop(self.timers)
+            child = self.children.get(pid)
+            if child is None:
+                continue
+            if what == "limit":
+                child.reason = "time limit"
+                self._kill(child.req.jobid, self.killgrace)
+            else:
+                signal_group(pid, signal.SIGKILL)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None:
+                return
+            pid = info.si_pid
+            # The leader is a zombie until wait4 below, so its pid (the group id) cannot be
+            # recycled yet: this reaches only what the job left behind in its group.
+            signal_group(pid, signal.SIGKILL)
+            _, status, ru = os.wait4(pid, 0)
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            del self.by_job[child.req.jobid]
+            code = os.waitstatus_to_exitcode(status)
+            rec = ExitRecord(
+                jobid=child.req.jobid,
+                pid=pid,
+                exit_code=code if code >= 0 else None,
+                signal=-code if code < 0 else None,
+                time=time.time(),
+                cpu_user=ru.ru_utime,
+                cpu_sys=ru.ru_stime,
+                maxrss=ru.ru_maxrss * 1024,
+                reason=child.reason,
+            )
+            self.journal.write(
+                "X",
+                rec.jobid,
+                pid,
+                "-" if rec.exit_code is None else rec.exit_code,
+                "-" if rec.signal is None else rec.signal,
+                rec.time,
+                rec.cpu_user,
+                rec.cpu_sys,
+                rec.maxrss,
+                rec.reason,
+            )
+            self._send("exited", rec)
+            _cleanup(child.req, child.script_path)
+
+
+def _cleanup(req: SpawnRequest, script_path: str | None) -> None:
+    shutil.rmtree(req.tmpdir, ignore_errors=True)
+    if script_path:
+        with contextlib.suppress(OSError):
+            os.unlink(script_path)
+
+
+def _open_output(path: str, what: str) -> int:
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        raise StartError(f"cannot open {what} file {path}: {e.strerror}") from None
+
+
+def _interpreter(script: bytes) -> str:
+    first = script.lstrip().split(b"\n", 1)[0]
+    parts = first[2:].split()
+    return parts[0].decode(errors="replace") if parts else ""
+
+
+def _check_interpreter(script: bytes) -> None:
+    interp = _interpreter(script)
+    if not interp:
+        raise StartError("the script's #! line names no interpreter")
+    if interp.startswith("/") and not os.access(interp, os.X_OK):
+        why = "not found" if not os.path.exists(interp) else "not executable"
+        raise StartError(f"bad interpreter {interp}: {why}")
+
+
+def _exec_error(script: bytes, e: OSError) -> str:
+    interp = _interpreter(script)
+    if e.errno in (errno.ENOENT, errno.EACCES, errno.ENOEXEC):
+        return f"cannot execute the script with interpreter {interp}: {e.strerror}"
+    return f"cannot execute the script: {e.strerror}"
+

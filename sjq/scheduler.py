@@ -1,0 +1,236 @@
+"""The pure scheduler: active jobs, their dependency graph and the FCFS/backfill pass.
+
+No I/O, no clock, no asyncio: every method takes ``now`` and returns decisions, so the
+same code runs in the daemon, in Hypothesis tests and in simulations.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from sjq.jobs import TERMINAL, Job, JobState
+
+__all__ = ["Change", "Queue"]
+
+Q, H, U, R = JobState.QUEUED, JobState.HOLDING, JobState.USERHOLD, JobState.RUNNING
+S, A, K = JobState.SUCCESS, JobState.ABORT, JobState.KILLED
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One state change, as it must be recorded durably."""
+
+    job: Job
+    state: JobState
+    time: float
+
+
+class Queue:
+    """Every job that has not ended, indexed so that a pass costs what changed.
+
+    Ready (``Q``) jobs sit in one heap per resource shape ``(procs, mem)``; a pass looks
+    only at the heads of the shapes that fit, so 100,000 waiting jobs of a few shapes cost
+    no more to schedule than ten. Dependencies are a reverse index parent -> children, so
+    an exit touches only the jobs that waited on it.
+    """
+
+    def __init__(self, maxprocs: int, maxmem: int | None) -> None:
+        self.maxprocs = maxprocs
+        self.maxmem = maxmem
+        self.used_procs = 0
+        self.used_mem = 0
+        self.jobs: dict[int, Job] = {}
+        self.counts: dict[JobState, int] = dict.fromkeys(JobState, 0)
+        self.changes: list[Change] = []
+        # jobs whose durable row is out of date (a state change, a pid learnt, an exit status)
+        self.touched: dict[int, Job] = {}
+        self._children: dict[int, list[int]] = {}
+        # (procs, mem) -> heap of (-priority, id); entries go stale when a job leaves Q
+        # and are dropped lazily when they reach the top.
+        self._ready: dict[tuple[int, int], list[tuple[int, int]]] = {}
+
+    # -- queries ---------------------------------------------------------------
+
+    def get(self, jobid: int) -> Job | None:
+        return self.jobs.get(jobid)
+
+    def running(self) -> Iterator[Job]:
+        return (j for j in self.jobs.values() if j.state is R)
+
+    @property
+    def busy(self) -> bool:
+        """Whether anything is running, runnable, or waiting on dependencies that can succeed."""
+        c = self.counts
+        return bool(c[R] or c[Q] or c[H])
+
+    # -- events ----------------------------------------------------------------
+
+    def add(self, job: Job, now: float, *, unmet: tuple[int, ...] = (), doomed: str = "") -> None:
+        """Take a new (or recovered) job in state Q, H or U.
+
+        ``unmet`` are the ids of active parents it still waits for; ``doomed``, when set, is
+        the reason it can never run (a parent already ended badly): it is aborted at once.
+        """
+        self.counts[job.state] += 1
+        if doomed:
+            job.reason = doomed
+            job.end_time = now
+            self._set(job, A, now)
+            return
+        self.jobs[job.id] = job
+        if job.state is R:
+            self._reserve(job)
+            return
+        job.waiting = len(unmet)
+        for parent in unmet:
+            self._children.setdefault(parent, []).append(job.id)
+        if job.state is H and not job.waiting:
+            self._set(job, Q, now)
+        elif job.state is Q and job.waiting:
+            self._set(job, H, now)
+        elif job.state is Q:
+            self._push(job)
+
+    def hold(self, jobid: int, now: float) -> bool:
+        job = self.jobs.get(jobid)
+        if job is None or job.state not in (Q, H):
+            return False
+        self._set(job, U, now)
+        return True
+
+    def release(self, jobid: int, now: float) -> bool:
+        job = self.jobs.get(jobid)
+        if job is None or job.state is not U:
+            return False
+        self._set(job, H if job.waiting else Q, now)
+        return True
+
+    def kill(self, jobid: int, now: float) -> Job | None:
+        """Kill a job. A waiting one ends in K at once; a running one is returned, marked
+        ``killing``, for the caller to signal (it ends in K when its exit is reported)."""
+        job = self.jobs.get(jobid)
+        if job is None:
+            return None
+        if job.state is R:
+            job.killing = True
+            if not job.reason:
+                job.reason = "killed by request"
+            self.touched[job.id] = job
+            return job
+        job.reason = "killed by request"
+        self.finish(job, K, now)
+        return None
+
+    def started(self, job: Job, pid: int, pid_start: int, now: float) -> None:
+        job.pid, job.pid_start = pid, pid_start
+        if job.start_time is None:
+            job.start_time = now
+        self.touched[job.id] = job
+
+    def finish(self, job: Job, state: JobState, now: float) -> None:
+        """A job ended (or will never run). Frees its resources, releases or aborts children."""
+        assert state in TERMINAL
+        if job.state is R:
+            self._unreserve(job)
+        job.end_time = now
+        self._set(job, state, now)
+        del self.jobs[job.id]
+        self._finish_children(job, now)
+
+    def requeue(self, job: Job, now: float) -> None:
+        """Recovery: a job recorded as starting provably never started; it waits again."""
+        self._unreserve(job)
+        job.start_time = job.pid = job.pid_start = None
+        self._set(job, Q, now)
+
+    def forget_counts(self, state: JobState, n: int) -> None:
+        """Finished jobs purged from history no longer count in PING's statistics."""
+        self.counts[state] = max(0, self.counts[state] - n)
+
+    # -- the pass ----------------------------------------------------------------
+
+    def schedule(self, now: float) -> list[Job]:
+        """Start what fits: repeatedly the first (highest priority, then lowest id) ready job
+        whose CPUs and memory fit in what is free. Equivalent to scanning the ready jobs in
+        order and skipping those that do not fit (FCFS with backfill), in O(starts x shapes).
+        """
+        started: list[Job] = []
+        ready = self._ready
+        while ready:
+            free_procs = self.maxprocs - self.used_procs
+            if free_procs <= 0:
+                break
+            free_mem = None if self.maxmem is None else self.maxmem - self.used_mem
+            best_key: tuple[int, int] | None = None
+            best_shape: tuple[int, int] | None = None
+            for shape, heap in list(ready.items()):
+                while heap and self.jobs.get(heap[0][1], _GONE).state is not Q:
+                    heapq.heappop(heap)
+                if not heap:
+                    del ready[shape]
+                    continue
+                procs, mem = shape
+                if procs > free_procs or (free_mem is not None and mem > free_mem):
+                    continue
+                if best_key is None or heap[0] < best_key:
+                    best_key, best_shape = heap[0], shape
+            if best_shape is None:
+                break
+            heap = ready[best_shape]
+            heapq.heappop(heap)
+            if not heap:
+                del ready[best_shape]
+            job = self.jobs[best_key[1]]  # type: ignore[index]
+            self._set(job, R, now)
+            self._reserve(job)
+            job.start_time = now
+            started.append(job)
+        return started
+
+    # -- internals -----------------------------------------------------------------
+
+    def _set(self, job: Job, state: JobState, now: float) -> None:
+        self.counts[job.state] -= 1
+        job.set_state(state)
+        self.counts[state] += 1
+        self.changes.append(Change(job, state, now))
+        self.touched[job.id] = job
+        if state is Q:
+            self._push(job)
+
+    def _push(self, job: Job) -> None:
+        shape = (job.procs, job.mem if self.maxmem is not None else 0)
+        heapq.heappush(self._ready.setdefault(shape, []), (-job.priority, job.id))
+
+    def _reserve(self, job: Job) -> None:
+        self.used_procs += job.procs
+        self.used_mem += job.mem
+
+    def _unreserve(self, job: Job) -> None:
+        self.used_procs -= job.procs
+        self.used_mem -= job.mem
+
+    def _finish_children(self, parent: Job, now: float) -> None:
+        # Iterative, so a 100,000-long abort cascade cannot overflow the stack.
+        todo = [parent]
+        while todo:
+            p = todo.pop()
+            for cid in self._children.pop(p.id, ()):
+                child = self.jobs.get(cid)
+                if child is None:
+                    continue
+                if p.state is S:
+                    child.waiting -= 1
+                    if not child.waiting and child.state is H:
+                        self._set(child, Q, now)
+                    continue
+                child.reason = f"dependency {p.id} ended in {p.state.value}"
+                child.end_time = now
+                self._set(child, A, now)
+                del self.jobs[cid]
+                todo.append(child)
+
+
+_GONE = Job(id=0, name="", state=JobState.ERROR, procs=0, mem=0)

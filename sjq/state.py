@@ -1,0 +1,360 @@
+"""The daemon's state and its request handlers: plain functions of (state, request) -> reply.
+
+No asyncio and no process calls: a handler changes the queue and the database transaction
+of this turn, and leaves what must happen outside (spawns, signals, deferred replies) in
+lists that the daemon carries out after the turn's commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from sjq.config import Config
+from sjq.jobs import TERMINAL, Job, JobState
+from sjq.protocol import (
+    Data,
+    Error,
+    Hold,
+    Info,
+    Kill,
+    Ok,
+    Ping,
+    Release,
+    Status,
+    Submit,
+    Wait,
+)
+from sjq.runner import ExitRecord, SpawnRequest
+from sjq.scheduler import Queue
+from sjq.store import JobSpec, Store
+from sjq.units import format_mem
+
+__all__ = ["Peer", "State", "Waiter"]
+
+R, S, F, K, E = (
+    JobState.RUNNING,
+    JobState.SUCCESS,
+    JobState.FAIL,
+    JobState.KILLED,
+    JobState.ERROR,
+)
+_DEFAULT_NAME = "sjqjob"  # the 2014 daemon's default, kept for scripts that look for it
+_PROTECTED = ("JOB_ID", "SJQ_JOBID", "SJQ_JOBNAME", "SJQ_PROCS", "SJQ_MEM", "SJQ_SOCKET", "TMPDIR")
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+
+
+@dataclass(slots=True, eq=False)
+class Waiter:
+    """A WAIT whose reply is due once every listed job has ended."""
+
+    ids: tuple[int, ...]
+    letters: dict[int, str]
+    on_ready: Callable[[Waiter], None]
+    pending: set[int] = field(default_factory=set)
+
+    def reply(self) -> Ok:
+        return Ok(" ".join(f"{i}:{self.letters[i]}" for i in self.ids))
+
+
+@lru_cache(maxsize=256)
+def _home(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_dir
+    except KeyError:
+        return "/"
+
+
+def default_environment() -> dict[str, str]:
+    """What a job gets when its submitter sent no ENV: a minimal, sane login-like set."""
+    try:
+        pw = pwd.getpwuid(os.getuid())
+        home, user, shell = pw.pw_dir, pw.pw_name, pw.pw_shell or "/bin/sh"
+    except KeyError:
+        home, user, shell = "/", str(os.getuid()), "/bin/sh"
+    return {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "HOME": home,
+        "USER": user,
+        "LOGNAME": user,
+        "SHELL": shell,
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+    }
+
+
+class State:
+    """Everything the daemon knows, and the rules for changing it."""
+
+    def __init__(self, cfg: Config, store: Store, now: float) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.queue = Queue(cfg.maxprocs, cfg.maxmem)
+        self.next_id = store.next_id()
+        self.default_env = default_environment()
+        self.is_root = os.geteuid() == 0
+        self.waiters: dict[int, list[Waiter]] = {}
+        self.to_spawn: list[SpawnRequest] = []
+        self.to_kill: list[Job] = []
+        self.accepting = True
+        for state, n in store.state_counts().items():
+            if state in TERMINAL:
+                self.queue.counts[state] += n
+        self._now = now
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    def handle(self, req: object, peer: Peer, now: float) -> Ok | Data | Error | Waiter:
+        self._now = now
+        match req:
+            case Submit():
+                return self.submit(req, peer)
+            case Ping():
+                return self.ping()
+            case Status(jobid):
+                return self.status(jobid)
+            case Kill(jobid):
+                self.kill(jobid)
+                return Ok()
+            case Release(jobid):
+                self.queue.release(jobid, now)
+                return Ok()
+            case Hold(jobid):
+                self.queue.hold(jobid, now)
+                return Ok()
+            case Info(ids):
+                return self.info(ids)
+            case Wait(ids):
+                return self.wait(ids)
+        return Error("Unknown command")
+
+    # -- handlers ------------------------------------------------------------------------
+
+    def ping(self) -> Ok:
+        counts = self.queue.counts
+        return Ok(" ".join(f"{s.value}:{counts[s]}" for s in sorted(counts) if counts[s]))
+
+    def submit(self, req: Submit, peer: Peer) -> Ok | Error:
+        if not self.accepting:
+            return Error("the daemon is shutting down; submit again in a moment")
+        cfg, o = self.cfg, req.options
+        errors: list[str] = []
+        procs = cfg.default_procs if o.procs is None else o.procs
+        if procs > cfg.maxprocs:
+            errors.append(
+                f"PROCS {procs} is more than the {cfg.maxprocs} CPUs this daemon manages"
+                " (sjq.maxprocs)"
+            )
+        mem = cfg.default_mem if o.mem is None else o.mem
+        if cfg.maxmem is not None and mem > cfg.maxmem:
+            errors.append(
+                f"MEM {format_mem(mem)} is more than the {format_mem(cfg.maxmem)} this daemon"
+                " manages (sjq.maxmem)"
+            )
+        uid, gid = peer.uid, peer.gid
+        for opt, asked, own in (("UID", o.uid, peer.uid), ("GID", o.gid, peer.gid)):
+            if asked is not None and asked != own and not (self.is_root and peer.uid == 0):
+                errors.append(f"{opt} {asked}: only root may run jobs as another user or group")
+        if self.is_root and peer.uid == 0:
+            uid = peer.uid if o.uid is None else o.uid
+            gid = peer.gid if o.gid is None else o.gid
+        unmet: list[int] = []
+        doomed = ""
+        for dep in o.depends:
+            parent = self.queue.get(dep)
+            if parent is not None:
+                unmet.append(dep)
+                continue
+            st = self.store.state_of(dep)
+            if st is None:
+                errors.append(f"DEPENDS: there is no job {dep}")
+            elif st is not S and not doomed:
+                doomed = f"dependency {dep} ended in {st.value}"
+        if errors:
+            return Error("; ".join(errors))
+
+        jobid = self.next_id
+        self.next_id += 1
+        cwd = os.path.join(_home(peer.uid), o.cwd) if o.cwd else _home(peer.uid)
+        spec = JobSpec(
+            script=req.script,
+            cwd=cwd,
+            stdout=os.path.join(cwd, o.stdout or f"{jobid}.stdout"),
+            stderr=os.path.join(cwd, o.stderr or f"{jobid}.stderr"),
+            env=None if o.env is None else dict(o.env),
+            time_limit=o.time_limit,
+        )
+        if o.hold:
+            state = JobState.USERHOLD
+        else:
+            state = JobState.HOLDING if unmet else JobState.QUEUED
+        job = Job(
+            id=jobid,
+            name=o.name or _DEFAULT_NAME,
+            state=state,
+            procs=procs,
+            mem=mem,
+            depends=tuple(o.depends),
+            uid=uid,
+            gid=gid,
+            submit_time=self._now,
+            priority=o.priority,
+        )
+        self.store.insert(job, spec)
+        self.queue.add(job, self._now, unmet=tuple(unmet), doomed=doomed)
+        return Ok(str(jobid))
+
+    def kill(self, jobid: int) -> None:
+        job = self.queue.kill(jobid, self._now)
+        if job is not None:
+            self.to_kill.append(job)
+
+    def status(self, jobid: int | None) -> Data:
+        self.sync()
+        rows = self.store.status_lines(jobid)
+        return Data("".join(f"{i}\t{n}\t{s}\t{d}\r\n" for i, n, s, d in rows).encode())
+
+    def info(self, ids: tuple[int, ...]) -> Data:
+        self.sync()
+        rows = self.store.info(ids)
+        return Data("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
+
+    def wait(self, ids: tuple[int, ...]) -> Ok | Error | Waiter:
+        letters: dict[int, str] = {}
+        pending: set[int] = set()
+        for i in ids:
+            if self.queue.get(i) is not None:
+                pending.add(i)
+                continue
+            st = self.store.state_of(i)
+            if st is None:
+                return Error(f"unknown job {i}")
+            letters[i] = st.value
+        waiter = Waiter(ids, letters, on_ready=lambda w: None, pending=pending)
+        if not pending:
+            return waiter.reply()
+        for i in pending:
+            self.waiters.setdefault(i, []).append(waiter)
+        return waiter
+
+    def drop_waiter(self, waiter: Waiter) -> None:
+        for i in waiter.pending:
+            lst = self.waiters.get(i)
+            if lst and waiter in lst:
+                lst.remove(waiter)
+                if not lst:
+                    del self.waiters[i]
+
+    # -- keeper events ---------------------------------------------------------------------
+
+    def started(self, jobid: int, pid: int, pid_start: int | None, now: float) -> None:
+        job = self.queue.get(jobid)
+        if job is not None and job.state is R:
+            self.queue.started(job, pid, pid_start or 0, now)
+
+    def exited(self, rec: ExitRecord) -> None:
+        job = self.queue.get(rec.jobid)
+        if job is None or job.state is not R:
+            return
+        job.exit_code, job.signal = rec.exit_code, rec.signal
+        job.cpu_user, job.cpu_sys, job.maxrss = rec.cpu_user, rec.cpu_sys, rec.maxrss
+        if job.killing:
+            state = K
+        elif rec.reason:
+            state, job.reason = F, rec.reason
+        elif rec.exit_code == 0:
+            state = S
+        else:
+            state = F
+            job.reason = (
+                f"exit status {rec.exit_code}"
+                if rec.exit_code is not None
+                else f"killed by signal {_signame(rec.signal)}"
+            )
+        self.queue.finish(job, state, rec.time)
+
+    def failed_to_start(self, jobid: int, reason: str, now: float) -> None:
+        job = self.queue.get(jobid)
+        if job is None or job.state is not R:
+            return
+        job.reason = reason
+        self.queue.finish(job, E, now)
+
+    def lost(self, job: Job, reason: str, now: float) -> None:
+        """A running job whose exit status cannot be known any more."""
+        job.reason = reason
+        self.queue.finish(job, F, now)
+
+    # -- the end of a turn ---------------------------------------------------------------
+
+    def schedule(self) -> None:
+        """Start what fits, turning each started job into a spawn request."""
+        if not self.accepting:
+            return
+        for job in self.queue.schedule(self._now):
+            self.to_spawn.append(self.spawn_request(job))
+
+    def spawn_request(self, job: Job) -> SpawnRequest:
+        spec = self.store.spec(job.id)
+        env = dict(self.default_env if spec.env is None else spec.env)
+        for name in _PROTECTED:
+            env.pop(name, None)
+        tmpdir = os.path.join(self.cfg.tmpdir, f"sjq-{os.geteuid()}", f"job-{job.id}")
+        env.update(
+            JOB_ID=str(job.id),
+            SJQ_JOBID=str(job.id),
+            SJQ_JOBNAME=job.name,
+            SJQ_PROCS=str(job.procs),
+            SJQ_MEM=str(job.mem),
+            SJQ_SOCKET=self.cfg.socket,
+            TMPDIR=tmpdir,
+        )
+        as_user = self.is_root and job.uid not in (-1, 0)
+        return SpawnRequest(
+            jobid=job.id,
+            script=spec.script,
+            cwd=spec.cwd,
+            stdout=spec.stdout,
+            stderr=spec.stderr,
+            env=env,
+            tmpdir=tmpdir,
+            time_limit=spec.time_limit,
+            uid=job.uid if as_user else None,
+            gid=job.gid if as_user else None,
+        )
+
+    def sync(self) -> list[Waiter]:
+        """Write this turn's changes into the open transaction; return WAITs now complete."""
+        q = self.queue
+        if not (q.touched or q.changes):
+            return []
+        ready: list[Waiter] = []
+        for ch in q.changes:
+            if ch.state in TERMINAL:
+                for w in self.waiters.pop(ch.job.id, ()):
+                    w.letters[ch.job.id] = ch.state.value
+                    w.pending.discard(ch.job.id)
+                    if not w.pending:
+                        ready.append(w)
+        self.store.write(q.touched.values(), q.changes)
+        q.touched.clear()
+        q.changes.clear()
+        return ready
+
+
+def _signame(sig: int | None) -> str:
+    import signal
+
+    try:
+        return signal.Signals(sig).name if sig is not None else "?"
+    except ValueError:
+        return str(sig)

@@ -1,0 +1,373 @@
+"""The durable record of every job: an SQLite database owned by the daemon alone.
+
+Imports sqlite3 and fcntl; nothing of asyncio or process handling. Writes of one event-loop
+turn are gathered into one transaction (group commit) by the caller's ``flush``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sjq.jobs import Job, JobState
+from sjq.scheduler import Change
+
+__all__ = ["SCHEMA_VERSION", "JobSpec", "Store", "StoreError"]
+
+
+class StoreError(RuntimeError):
+    """The state database cannot be used; the message says which file and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """The bulky, immutable part of a job: read back from disk only when it starts."""
+
+    script: bytes
+    cwd: str
+    stdout: str
+    stderr: str
+    env: dict[str, str] | None  # None: the job gets the daemon's minimal default environment
+    time_limit: float | None
+
+
+# Each migration takes a database at version i to i + 1. Version 1 is the first layout;
+# version 2 added priorities, time limits and per-state timestamps in an events table.
+_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        state TEXT NOT NULL,
+        procs INTEGER NOT NULL,
+        mem INTEGER NOT NULL,
+        depends TEXT NOT NULL,
+        uid INTEGER NOT NULL,
+        gid INTEGER NOT NULL,
+        cwd TEXT NOT NULL,
+        stdout TEXT NOT NULL,
+        stderr TEXT NOT NULL,
+        env TEXT,
+        script BLOB NOT NULL,
+        submitted REAL NOT NULL,
+        started REAL,
+        ended REAL,
+        exit_code INTEGER,
+        signal INTEGER,
+        reason TEXT NOT NULL DEFAULT '',
+        pid INTEGER,
+        pid_start INTEGER,
+        cpu_user REAL,
+        cpu_sys REAL,
+        maxrss INTEGER
+    );
+    CREATE INDEX jobs_active ON jobs(id) WHERE state IN ('Q', 'H', 'U', 'R');
+    CREATE INDEX jobs_ended ON jobs(ended) WHERE ended IS NOT NULL;
+    """,
+    """
+    ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN time_limit REAL;
+    ALTER TABLE jobs ADD COLUMN killing INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE events (job INTEGER NOT NULL, state TEXT NOT NULL, time REAL NOT NULL);
+    CREATE INDEX events_job ON events(job);
+    """,
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_ROW = (
+    "id, name, state, procs, mem, depends, uid, gid, submitted, started, ended, exit_code,"
+    " signal, reason, pid, pid_start, cpu_user, cpu_sys, maxrss, priority, killing"
+)
+INFO_COLUMNS = (
+    "id, name, state, procs, mem, depends, priority, submitted, started, ended, exit_code,"
+    " signal, reason, pid, cpu_user, cpu_sys, maxrss, cwd, stdout, stderr, time_limit"
+)
+
+
+def _depends_text(depends: Sequence[int]) -> str:
+    return ":".join(map(str, depends))
+
+
+def _depends_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(":")) if text else ()
+
+
+class Store:
+    """One SQLite connection in WAL mode, an exclusive lock file, and the job queries."""
+
+    def __init__(self, path: str, *, sync: str = "normal") -> None:
+        self.path = path
+        self._lock_fd = self._lock(path)
+        try:
+            self.db = self._open(path, sync)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        self._in_txn = False
+
+    # -- opening ---------------------------------------------------------------------
+
+    @staticmethod
+    def _lock(path: str) -> int:
+        """Hold ``<db>.lock`` for the daemon's lifetime: two daemons on one database would
+        both believe they own every job."""
+        lock_path = path + ".lock"
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise StoreError(f"cannot open lock file {lock_path}: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StoreError(
+                f"state database {path} is in use by another sjq daemon (pid {holder})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def _open(self, path: str, sync: str) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open state database {path}: {e}") from None
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+            db.execute("PRAGMA foreign_keys=OFF")
+            self._migrate(db, path)
+        except sqlite3.DatabaseError as e:
+            db.close()
+            if "not a database" in str(e) or "malformed" in str(e):
+                raise StoreError(
+                    f"state database {path} is corrupt ({e}); move it aside to start afresh,"
+                    " or restore it from a backup"
+                ) from None
+            raise StoreError(f"cannot use state database {path}: {e}") from None
+        return db
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection, path: str) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"state database {path} has schema version {version}, newer than this sjq"
+                f" understands ({SCHEMA_VERSION}); upgrade sjq"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _MIGRATIONS[target - 1].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version={target}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        self.commit()
+        with contextlib.suppress(sqlite3.Error):
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.db.close()
+        os.close(self._lock_fd)
+
+    # -- transactions ------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        if not self._in_txn:
+            self.db.execute("BEGIN")
+            self._in_txn = True
+
+    def commit(self) -> None:
+        if self._in_txn:
+            self.db.execute("COMMIT")
+            self._in_txn = False
+
+    # -- writes --------------------------------------------------------------------------
+
+    def next_id(self) -> int:
+        row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").fetchone()
+        top = self.db.execute("SELECT max(id) FROM jobs").fetchone()[0]
+        return max(row[0] if row else 0, top or 0) + 1
+
+    def insert(self, job: Job, spec: JobSpec) -> None:
+        self._begin()
+        self.db.execute(
+            "INSERT INTO jobs (id, name, state, procs, mem, depends, uid, gid, cwd, stdout,"
+            " stderr, env, script, submitted, priority, time_limit, reason)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                job.id,
+                job.name,
+                job.state.value,
+                job.procs,
+                job.mem,
+                _depends_text(job.depends),
+                job.uid,
+                job.gid,
+                spec.cwd,
+                spec.stdout,
+                spec.stderr,
+                None if spec.env is None else json.dumps(spec.env),
+                spec.script,
+                job.submit_time,
+                job.priority,
+                spec.time_limit,
+                job.reason,
+            ),
+        )
+        self.db.execute(
+            "INSERT INTO events VALUES (?,?,?)", (job.id, job.state.value, job.submit_time)
+        )
+
+    def write(self, touched: Iterable[Job], changes: Iterable[Change]) -> None:
+        """Bring the rows of ``touched`` jobs up to date and log ``changes`` (same transaction)."""
+        self._begin()
+        self.db.executemany(
+            "UPDATE jobs SET state=?, started=?, ended=?, exit_code=?, signal=?, reason=?,"
+            " pid=?, pid_start=?, cpu_user=?, cpu_sys=?, maxrss=?, priority=?, killing=?"
+            " WHERE id=?",
+            [
+                (
+                    j.state.value,
+                    j.start_time,
+                    j.end_time,
+                    j.exit_code,
+                    j.signal,
+                    j.reason,
+                    j.pid,
+                    j.pid_start,
+                    j.cpu_user,
+                    j.cpu_sys,
+                    j.maxrss,
+                    j.priority,
+                    j.killing,
+                    j.id,
+                )
+                for j in touched
+            ],
+        )
+        self.db.executemany(
+            "INSERT INTO events VALUES (?,?,?)",
+            [(c.job.id, c.state.value, c.time) for c in changes],
+        )
+
+    def purge(self, ended_before: float, keep_count: int | None, limit: int) -> dict[str, int]:
+        """Forget up to ``limit`` finished jobs that ended before ``ended_before`` or fall
+        beyond the newest ``keep_count``. Returns how many of each state went."""
+        cutoff_id = 0
+        if keep_count is not None:
+            row = self.db.execute(
+                "SELECT id FROM jobs WHERE ended IS NOT NULL ORDER BY id DESC LIMIT 1 OFFSET ?",
+                (keep_count,),
+            ).fetchone()
+            cutoff_id = row[0] if row else 0
+        rows = self.db.execute(
+            "SELECT id, state FROM jobs WHERE ended IS NOT NULL AND (ended < ? OR id <= ?)"
+            " AND state NOT IN ('Q','H','U','R') LIMIT ?",
+            (ended_before, cutoff_id, limit),
+        ).fetchall()
+        if not rows:
+            return {}
+        self._begin()
+        ids = [(r[0],) for r in rows]
+        self.db.executemany("DELETE FROM jobs WHERE id = ?", ids)
+        self.db.executemany("DELETE FROM events WHERE job = ?", ids)
+        gone: dict[str, int] = {}
+        for _, state in rows:
+            gone[state] = gone.get(state, 0) + 1
+        return gone
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def load_active(self) -> list[Job]:
+        cur = self.db.execute(
+            f"SELECT {_ROW} FROM jobs WHERE state IN ('Q','H','U','R') ORDER BY id"
+        )
+        return [self._job(r) for r in cur]
+
+    @staticmethod
+    def _job(r: Sequence[Any]) -> Job:
+        return Job(
+            id=r[0],
+            name=r[1],
+            state=JobState(r[2]),
+            procs=r[3],
+            mem=r[4],
+            depends=_depends_tuple(r[5]),
+            uid=r[6],
+            gid=r[7],
+            submit_time=r[8],
+            start_time=r[9],
+            end_time=r[10],
+            exit_code=r[11],
+            signal=r[12],
+            reason=r[13],
+            pid=r[14],
+            pid_start=r[15],
+            cpu_user=r[16],
+            cpu_sys=r[17],
+            maxrss=r[18],
+            priority=r[19],
+            killing=bool(r[20]),
+        )
+
+    def state_counts(self) -> dict[JobState, int]:
+        rows = self.db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
+        return {JobState(s): n for s, n in rows}
+
+    def state_of(self, jobid: int) -> JobState | None:
+        row = self.db.execute("SELECT state FROM jobs WHERE id = ?", (jobid,)).fetchone()
+        return None if row is None else JobState(row[0])
+
+    def spec(self, jobid: int) -> JobSpec:
+        r = self.db.execute(
+            "SELECT script, cwd, stdout, stderr, env, time_limit FROM jobs WHERE id = ?",
+            (jobid,),
+        ).fetchone()
+        return JobSpec(
+            script=r[0],
+            cwd=r[1],
+            stdout=r[2],
+            stderr=r[3],
+            env=None if r[4] is None else json.loads(r[4]),
+            time_limit=r[5],
+        )
+
+    def status_lines(self, jobid: int | None) -> Iterable[tuple[int, str, str, str]]:
+        if jobid is None:
+            return self.db.execute("SELECT id, name, state, depends FROM jobs ORDER BY id")
+        return self.db.execute("SELECT id, name, state, depends FROM jobs WHERE id = ?", (jobid,))
+
+    def info(self, ids: Sequence[int]) -> list[dict[str, Any]]:
+        if ids:
+            marks = ",".join("?" * len(ids))
+            cur = self.db.execute(
+                f"SELECT {INFO_COLUMNS} FROM jobs WHERE id IN ({marks}) ORDER BY id", tuple(ids)
+            )
+        else:
+            cur = self.db.execute(f"SELECT {INFO_COLUMNS} FROM jobs ORDER BY id")
+        names = [c.strip() for c in INFO_COLUMNS.split(",")]
+        out = []
+        for row in cur:
+            d = dict(zip(names, row, strict=True))
+            d["depends"] = list(_depends_tuple(d["depends"]))
+            out.append(d)
+        return out
+
+    def events(self, jobid: int) -> list[tuple[str, float]]:
+        return self.db.execute(
+            "SELECT state, time FROM events WHERE job = ? ORDER BY rowid", (jobid,)
+        ).fetchall()
+
