@@ -135,6 +135,12 @@ _Handler = Callable[[SubmitBuilder, str], str | None]
 
 
 def _mem(b: SubmitBuilder, value: str) -> str | None:
+    # Plain bytes are read exactly: parse_mem goes through a float, which is exact
+    # only up to 2**53, and clients send MEM in bytes.
+    n = parse_uint(value)
+    if n is not None:
+        b.mem = n
+        return None
     try:
         b.mem = parse_mem(value)
     except UnitError as e:
