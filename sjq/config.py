@@ -1,7 +1,8 @@
-"""Settings: ~/.sjqrc, SJQ_* variables and overrides -> a frozen Config. Imports nothing heavy.
+"""~/.sjqrc, SJQ_*, overrides -> Config. Imports no psutil/asyncio/sqlite3/subprocess/tempfile.
 
-The ``sjq`` CLI imports this module on every start, so it must not import psutil, asyncio,
-sqlite3, subprocess, tempfile or difflib (difflib is imported only to word an error).
+The ``sjq`` CLI imports this module on every start and its start-up time is measured; difflib
+is imported only inside the unknown-key error. tests/test_config.py checks this in a fresh
+interpreter.
 
 Precedence, highest first: ``overrides`` (the command line), the environment (``SJQ_MAXPROCS``
 for ``sjq.maxprocs``, ``SJQ_DEFAULTS_MEM`` for ``sjq.defaults.mem`` ...), the config file,
@@ -15,6 +16,9 @@ leading/trailing spaces or a `` #``. Paths expand ``~``, ``~user``, ``$VAR`` and
 (an unset variable is an error, not an empty string); a relative path in the file is relative
 to the file's directory, one from the environment or command line to the current directory.
 A key set twice in the file is an error. An empty environment variable counts as unset.
+``auto`` (maxprocs, maxmem, tmpdir) means "detect on this host"; ``none`` turns off logfile,
+maxmem (memory accounting) and keep.count. The per-job defaults are lowered to a detected
+maxprocs/maxmem, but exceeding a maxprocs/maxmem the user set is an error.
 """
 
 from __future__ import annotations
@@ -260,13 +264,14 @@ def _detect_mem(environ: Mapping[str, str]) -> int | None:
     return total if limit is None else min(total, limit)
 
 
-def _cgroup_memory_limit() -> int | None:
+def _cgroup_memory_limit(root: str = "/") -> int | None:
     """The lowest memory limit on this process's cgroup or its ancestors (cgroup v2 or v1).
 
-    Best effort, from the usual mount points: any surprise means "no limit known".
+    Best effort, from the usual mount points: any surprise means "no limit known". ``root``
+    lets a test lay out a fake /proc and /sys.
     """
     try:
-        with open("/proc/self/cgroup", encoding="utf-8") as f:
+        with open(os.path.join(root, "proc/self/cgroup"), encoding="utf-8") as f:
             lines = f.read().splitlines()
     except OSError:
         return None
@@ -275,16 +280,16 @@ def _cgroup_memory_limit() -> int | None:
         _, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")
         if controllers == "":
-            mount, leaf = "/sys/fs/cgroup", "memory.max"
+            mount, leaf = "sys/fs/cgroup", "memory.max"
         elif "memory" in controllers.split(","):
-            mount, leaf = "/sys/fs/cgroup/memory", "memory.limit_in_bytes"
+            mount, leaf = "sys/fs/cgroup/memory", "memory.limit_in_bytes"
         else:
             continue
         # Without a cgroup namespace the path names a directory that is not mounted here,
         # so walk up: the limit may be set on any ancestor.
         path = path or "/"
         while True:
-            limit = _read_limit(os.path.join(mount + path, leaf))
+            limit = _read_limit(os.path.join(root, mount + path, leaf))
             if limit is not None:
                 found.append(limit)
             if path == "/":
@@ -548,12 +553,11 @@ def _reconcile(values: dict[str, Any], settings: Mapping[str, _Setting]) -> None
 def _unknown(name: str) -> str:
     import difflib  # noqa: PLC0415 -- only on this error path; it costs the CLI start-up time
 
-    probe = name.lower().replace("_", ".")
-    candidates = [probe] if probe.startswith("sjq.") else [probe, "sjq." + probe]
-    for candidate in candidates:
-        match = difflib.get_close_matches(candidate, KEYS, n=1, cutoff=0.6)
-        if match:
-            return f"unknown key; did you mean {match[0]}?"
+    # Compared without the shared "sjq." prefix, which would make any short word look close.
+    probe = name.lower().replace("_", ".").removeprefix("sjq.")
+    match = difflib.get_close_matches(probe, [k.removeprefix("sjq.") for k in KEYS], n=1)
+    if match:
+        return f"unknown key; did you mean sjq.{match[0]}?"
     return "unknown key; the keys are " + ", ".join(KEYS)
 
 

@@ -463,8 +463,10 @@ def daemonize(cfg: Config) -> int:
         if answer.startswith("OK "):
             print(f"sjq daemon started (pid {answer[3:]}) on {cfg.socket}")
             return 0
-        print(f"sjq: {answer or 'the daemon died while starting; see ' + str(cfg.logfile)}",
-              file=sys.stderr)
+        print(
+            f"sjq: {answer or 'the daemon died while starting; see ' + str(cfg.logfile)}",
+            file=sys.stderr,
+        )
         return 1
     os.close(ready_r)
     ctx = python_daemon.DaemonContext(

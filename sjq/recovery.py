@@ -104,7 +104,9 @@ def recover(state: State, spool: str, now: float) -> Recovered:
             if process_alive(pid, pid_start) or live_keeper:
                 out.adopted.append(Adoption(job, j))
             else:
-                state.lost(job, "exit status lost: its daemon and keeper both ended while it ran", now)
+                state.lost(
+                    job, "exit status lost: its daemon and keeper both ended while it ran", now
+                )
                 out.ended += 1
         else:
             # Recorded as starting, but no keeper ever started it: start it (once) now.

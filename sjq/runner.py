@@ -93,8 +93,9 @@ def decode_frames(buf: bytearray) -> Iterator[tuple[Any, ...]]:
     del buf[:pos]
 
 
-def proc_start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot, or None if it is gone.
+def proc_start_time(pid: int, *, zombie_ok: bool = False) -> int | None:
+    """The process's start time in clock ticks since boot, or None if it is gone (or a
+    zombie, which has finished: whoever reaps it is not us).
 
     Together with the pid it names one process for ever: a recycled pid has a later start.
     """
@@ -105,6 +106,8 @@ def proc_start_time(pid: int) -> int | None:
         return None
     # The command name is in parentheses and may contain spaces or ')'.
     fields = data[data.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X") and not zombie_ok:
+        return None
     return int(fields[19])
 
 
@@ -306,20 +309,28 @@ class _Keeper:
 
     def _isolate(self) -> None:
         """Own session (a Ctrl-C or hang-up meant for the daemon must not reach the jobs'
-        parent), no inherited descriptors but ours, and logging of our own."""
+        parent), none of the daemon's descriptors (its database lock, its listening socket),
+        and logging of our own."""
         with contextlib.suppress(OSError):
             os.setsid()
-        keep = {self.sock.fileno(), self.ready, 0, 1, 2}
-        for name in os.listdir("/proc/self/fd"):
-            fd = int(name)
-            if fd not in keep:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-            signal.signal(sig, signal.SIG_IGN)
         root = logging.getLogger()
         for h in list(root.handlers):
             root.removeHandler(h)
+            with contextlib.suppress(Exception):
+                h.close()
+        # Python objects inherited from the daemon still own some of these descriptors and
+        # close them when collected. Pointing each at /dev/null (rather than closing it)
+        # drops the daemon's files while keeping the number taken, so such a late close can
+        # never hit a file the keeper opened since.
+        keep = {self.sock.fileno(), self.ready, 0, 1, 2}
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd not in keep and fd != null:
+                with contextlib.suppress(OSError):
+                    os.dup2(null, fd, inheritable=False)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_IGN)
         if self.logfile:
             with contextlib.suppress(OSError):
                 h = logging.FileHandler(self.logfile)
@@ -404,7 +415,7 @@ class _Keeper:
             _cleanup(req, None)
             return
         now = time.time()
-        start = proc_start_time(pid)
+        start = proc_start_time(pid, zombie_ok=True)  # a quick job may be done already
         self.journal.write("S", req.jobid, pid, start if start is not None else "-", now)
         self.children[pid] = _Child(req, script_path)
         self.by_job[req.jobid] = pid
@@ -421,9 +432,7 @@ class _Keeper:
         script_path = os.path.join(self.spool, "jobs", str(req.jobid))
         try:
             os.makedirs(req.tmpdir, mode=0o700, exist_ok=True)
-            fd = os.open(
-                script_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o700
-            )
+            fd = os.open(script_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o700)
             try:
                 # exec needs '#!' at byte 0; the protocol allows whitespace before it
                 os.write(fd, req.script.lstrip())
@@ -469,7 +478,15 @@ class _Keeper:
         # write where that user may not: the redirections happen after the identity switch.
         try:
             proc = subprocess.Popen(
-                ["/bin/sh", "-c", 'exec "$1" >"$2" 2>"$3"', "sjq", script_path, req.stdout, req.stderr],
+                [
+                    "/bin/sh",
+                    "-c",
+                    'exec "$1" >"$2" 2>"$3"',
+                    "sjq",
+                    script_path,
+                    req.stdout,
+                    req.stderr,
+                ],
                 cwd=req.cwd,
                 env=req.env,
                 stdin=subprocess.DEVNULL,
@@ -589,4 +606,3 @@ def _exec_error(script: bytes, e: OSError) -> str:
     if e.errno in (errno.ENOENT, errno.EACCES, errno.ENOEXEC):
         return f"cannot execute the script with interpreter {interp}: {e.strerror}"
     return f"cannot execute the script: {e.strerror}"
-

@@ -73,6 +73,8 @@ class Queue:
         ``unmet`` are the ids of active parents it still waits for; ``doomed``, when set, is
         the reason it can never run (a parent already ended badly): it is aborted at once.
         """
+        if doomed and job.state is Q:
+            job.state = H  # it has a dependency, one that can no longer succeed
         self.counts[job.state] += 1
         if doomed:
             job.reason = doomed

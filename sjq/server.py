@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 import socket
 import stat
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from sjq.daemon import Daemon
 
 __all__ = ["AlreadyRunning", "Connection", "bind_socket"]
+
+log = logging.getLogger("sjq.server")
 
 _CRED = struct.Struct("3i")
 # Past this many bytes of replies the client has not read, stop reading its requests.
@@ -142,7 +145,12 @@ class Connection(asyncio.Protocol):
                 self.closing = True
                 d.request_stop(keep_running=isinstance(ev, Stop))
                 break
-            reply = d.state.handle(ev, self.peer, d.now())
+            try:
+                reply = d.state.handle(ev, self.peer, d.now())
+            except Exception as e:
+                # A bug must cost one request, not the connection or the daemon.
+                log.exception("internal error handling %r", ev)
+                reply = Error(f"internal error: {type(e).__name__}: {e}; see the daemon log")
             if isinstance(reply, Waiter):
                 d.waiting_conns[reply] = self
                 self.out.append(reply)

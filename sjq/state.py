@@ -266,6 +266,8 @@ class State:
         if job is None or job.state is not R:
             return
         job.exit_code, job.signal = rec.exit_code, rec.signal
+        if job.pid is None:
+            job.pid = rec.pid
         job.cpu_user, job.cpu_sys, job.maxrss = rec.cpu_user, rec.cpu_sys, rec.maxrss
         if job.killing:
             state = K

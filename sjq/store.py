@@ -370,4 +370,3 @@ class Store:
         return self.db.execute(
             "SELECT state, time FROM events WHERE job = ? ORDER BY rowid", (jobid,)
         ).fetchall()
-

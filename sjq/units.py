@@ -52,7 +52,9 @@ def parse_duration(text: str) -> float:
         return _parse_clock(text, t)
     m = _DUR_RE.fullmatch(t)
     if m is None:
-        raise UnitError(f"cannot read duration {text!r} (expected e.g. 30, 90s, 5m, 2h, 1-00:00:00)")
+        raise UnitError(
+            f"cannot read duration {text!r} (expected e.g. 30, 90s, 5m, 2h, 1-00:00:00)"
+        )
     return float(m.group(1)) * _DUR_UNIT[m.group(2).lower()]
 
 

@@ -26,7 +26,7 @@ from ._events import (
     SubmitOptions,
     Wait,
 )
-from ._syntax import ENV_NAME, MAX_INT, MAX_UID, env_line_splits, plain_decimal
+from ._syntax import ENV_NAME, MAX_INT, MAX_UID, env_line_splits, parse_uint, plain_decimal
 
 __all__ = ["MAX_REPLY_LINE", "ReplyReader", "encode_request"]
 
@@ -214,10 +214,11 @@ class ReplyReader:
             raise ProtocolError(f"reply is neither OK nor ERROR: {line[:80]!r}")
         if not expect_data:
             return Ok(rest if space else None)
-        if not (rest.isascii() and rest.isdigit()):
+        n = parse_uint(rest) if rest[:1].isdigit() else None
+        if n is None:
             raise ProtocolError(f"expected 'OK <length>', got {line[:80]!r}")
-        self._pending = int(rest)
-        return self._payload(self._pending)
+        self._pending = n
+        return self._payload(n)
 
     def _payload(self, n: int) -> Data | NeedData:
         start = self._pos

@@ -1,0 +1,67 @@
+"""Small helpers shared by the real-daemon tests: raw STATUS, process checks, job scripts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from conftest import DEFAULT_TIMEOUT, Daemon, Raw, wait_for
+
+SH = "#!/bin/sh\n"
+
+
+def status(d: Daemon, arg: str = "") -> bytes:
+    """The raw payload of ``STATUS [arg]``."""
+    with Raw(d.socket) as c:
+        c.send(f"STATUS {arg}".rstrip().encode() + b"\n")
+        return c.data()
+
+
+def states(d: Daemon) -> dict[int, str]:
+    """Every job's state letter, from one STATUS snapshot."""
+    out = {}
+    for rec in status(d).decode().split("\r\n"):
+        if rec:
+            jobid, _, state, _ = rec.split("\t")
+            out[int(jobid)] = state
+    return out
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie counts as dead: it runs no code)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2 :][:1] != b"Z"
+
+
+def wait_dead(pid: int, timeout: float = DEFAULT_TIMEOUT) -> None:
+    wait_for(lambda: not alive(pid), timeout, what=f"process {pid} to die")
+
+
+def read_when(path: Path, timeout: float = DEFAULT_TIMEOUT) -> str:
+    """The text of ``path`` once it exists and ends with a newline (fully written)."""
+    return wait_for(
+        lambda: path.exists() and (t := path.read_text()).endswith("\n") and t,
+        timeout,
+        what=f"{path} to be written",
+    )
+
+
+def job_pid(d: Daemon, jobid: int) -> int:
+    """The pid of a running job, once the keeper has reported it."""
+    pid: int = wait_for(lambda: d.info(jobid)["pid"], what=f"pid of job {jobid}")
+    return pid
+
+
+def exited(d: Daemon, timeout: float = 15.0) -> int:
+    """The exit status of a daemon that stops by itself."""
+    assert d.proc is not None
+    code = d.proc.wait(timeout)
+    d.proc = None
+    return code
+
+
+def no_socket(d: Daemon) -> bool:
+    return not os.path.lexists(d.socket)
