@@ -98,7 +98,7 @@ class Daemon:
         st._now = self.now()
         try:
             st.schedule()
-            ready = st.sync()
+            st.sync()
             self.store.commit()
             for old in self._rotated:
                 with contextlib.suppress(OSError):
@@ -108,6 +108,7 @@ class Daemon:
             log.exception("cannot record state; stopping so that nothing is acknowledged unsaved")
             self.request_stop(keep_running=True)
             return
+        ready, st.ready_waiters = st.ready_waiters, []
         for w in ready:
             conn = self.waiting_conns.get(w)
             if conn is not None:

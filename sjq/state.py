@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -60,7 +59,6 @@ class Waiter:
 
     ids: tuple[int, ...]
     letters: dict[int, str]
-    on_ready: Callable[[Waiter], None]
     pending: set[int] = field(default_factory=set)
 
     def reply(self) -> Ok:
@@ -105,6 +103,7 @@ class State:
         self.waiters: dict[int, list[Waiter]] = {}
         self.to_spawn: list[SpawnRequest] = []
         self.to_kill: list[Job] = []
+        self.ready_waiters: list[Waiter] = []  # WAITs completed this turn, answered after commit
         self.accepting = True
         for state, n in store.state_counts().items():
             if state in TERMINAL:
@@ -169,6 +168,8 @@ class State:
             gid = peer.gid if o.gid is None else o.gid
         unmet: list[int] = []
         doomed = ""
+        if o.depends:
+            self.sync()
         for dep in o.depends:
             parent = self.queue.get(dep)
             if parent is not None:
@@ -229,6 +230,7 @@ class State:
         return Data("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
 
     def wait(self, ids: tuple[int, ...]) -> Ok | Error | Waiter:
+        self.sync()
         letters: dict[int, str] = {}
         pending: set[int] = set()
         for i in ids:
@@ -239,7 +241,7 @@ class State:
             if st is None:
                 return Error(f"unknown job {i}")
             letters[i] = st.value
-        waiter = Waiter(ids, letters, on_ready=lambda w: None, pending=pending)
+        waiter = Waiter(ids, letters, pending=pending)
         if not pending:
             return waiter.reply()
         for i in pending:
@@ -334,23 +336,22 @@ class State:
             gid=job.gid if as_user else None,
         )
 
-    def sync(self) -> list[Waiter]:
-        """Write this turn's changes into the open transaction; return WAITs now complete."""
+    def sync(self) -> None:
+        """Write this turn's changes into the open transaction, so that what the database
+        says (a parent's final state, a STATUS) is never behind what memory says."""
         q = self.queue
         if not (q.touched or q.changes):
-            return []
-        ready: list[Waiter] = []
+            return
         for ch in q.changes:
             if ch.state in TERMINAL:
                 for w in self.waiters.pop(ch.job.id, ()):
                     w.letters[ch.job.id] = ch.state.value
                     w.pending.discard(ch.job.id)
                     if not w.pending:
-                        ready.append(w)
+                        self.ready_waiters.append(w)
         self.store.write(q.touched.values(), q.changes)
         q.touched.clear()
         q.changes.clear()
-        return ready
 
 
 def _signame(sig: int | None) -> str:

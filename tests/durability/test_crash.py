@@ -33,7 +33,8 @@ class Driver:
         self.pace = threading.Event()  # never set: a bounded, interruptible pause
 
     def script(self, fails: bool) -> str:
-        pause = self.rng.choice(["0", "0.01", "0.03", "0.05"])
+        # Mostly quick jobs, and some that outlive a daemon restart so they are re-adopted.
+        pause = self.rng.choice(["0", "0.01", "0.03", "0.05"] * 5 + ["0.6", "1.2"])
         return (
             "#!/bin/sh\n"
             f'echo "$SJQ_JOBID" >> "{self.ledger}"\n'

@@ -1,4 +1,4 @@
-"""Hypothesis: any bytes give only events, chunking never matters, and both directions round-trip."""
+"""Hypothesis: any bytes give only events, chunking never matters, both directions round-trip."""
 
 from __future__ import annotations
 

@@ -1,0 +1,201 @@
+"""Job states and transitions through a real daemon: dependencies, holds, kills, cascades."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from conftest import Daemon, Gate, wait_for
+
+from ._helpers import SH, alive, job_pid, read_when, states, status, wait_dead
+
+
+@pytest.fixture
+def one_cpu(daemon_factory: Callable[..., Daemon]) -> Daemon:
+    return daemon_factory(maxprocs="1", killgrace="1").start()
+
+
+def test_queued_running_success_and_fail(one_cpu: Daemon, gate: Callable[[str], Gate]) -> None:
+    d, g = one_cpu, gate("g")
+    first = d.submit(SH + g.wait)
+    ok = d.submit(SH + "exit 0\n")
+    bad = d.submit(SH + "exit 1\n")
+    d.wait_state(first, "R")
+    assert states(d) == {first: "R", ok: "Q", bad: "Q"}
+    g.open()
+    d.wait_state(bad, "F")
+    assert states(d) == {first: "S", ok: "S", bad: "F"}
+
+
+def test_dependent_waits_in_h_and_runs_after_its_parent_succeeds(
+    daemon: Daemon, gate: Callable[[str], Gate]
+) -> None:
+    g = gate("g")
+    a = daemon.submit(SH + g.wait)
+    b = daemon.submit(SH + "exit 0\n")
+    c = daemon.submit(SH + "echo ran\n", depends=f"{a}:{b}")
+    daemon.wait_state(b, "S")
+    assert daemon.state(c) == "H"
+    assert status(daemon, str(c)) == f"{c}\tsjqjob\tH\t{a}:{b}\r\n".encode()
+    g.open()
+    daemon.wait_state(c, "S")
+    assert (daemon.jobs_dir / f"{c}.stdout").read_text() == "ran\n"
+    assert daemon.info(c)["started"] >= daemon.info(a)["ended"]
+
+
+@pytest.mark.parametrize("end", ["F", "K", "E", "A"])
+def test_depends_on_a_job_that_ended_badly_is_aborted_at_once(daemon: Daemon, end: str) -> None:
+    if end == "F":
+        parent = daemon.submit(SH + "exit 2\n")
+    elif end == "E":
+        parent = daemon.submit("#!/nonexistent/sh\n")
+    elif end == "K":
+        parent = daemon.submit(SH, hold=True)
+        daemon.req(f"KILL {parent}")
+    else:
+        grand = daemon.submit(SH + "exit 1\n")
+        daemon.wait_state(grand, "F")
+        parent = daemon.submit(SH, depends=str(grand))
+    daemon.wait_state(parent, end)
+    child = daemon.submit(SH + "echo should not run\n", depends=str(parent))
+    assert daemon.state(child) == "A"  # no waiting: the reply's commit carries the abort
+    assert daemon.info(child)["reason"] == f"dependency {parent} ended in {end}"
+    assert not (daemon.jobs_dir / f"{child}.stdout").exists()
+
+
+def test_failure_cascades_to_grandchildren_at_once(
+    daemon: Daemon, gate: Callable[[str], Gate]
+) -> None:
+    g = gate("g")
+    a = daemon.submit(SH + g.wait + "exit 3\n")
+    b = daemon.submit(SH, depends=str(a))
+    c = daemon.submit(SH, depends=str(b))
+    other = daemon.submit(SH, depends=f"{c}", hold=True)
+    daemon.wait_state(a, "R")
+    assert states(daemon) == {a: "R", b: "H", c: "H", other: "U"}
+    g.open()
+    daemon.wait_state(a, "F")
+    # One snapshot right after the parent's end: the whole tree is already aborted.
+    assert states(daemon) == {a: "F", b: "A", c: "A", other: "A"}
+    assert daemon.info(c)["reason"] == f"dependency {b} ended in A"
+
+
+def test_kill_of_a_running_parent_cascades(daemon: Daemon, gate: Callable[[str], Gate]) -> None:
+    g = gate("g")
+    a = daemon.submit(SH + g.wait)
+    b = daemon.submit(SH, depends=str(a))
+    c = daemon.submit(SH, depends=str(b))
+    daemon.wait_state(a, "R")
+    assert daemon.req(f"KILL {a}") == b"OK\r\n"
+    daemon.wait_state(a, "K")
+    assert states(daemon) == {a: "K", b: "A", c: "A"}
+    assert daemon.info(b)["reason"] == f"dependency {a} ended in K"
+
+
+def test_hold_and_release(one_cpu: Daemon, gate: Callable[[str], Gate]) -> None:
+    d, g = one_cpu, gate("g")
+    blocker = d.submit(SH + g.wait)
+    d.wait_state(blocker, "R")
+    q = d.submit(SH)
+    h = d.submit(SH, depends=str(blocker))
+    u = d.submit(SH, hold=True)
+    uh = d.submit(SH, hold=True, depends=str(blocker))
+    assert states(d) == {blocker: "R", q: "Q", h: "H", u: "U", uh: "U"}
+    for j in (q, h):
+        assert d.req(f"HOLD {j}") == b"OK\r\n"
+    assert states(d) == {blocker: "R", q: "U", h: "U", u: "U", uh: "U"}
+    for j in (q, h, u, uh):
+        assert d.req(f"RELEASE {j}") == b"OK\r\n"
+    # Released jobs go back to Q, or to H while a dependency is still running.
+    assert states(d) == {blocker: "R", q: "Q", h: "H", u: "Q", uh: "H"}
+    g.open()
+    wait_for(lambda: set(states(d).values()) == {"S"}, what="every job to succeed")
+
+
+def test_release_of_a_held_job_whose_parents_are_done_queues_it(daemon: Daemon) -> None:
+    parent = daemon.submit(SH)
+    daemon.wait_state(parent, "S")
+    child = daemon.submit(SH + "echo child\n", hold=True, depends=str(parent))
+    assert daemon.state(child) == "U"
+    daemon.req(f"RELEASE {child}")
+    daemon.wait_state(child, "S")
+
+
+def test_kill_of_waiting_jobs_is_immediate_and_aborts_dependents(
+    one_cpu: Daemon, gate: Callable[[str], Gate]
+) -> None:
+    d, g = one_cpu, gate("g")
+    blocker = d.submit(SH + g.wait)
+    d.wait_state(blocker, "R")
+    q = d.submit(SH)
+    h = d.submit(SH, depends=str(blocker))
+    u = d.submit(SH, hold=True)
+    kids = {p: d.submit(SH, depends=str(p)) for p in (q, h, u)}
+    for j in (q, h, u):
+        assert d.req(f"KILL {j}") == b"OK\r\n"
+    snap = states(d)
+    assert [snap[j] for j in (q, h, u)] == ["K", "K", "K"]
+    assert [snap[k] for k in kids.values()] == ["A", "A", "A"]
+    for j in (q, h, u):
+        assert d.info(j)["reason"] == "killed by request"
+        assert d.info(j)["started"] is None
+    assert snap[blocker] == "R"
+    g.open()
+    d.wait_state(blocker, "S")
+
+
+def test_kill_running_sends_term_then_kill_after_killgrace_to_the_group(
+    daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate]
+) -> None:
+    d = daemon_factory(killgrace="1").start()
+    g = gate("never")
+    log = d.jobs_dir / "trap.log"
+    grandchild = d.jobs_dir / "grandchild.pid"
+    jid = d.submit(
+        SH
+        + f"trap 'echo TERM >> {log}' TERM\n"
+        + f"sleep 300 & echo $! > {grandchild}\n"
+        + f"echo ready >> {log}\n"
+        + g.wait
+        + g.wait
+    )
+    read_when(log)
+    pid = job_pid(d, jid)
+    sleeper = int(read_when(grandchild))
+    assert alive(sleeper)
+    t0 = time.monotonic()
+    assert d.req(f"KILL {jid}") == b"OK\r\n"
+    wait_for(lambda: "TERM" in log.read_text(), what="the job's TERM trap")
+    assert d.state(jid) == "R"  # it ignored SIGTERM: still there until the grace ends
+    d.wait_state(jid, "K")
+    elapsed = time.monotonic() - t0
+    assert elapsed >= 0.9, f"SIGKILL came {elapsed:.2f} s after SIGTERM, before sjq.killgrace"
+    wait_dead(pid)
+    wait_dead(sleeper)  # the background grandchild was in the group too
+    info = d.info(jid)
+    assert info["reason"] == "killed by request"
+
+
+def test_kill_running_job_that_exits_on_term(daemon: Daemon, gate: Callable[[str], Gate]) -> None:
+    g = gate("never")
+    grandchild = daemon.jobs_dir / "bg.pid"
+    jid = daemon.submit(SH + f"sleep 300 & echo $! > {grandchild}\n" + g.wait)
+    sleeper = int(read_when(grandchild))
+    pid = job_pid(daemon, jid)
+    t0 = time.monotonic()
+    daemon.req(f"KILL {jid}")
+    daemon.wait_state(jid, "K")
+    assert time.monotonic() - t0 < 1.5  # sh dies of SIGTERM: no wait for sjq.killgrace (2 s)
+    wait_dead(pid)
+    wait_dead(sleeper)
+    assert daemon.req(f"KILL {jid}") == b"OK\r\n"
+    assert daemon.state(jid) == "K"
+
+
+def test_a_job_that_leaves_a_background_process_does_not_leak_it(daemon: Daemon) -> None:
+    pidfile = daemon.jobs_dir / "bg.pid"
+    jid = daemon.submit(SH + f"sleep 300 & echo $! > {pidfile}\nexit 0\n")
+    daemon.wait_state(jid, "S")
+    wait_dead(int(read_when(pidfile)))
