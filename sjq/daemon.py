@@ -98,6 +98,9 @@ class Daemon:
         st._now = self.now()
         try:
             st.schedule()
+            if st.queue.ended:
+                st.queue.ended = 0
+                self._purge_wake.set()
             st.sync()
             self.store.commit()
             for old in self._rotated:
@@ -301,6 +304,7 @@ class Daemon:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self._drained = asyncio.Event()
+        self._purge_wake = asyncio.Event()
         self._force = False
         loop = self.loop
         for signame in ("SIGTERM", "SIGINT"):
@@ -346,16 +350,23 @@ class Daemon:
             self.want_flush()
 
     async def _purge_history(self) -> None:
+        """Forget finished jobs past sjq.keep / sjq.keep.count, a batch per loop turn so
+        that a large purge never holds up requests; looks again at most once a second
+        after jobs end, and at least every minute."""
         interval = min(60.0, max(1.0, self.cfg.keep / 10))
         while True:
             gone = self.store.purge(self.now() - self.cfg.keep, self.cfg.keepcount, PURGE_BATCH)
+            for letter, n in gone.items():
+                self.state.queue.forget_counts(JobState(letter), n)
             if gone:
-                for letter, n in gone.items():
-                    self.state.queue.forget_counts(JobState(letter), n)
                 self.want_flush()
                 await asyncio.sleep(0)
-            else:
-                await asyncio.sleep(interval)
+                continue
+            self._purge_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._purge_wake.wait()
+            await asyncio.sleep(1.0)
 
 
 # -- starting the process ------------------------------------------------------------------

@@ -46,6 +46,7 @@ class Queue:
         self.changes: list[Change] = []
         # jobs whose durable row is out of date (a state change, a pid learnt, an exit status)
         self.touched: dict[int, Job] = {}
+        self.ended = 0  # jobs that reached a final state since the caller last looked
         self._children: dict[int, list[int]] = {}
         # (procs, mem) -> heap of (-priority, id); entries go stale when a job leaves Q
         # and are dropped lazily when they reach the top.
@@ -199,6 +200,8 @@ class Queue:
         self.counts[state] += 1
         self.changes.append(Change(job, state, now))
         self.touched[job.id] = job
+        if state in TERMINAL:
+            self.ended += 1
         if state is Q:
             self._push(job)
 

@@ -273,11 +273,17 @@ class Store:
                 (keep_count,),
             ).fetchone()
             cutoff_id = row[0] if row else 0
+        # Two simple queries rather than one OR, so each can use its index.
         rows = self.db.execute(
-            "SELECT id, state FROM jobs WHERE ended IS NOT NULL AND (ended < ? OR id <= ?)"
-            " AND state NOT IN ('Q','H','U','R') LIMIT ?",
-            (ended_before, cutoff_id, limit),
+            "SELECT id, state FROM jobs WHERE ended < ? AND state NOT IN ('Q','H','U','R') LIMIT ?",
+            (ended_before, limit),
         ).fetchall()
+        if cutoff_id and len(rows) < limit:
+            rows += self.db.execute(
+                "SELECT id, state FROM jobs WHERE id <= ? AND ended >= ?"
+                " AND state NOT IN ('Q','H','U','R') LIMIT ?",
+                (cutoff_id, ended_before, limit - len(rows)),
+            ).fetchall()
         if not rows:
             return {}
         self._begin()

@@ -167,6 +167,8 @@ class Daemon:
         return cmd
 
     def start(self, wait: bool = True) -> Daemon:
+        if self.proc is not None:
+            self.proc.wait(15)  # an earlier daemon of this fixture that was told to stop
         env = dict(os.environ, SJQ_CONFIG=str(self.dir / "none.rc"))
         (self.dir / "none.rc").touch()
         with open(self.dir / "stderr.log", "ab") as stderr:

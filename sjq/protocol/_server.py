@@ -146,20 +146,17 @@ class ServerConnection:
         return _CLOSED
 
     def _next_event(self) -> ServerEvent:
-        while True:
-            state = self._state
-            if state == _BODY:
-                return self._body()
-            if state == _DONE:
-                return _CLOSED
+        state = self._state
+        if state == _REQUEST:
             line = self._line()
             if line is None:
                 return self._close() if self._eof else NEED_DATA
-            if state == _REQUEST:
-                return self._request(line)
-            event = self._option(line)
-            if event is not None:
-                return event
+            return self._request(line)
+        if state == _OPTIONS:
+            return self._options()
+        if state == _BODY:
+            return self._body()
+        return _CLOSED
 
     def _line(self) -> bytearray | None:
         """The next line without its LF and optional CR, or None if it is not all here."""
@@ -195,7 +192,7 @@ class ServerConnection:
             self._state = _OPTIONS
             if arg:
                 self._submit.errors.append(f"SUBMIT takes no argument, got {_quote(arg)}")
-            return self._next_event()
+            return self._options()
         parse = _VERBS.get(bytes(verb))
         if parse is None:
             return BadRequest(UNKNOWN_COMMAND, False)
@@ -205,21 +202,26 @@ class ServerConnection:
             self._close()
         return event
 
-    def _option(self, line: bytearray) -> ServerEvent | None:
+    def _options(self) -> ServerEvent:
+        # One loop over every option line already here: the CLI sends a SUBMIT with
+        # an ENV line per variable, and the daemon reads thousands of SUBMITs a second.
         submit = self._submit
         assert submit is not None
-        submit.size += len(line) + 1
-        if submit.size > self.max_src:
-            raise _Fatal(f"SUBMIT option lines longer than {self.max_src} bytes in all; closing")
-        if not line:
-            return None  # blank lines between options are harmless; skip them
-        name, _, value = line.partition(b" ")
-        if name.upper() == b"SRC":
-            self._body_len = self._script_length(value)
-            self._state = _BODY
-            return self._body()
-        submit.option(name, value)
-        return None
+        while (line := self._line()) is not None:
+            submit.size += len(line) + 1
+            if submit.size > self.max_src:
+                raise _Fatal(
+                    f"SUBMIT option lines longer than {self.max_src} bytes in all; closing"
+                )
+            if not line:
+                continue  # blank lines between options are harmless
+            name, _, value = line.partition(b" ")
+            if name.upper() == b"SRC":
+                self._body_len = self._script_length(value)
+                self._state = _BODY
+                return self._body()
+            submit.option(name, value)
+        return self._close() if self._eof else NEED_DATA
 
     def _script_length(self, arg: bytearray) -> int:
         text = arg.decode(errors="replace").strip(" \t")

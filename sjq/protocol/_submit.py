@@ -80,23 +80,22 @@ class SubmitBuilder:
             dots = "..." if len(name_bytes) > _NAME_SHOWN else ""
             self.errors.append(f"unknown option {shown}{dots}")
             return
-        name = key.decode()
         if key in self.seen and key not in _REPEATABLE:
-            self.errors.append(f"{name} given more than once")
+            self.errors.append(f"{key.decode()} given more than once")
             return
         self.seen.add(key)
         try:
             value = value_bytes.decode()
         except UnicodeDecodeError:
-            self.errors.append(f"{name}: value is not valid UTF-8")
+            self.errors.append(f"{key.decode()}: value is not valid UTF-8")
             return
         if not value and key not in _NO_VALUE_OK:
-            self.errors.append(f"{name} needs a value")
+            self.errors.append(f"{key.decode()} needs a value")
             return
         if "\0" in value:
             # No path, name or environment string can hold a NUL; refusing it here
             # spares the daemon a ValueError from open() or execve().
-            self.errors.append(f"{name}: value must not contain a NUL character")
+            self.errors.append(f"{key.decode()}: value must not contain a NUL character")
             return
         message = handler(self, value)
         if message is not None:

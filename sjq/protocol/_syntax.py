@@ -78,9 +78,11 @@ def split_env(value: str) -> list[tuple[str, str]] | None:
         pieces = value.split(",")
         if all(_ENV_ASSIGNMENT.match(p) for p in pieces):
             return [_assignment(p) for p in pieces]
-    if _ENV_ASSIGNMENT.match(value):
-        return [_assignment(value)]
-    return None
+    m = _ENV_ASSIGNMENT.match(value)
+    if m is None:
+        return None
+    end = m.end()
+    return [(value[: end - 1], value[end:])]
 
 
 def _assignment(piece: str) -> tuple[str, str]:
