@@ -1,0 +1,213 @@
+"""The pure scheduler: example tests and Hypothesis invariants over random event sequences."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sjq.jobs import TERMINAL, IllegalTransition, Job, JobState
+from sjq.scheduler import Queue
+
+Q, H, U, R = JobState.QUEUED, JobState.HOLDING, JobState.USERHOLD, JobState.RUNNING
+S, F, A, K = JobState.SUCCESS, JobState.FAIL, JobState.ABORT, JobState.KILLED
+
+
+def job(i: int, procs: int = 1, mem: int = 0, state: JobState = Q, prio: int = 0) -> Job:
+    return Job(id=i, name=f"j{i}", state=state, procs=procs, mem=mem, priority=prio)
+
+
+def test_fcfs_with_backfill() -> None:
+    q = Queue(maxprocs=4, maxmem=None)
+    for j in (job(1, 2), job(2, 3), job(3, 1), job(4, 2)):
+        q.add(j, 0)
+    assert [j.id for j in q.schedule(0)] == [1, 3]  # 2 does not fit after 1; 3 backfills
+    q.finish(q.jobs[1], S, 1)
+    assert [j.id for j in q.schedule(1)] == [2]  # 2 now fits and goes before 4
+
+
+def test_memory_is_reserved() -> None:
+    q = Queue(maxprocs=8, maxmem=1000)
+    for i in (1, 2, 3):
+        q.add(job(i, 1, 600), 0)
+    assert [j.id for j in q.schedule(0)] == [1]
+    assert q.used_mem == 600
+
+
+def test_memory_unmanaged_ignores_mem() -> None:
+    q = Queue(maxprocs=2, maxmem=None)
+    q.add(job(1, 1, 10**15), 0)
+    q.add(job(2, 1, 10**15), 0)
+    assert len(q.schedule(0)) == 2
+
+
+def test_priority_before_id_among_jobs_that_fit() -> None:
+    q = Queue(maxprocs=1, maxmem=None)
+    q.add(job(1), 0)
+    q.add(job(2, prio=5), 0)
+    assert [j.id for j in q.schedule(0)] == [2]
+
+
+def test_dependencies_release_and_cascade() -> None:
+    q = Queue(maxprocs=4, maxmem=None)
+    q.add(job(1), 0)
+    q.add(job(2, state=H), 0, unmet=(1,))
+    q.add(job(3, state=H), 0, unmet=(2,))
+    q.add(job(4, state=H), 0, unmet=(1,))
+    assert [j.id for j in q.schedule(0)] == [1]
+    q.finish(q.jobs[1], S, 1)
+    assert q.jobs[2].state is Q and q.jobs[4].state is Q
+    assert {j.id for j in q.schedule(1)} == {2, 4}
+    q.finish(q.jobs[2], F, 2)
+    assert 3 not in q.jobs
+    assert q.changes[-1].job.id == 3 and q.changes[-1].state is A
+
+
+def test_doomed_submit_aborts_at_once() -> None:
+    q = Queue(maxprocs=1, maxmem=None)
+    j = job(1)
+    q.add(j, 0, doomed="dependency 9 ended in F")
+    assert j.state is A and j.reason == "dependency 9 ended in F" and 1 not in q.jobs
+
+
+def test_kill_running_is_deferred_and_waiting_is_immediate() -> None:
+    q = Queue(maxprocs=1, maxmem=None)
+    q.add(job(1), 0)
+    q.add(job(2), 0)
+    q.schedule(0)
+    assert q.kill(1, 1) is q.jobs[1] and q.jobs[1].killing
+    assert q.kill(2, 1) is None and 2 not in q.jobs
+    assert q.kill(99, 1) is None
+
+
+def test_hold_and_release() -> None:
+    q = Queue(maxprocs=1, maxmem=None)
+    q.add(job(1, state=U), 0)
+    assert q.schedule(0) == []
+    assert q.release(1, 1)
+    assert [j.id for j in q.schedule(1)] == [1]
+    assert not q.hold(1, 2), "a running job cannot be held"
+
+
+def test_table_refuses_illegal_transitions() -> None:
+    j = job(1, state=S)
+    try:
+        j.set_state(R)
+    except IllegalTransition:
+        pass
+    else:  # pragma: no cover
+        raise AssertionError("S -> R must be refused")
+
+
+# -- properties ----------------------------------------------------------------------------
+
+
+@dataclass
+class Model:
+    """What must be true, kept independently of the Queue's indexes."""
+
+    maxprocs: int
+    maxmem: int
+    final: dict[int, JobState] = field(default_factory=dict)
+    deps: dict[int, tuple[int, ...]] = field(default_factory=dict)
+
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("submit"),
+            st.integers(1, 4),  # procs
+            st.sampled_from([0, 100, 300, 700]),  # mem
+            st.lists(st.integers(0, 30), max_size=3),  # dependency picks
+            st.booleans(),  # hold
+            st.integers(-1, 1),  # priority
+        ),
+        st.tuples(st.just("finish"), st.integers(0, 30), st.booleans()),
+        st.tuples(st.just("kill"), st.integers(0, 30)),
+        st.tuples(st.just("release"), st.integers(0, 30)),
+        st.tuples(st.just("hold"), st.integers(0, 30)),
+        st.tuples(st.just("schedule")),
+    ),
+    max_size=60,
+)
+
+
+def expected_starts(q: Queue) -> list[int]:
+    """The reference: scan ready jobs by (-priority, id) and take each that still fits."""
+    free_p = q.maxprocs - q.used_procs
+    free_m = None if q.maxmem is None else q.maxmem - q.used_mem
+    out = []
+    for j in sorted(
+        (j for j in q.jobs.values() if j.state is Q), key=lambda j: (-j.priority, j.id)
+    ):
+        if j.procs <= free_p and (free_m is None or j.mem <= free_m):
+            out.append(j.id)
+            free_p -= j.procs
+            if free_m is not None:
+                free_m -= j.mem
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 4), st.sampled_from([500, 1000]), ops)
+def test_scheduler_invariants(maxprocs: int, maxmem: int, operations: list[tuple]) -> None:  # type: ignore[type-arg]
+    q = Queue(maxprocs=maxprocs, maxmem=maxmem)
+    m = Model(maxprocs, maxmem)
+    next_id = 1
+    now = 0.0
+    for op in operations:
+        now += 1
+        kind = op[0]
+        if kind == "submit":
+            _, procs, mem, picks, hold, prio = op
+            if procs > maxprocs:
+                continue
+            known = list(m.deps)
+            deps = tuple(sorted({known[p % len(known)] for p in picks})) if known else ()
+            unmet = tuple(d for d in deps if d in q.jobs)
+            doomed = next(
+                (f"dep {d}" for d in deps if d not in q.jobs and m.final.get(d) is not S), ""
+            )
+            state = U if hold else (H if unmet else Q)
+            j = job(next_id, procs, mem, state, prio)
+            j.depends = deps
+            q.add(j, now, unmet=unmet, doomed=doomed)
+            m.deps[next_id] = deps
+            next_id += 1
+        elif kind == "finish":
+            running = sorted(j.id for j in q.jobs.values() if j.state is R)
+            if running:
+                jid = running[op[1] % len(running)]
+                q.finish(q.jobs[jid], S if op[2] else F, now)
+        elif kind == "kill":
+            q.kill(op[1], now)
+        elif kind == "release":
+            q.release(op[1], now)
+        elif kind == "hold":
+            q.hold(op[1], now)
+        else:
+            want = expected_starts(q)
+            got = [j.id for j in q.schedule(now)]
+            assert got == want, "the pass must equal an in-order scan that skips misfits"
+        for ch in q.changes:
+            if ch.state in TERMINAL:
+                m.final[ch.job.id] = ch.state
+            if ch.state is R:
+                for d in m.deps[ch.job.id]:
+                    assert m.final.get(d) is S, f"job {ch.job.id} started before {d} succeeded"
+        q.changes.clear()
+        running = [j for j in q.jobs.values() if j.state is R]
+        assert sum(j.procs for j in running) == q.used_procs <= maxprocs
+        assert sum(j.mem for j in running) == q.used_mem <= maxmem
+        for j in q.jobs.values():
+            assert not j.state.terminal
+            if j.state is Q:
+                assert all(m.final.get(d) is S for d in m.deps[j.id])
+            if j.state is H:
+                assert j.waiting > 0
+        counted = {s: sum(1 for j in q.jobs.values() if j.state is s) for s in (Q, H, U, R)}
+        assert all(q.counts[s] == n for s, n in counted.items())
+    # A job whose dependency failed never stays waiting.
+    for j in q.jobs.values():
+        assert not any(m.final.get(d) in (F, A, K) for d in m.deps[j.id])
