@@ -52,6 +52,7 @@ class _KeeperProtocol(asyncio.Protocol):
 class Daemon:
     def __init__(
         self,
+        *,
         cfg: Config,
         store: Store,
         keeper: KeeperHandle,
@@ -423,7 +424,7 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
         store.commit()
         for path in recovered.finished_journals:
             _remove_if_ours(path)
-        keeper = KeeperHandle.fork(cfg.spool, cfg.killgrace, cfg.logfile)
+        keeper = KeeperHandle.fork(cfg.spool, cfg.rundir, cfg.tmpdir, cfg.killgrace, cfg.logfile)
     except Exception as e:
         log.exception("cannot start")
         listen.close()
@@ -434,7 +435,15 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
     if ready_fd is not None:
         os.write(ready_fd, f"OK {os.getpid()}".encode())
         os.close(ready_fd)
-    daemon = Daemon(cfg, store, keeper, listen, state, recovered.adopted, recovered.journals)
+    daemon = Daemon(
+        cfg=cfg,
+        store=store,
+        keeper=keeper,
+        listen=listen,
+        state=state,
+        adopted=recovered.adopted,
+        journals=recovered.journals,
+    )
     try:
         asyncio.run(daemon.run())
     finally:
@@ -463,7 +472,7 @@ def _max_fd() -> int:
 
 def daemonize(cfg: Config) -> int:
     """Fork a detached daemon; return only when it serves (0) or has failed (1, reason printed)."""
-    import daemon as python_daemon  # only the daemonizing path pays for this import
+    import daemon as python_daemon  # noqa: PLC0415 - only the daemonizing path pays for it
 
     ready_r, ready_w = os.pipe()
     pid = os.fork()

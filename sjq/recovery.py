@@ -86,23 +86,26 @@ def recover(state: State, spool: str, now: float) -> Recovered:
                     break
         q.add(job, now, unmet=unmet, doomed=doomed)
 
-    for job in [j for j in q.jobs.values() if j.state is JobState.RUNNING]:
-        j = started.get(job.id)
-        if j is not None and job.id in j.exited:
-            state.exited(j.exited[job.id])
+    for job in [x for x in q.jobs.values() if x.state is JobState.RUNNING]:
+        jl = started.get(job.id)
+        if jl is not None and job.id in jl.exited:
+            state.exited(jl.exited[job.id])
             out.ended += 1
-        elif j is not None and job.id in j.errors:
-            t, reason = j.errors[job.id]
+        elif jl is not None and job.id in jl.errors:
+            t, reason = jl.errors[job.id]
             state.failed_to_start(job.id, reason, t)
             out.ended += 1
-        elif j is not None or job.pid is not None:
-            pid, pid_start = (j.started[job.id][:2]) if j is not None else (job.pid, job.pid_start)
+        elif jl is not None or job.pid is not None:
+            if jl is not None:
+                pid, pid_start = jl.started[job.id][:2]
+            else:
+                pid, pid_start = job.pid, job.pid_start
             if pid is None:
                 continue
             q.started(job, pid, pid_start or 0, job.start_time or now)
-            live_keeper = j is not None and j.keeper_alive()
+            live_keeper = jl is not None and jl.keeper_alive()
             if process_alive(pid, pid_start) or live_keeper:
-                out.adopted.append(Adoption(job, j))
+                out.adopted.append(Adoption(job, jl))
             else:
                 state.lost(
                     job, "exit status lost: its daemon and keeper both ended while it ran", now

@@ -9,18 +9,22 @@ jobs started and how they ended. Imports nothing of asyncio or sqlite3.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import heapq
 import logging
 import os
 import pickle
+import queue
 import selectors
 import shutil
 import signal
 import socket
+import stat
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,8 +59,7 @@ class SpawnRequest:
     cwd: str
     stdout: str
     stderr: str
-    env: dict[str, str]
-    tmpdir: str
+    env: dict[str, str]  # TMPDIR is added by the keeper
     time_limit: float | None = None
     uid: int | None = None  # set only when a root daemon runs a job as another user
     gid: int | None = None
@@ -119,6 +122,80 @@ def signal_group(pid: int, sig: int) -> None:
     """Signal a job's whole process group (its leader's pid is the group id)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
+
+
+def private_dir(path: str) -> str:
+    """Create (or check) a directory only we can use: in a shared place like /dev/shm or /tmp
+    someone else could have made it first, to read our scripts or plant files."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise OSError(f"{path} is not a directory of ours; remove it or choose another place")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+class _Janitor:
+    """Slow file-system work off the keeper's critical path: removing what ended jobs left
+    (a TMPDIR tree can be large) and keeping a few fresh TMPDIRs ready, so that starting a
+    job creates no directory on a disk file system (a millisecond each on some)."""
+
+    POOL = 8
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.prefix = f"t{os.getpid()}."
+        self.ready: collections.deque[str] = collections.deque()
+        self.todo: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self.n = 0
+        self._sweep_dead_keepers()
+        self._refill()
+        self.thread = threading.Thread(target=self._run, name="janitor", daemon=True)
+        self.thread.start()
+
+    def take(self) -> str:
+        try:
+            path = self.ready.popleft()
+        except IndexError:
+            path = self._make()
+        self.todo.put(None)  # wake the thread to top the pool up
+        return path
+
+    def remove(self, path: str) -> None:
+        self.todo.put(path)
+
+    def _make(self) -> str:
+        self.n += 1
+        path = os.path.join(self.base, f"{self.prefix}{self.n}")
+        os.mkdir(path, 0o700)
+        return path
+
+    def _refill(self) -> None:
+        while len(self.ready) < self.POOL:
+            try:
+                self.ready.append(self._make())
+            except OSError:
+                return
+
+    def _run(self) -> None:
+        while True:
+            path = self.todo.get()
+            if path is not None:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+            self._refill()
+
+    def _sweep_dead_keepers(self) -> None:
+        """TMPDIRs of keepers that are gone (killed, or ended with a pool left over)."""
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.base):
+                pid = name[1:].partition(".")[0]
+                if name.startswith("t") and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                    self.todo.put(os.path.join(self.base, name))
 
 
 # -- the journal ----------------------------------------------------------------------
@@ -218,9 +295,13 @@ class KeeperHandle:
         self.journal_path = journal_path
 
     @classmethod
-    def fork(cls, spool: str, killgrace: float, logfile: str | None) -> KeeperHandle:
+    def fork(
+        cls, spool: str, rundir: str, tmpdir: str, killgrace: float, logfile: str | None
+    ) -> KeeperHandle:
         """Fork the keeper. Call before the event loop exists and before any thread."""
-        os.makedirs(os.path.join(spool, "jobs"), mode=0o700, exist_ok=True)
+        os.makedirs(spool, mode=0o700, exist_ok=True)
+        private_dir(rundir)
+        tmpbase = private_dir(os.path.join(tmpdir, f"sjq-{os.geteuid()}"))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ready_r, ready_w = os.pipe()
         pid = os.fork()
@@ -228,7 +309,15 @@ class KeeperHandle:
             try:
                 ours.close()
                 os.close(ready_r)
-                _Keeper(theirs, spool, killgrace, logfile, ready_w).run()
+                _Keeper(
+                    theirs,
+                    spool=spool,
+                    rundir=rundir,
+                    tmpbase=tmpbase,
+                    killgrace=killgrace,
+                    logfile=logfile,
+                    ready=ready_w,
+                ).run()
             except BaseException:
                 with contextlib.suppress(BaseException):
                     log.exception("keeper failed")
@@ -254,15 +343,28 @@ class StartError(Exception):
 class _Child:
     req: SpawnRequest
     script_path: str
+    tmpdir: str
+    start: int | None  # process start time, clock ticks
+    started: float  # wall-clock time of the start
     reason: str = ""
 
 
 class _Keeper:
     def __init__(
-        self, sock: socket.socket, spool: str, killgrace: float, logfile: str | None, ready: int
+        self,
+        sock: socket.socket,
+        *,
+        spool: str,
+        rundir: str,
+        tmpbase: str,
+        killgrace: float,
+        logfile: str | None,
+        ready: int,
     ) -> None:
         self.sock = sock
         self.spool = spool
+        self.rundir = rundir
+        self.tmpbase = tmpbase
         self.killgrace = killgrace
         self.logfile = logfile
         self.ready = ready
@@ -279,6 +381,7 @@ class _Keeper:
     def run(self) -> NoReturn:
         self._isolate()
         self.journal = self._open_journal()
+        self.janitor = _Janitor(self.tmpbase)
         os.write(self.ready, self.journal.path.encode())
         os.close(self.ready)
         self.sel = selectors.DefaultSelector()
@@ -400,38 +503,43 @@ class _Keeper:
             old = self.journal
             self.journal_seq += 1
             self.journal = self._open_journal()
+            # The new journal alone must say what is still running, so the old one can go.
+            for pid, c in self.children.items():
+                s = c.start if c.start is not None else "-"
+                self.journal.write("S", c.req.jobid, pid, s, c.started)
             old.close()
             self._send("rotated", old.path)
 
     # -- processes --
 
     def _spawn(self, req: SpawnRequest) -> None:
+        tmpdir = self.janitor.take()
+        script_path = os.path.join(self.rundir, f"job-{req.jobid}")
         try:
-            pid, script_path = self._start(req)
+            pid = self._start(req, script_path, tmpdir)
         except StartError as e:
             now = time.time()
             self.journal.write("E", req.jobid, now, e)
             self._send("error", req.jobid, now, str(e))
-            _cleanup(req, None)
+            self.janitor.remove(tmpdir)
+            self.janitor.remove(script_path)
             return
         now = time.time()
         start = proc_start_time(pid, zombie_ok=True)  # a quick job may be done already
         self.journal.write("S", req.jobid, pid, start if start is not None else "-", now)
-        self.children[pid] = _Child(req, script_path)
+        self.children[pid] = _Child(req, script_path, tmpdir, start, now)
         self.by_job[req.jobid] = pid
         if req.time_limit:
             self._timer(req.time_limit, "limit", pid)
         self._send("started", req.jobid, pid, start, now)
 
-    def _start(self, req: SpawnRequest) -> tuple[int, str]:
+    def _start(self, req: SpawnRequest, script_path: str, tmpdir: str) -> int:
         _check_interpreter(req.script)
         try:
             os.chdir(req.cwd)
         except OSError as e:
             raise StartError(f"working directory {req.cwd}: {e.strerror}") from None
-        script_path = os.path.join(self.spool, "jobs", str(req.jobid))
         try:
-            os.makedirs(req.tmpdir, mode=0o700, exist_ok=True)
             fd = os.open(script_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o700)
             try:
                 # exec needs '#!' at byte 0; the protocol allows whitespace before it
@@ -439,12 +547,14 @@ class _Keeper:
             finally:
                 os.close(fd)
             if req.uid is not None:
-                os.chown(req.tmpdir, req.uid, req.gid if req.gid is not None else -1)
-                os.chown(script_path, req.uid, req.gid if req.gid is not None else -1)
+                gid = req.gid if req.gid is not None else -1
+                os.chown(tmpdir, req.uid, gid)
+                os.chown(script_path, req.uid, gid)
         except OSError as e:
             raise StartError(f"cannot prepare job files: {e.filename}: {e.strerror}") from None
+        env = dict(req.env, TMPDIR=tmpdir)
         if req.uid is not None:
-            return self._start_as_user(req, script_path), script_path
+            return self._start_as_user(req, script_path, env)
         out = _open_output(req.stdout, "stdout")
         try:
             err = out if req.stderr == req.stdout else _open_output(req.stderr, "stderr")
@@ -452,10 +562,10 @@ class _Keeper:
             os.close(out)
             raise
         try:
-            pid = os.posix_spawn(
+            return os.posix_spawn(
                 script_path,
                 [script_path],
-                req.env,
+                env,
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                     (os.POSIX_SPAWN_DUP2, out, 1),
@@ -471,9 +581,8 @@ class _Keeper:
             os.close(out)
             if err != out:
                 os.close(err)
-        return pid, script_path
 
-    def _start_as_user(self, req: SpawnRequest, script_path: str) -> int:
+    def _start_as_user(self, req: SpawnRequest, script_path: str, env: dict[str, str]) -> int:
         # A root daemon opens the output files as the job's user, so it cannot be used to
         # write where that user may not: the redirections happen after the identity switch.
         try:
@@ -488,7 +597,7 @@ class _Keeper:
                     req.stderr,
                 ],
                 cwd=req.cwd,
-                env=req.env,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 user=req.uid,
                 group=req.gid,
@@ -569,14 +678,8 @@ class _Keeper:
                 rec.reason,
             )
             self._send("exited", rec)
-            _cleanup(child.req, child.script_path)
-
-
-def _cleanup(req: SpawnRequest, script_path: str | None) -> None:
-    shutil.rmtree(req.tmpdir, ignore_errors=True)
-    if script_path:
-        with contextlib.suppress(OSError):
-            os.unlink(script_path)
+            self.janitor.remove(child.tmpdir)
+            self.janitor.remove(child.script_path)
 
 
 def _open_output(path: str, what: str) -> int:

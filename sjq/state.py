@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import signal
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -194,10 +195,7 @@ class State:
             env=None if o.env is None else dict(o.env),
             time_limit=o.time_limit,
         )
-        if o.hold:
-            state = JobState.USERHOLD
-        else:
-            state = JobState.HOLDING if unmet else JobState.QUEUED
+        state = JobState.USERHOLD if o.hold else JobState.HOLDING if unmet else JobState.QUEUED
         job = Job(
             id=jobid,
             name=o.name or _DEFAULT_NAME,
@@ -312,7 +310,6 @@ class State:
         env = dict(self.default_env if spec.env is None else spec.env)
         for name in _PROTECTED:
             env.pop(name, None)
-        tmpdir = os.path.join(self.cfg.tmpdir, f"sjq-{os.geteuid()}", f"job-{job.id}")
         env.update(
             JOB_ID=str(job.id),
             SJQ_JOBID=str(job.id),
@@ -320,7 +317,6 @@ class State:
             SJQ_PROCS=str(job.procs),
             SJQ_MEM=str(job.mem),
             SJQ_SOCKET=self.cfg.socket,
-            TMPDIR=tmpdir,
         )
         as_user = self.is_root and job.uid not in (-1, 0)
         return SpawnRequest(
@@ -330,7 +326,6 @@ class State:
             stdout=spec.stdout,
             stderr=spec.stderr,
             env=env,
-            tmpdir=tmpdir,
             time_limit=spec.time_limit,
             uid=job.uid if as_user else None,
             gid=job.gid if as_user else None,
@@ -355,8 +350,6 @@ class State:
 
 
 def _signame(sig: int | None) -> str:
-    import signal
-
     try:
         return signal.Signals(sig).name if sig is not None else "?"
     except ValueError:

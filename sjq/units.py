@@ -1,4 +1,7 @@
-"""Memory and duration parsing/formatting (``2G``, ``1.5G``, ``90s``, ``1-02:00:00``). Pure; imports nothing of sjq."""
+"""Memory and duration parsing and formatting (``2G``, ``1.5G``, ``90s``, ``1-02:00:00``).
+
+Pure: imports nothing of sjq and nothing heavy.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ def parse_mem(text: str) -> int:
 
 
 def format_mem(nbytes: int) -> str:
-    """The shortest exact-or-one-decimal binary form: 2147483648 -> ``2G``, 1610612736 -> ``1.5G``."""
+    """Shortest exact (or one-decimal) binary form: 2147483648 -> ``2G``, 1.5 GiB -> ``1.5G``."""
     for suffix in ("P", "T", "G", "M", "K"):
         unit = _MEM_SUFFIX[suffix]
         if nbytes >= unit:
@@ -46,7 +49,7 @@ def format_mem(nbytes: int) -> str:
 
 
 def parse_duration(text: str) -> float:
-    """Seconds from ``90``, ``90s``, ``500ms``, ``5m``, ``2h``, ``1d``, ``HH:MM:SS``, ``D-HH:MM:SS``."""
+    """Seconds from ``90``, ``90s``, ``500ms``, ``5m``, ``2h``, ``1d``, ``[D-]HH:MM:SS``."""
     t = text.strip()
     if ":" in t or "-" in t:
         return _parse_clock(text, t)
