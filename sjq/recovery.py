@@ -96,12 +96,13 @@ def recover(state: State, spool: str, now: float) -> Recovered:
             state.failed_to_start(job.id, reason, t)
             out.ended += 1
         elif jl is not None or job.pid is not None:
+            pid: int | None
+            pid_start: int | None
             if jl is not None:
                 pid, pid_start = jl.started[job.id][:2]
             else:
                 pid, pid_start = job.pid, job.pid_start
-            if pid is None:
-                continue
+            assert pid is not None  # by the branch condition
             q.started(job, pid, pid_start or 0, job.start_time or now)
             live_keeper = jl is not None and jl.keeper_alive()
             if process_alive(pid, pid_start) or live_keeper:

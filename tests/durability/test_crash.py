@@ -149,7 +149,11 @@ def test_sigkill_at_random_moments_loses_nothing_and_runs_nothing_twice(
 
     assert kills >= 1
     assert set(states) == set(driver.expected), "a job was lost or appeared from nowhere"
-    wrong = {j: (states[j], want) for j, want in driver.expected.items() if states[j] != want}
+    wrong = {
+        j: (states[j], want, d.info(j)["reason"])
+        for j, want in driver.expected.items()
+        if states[j] != want
+    }
     assert not wrong, f"jobs in the wrong terminal state (seed {seed}): {wrong}\n{d.log[-3000:]}"
     runs = Counter(int(x) for x in ledger.read_text().split())
     twice = {j: n for j, n in runs.items() if n > 1}
