@@ -407,14 +407,16 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
         with contextlib.suppress(OSError):
             if fd != ready_fd:
                 os.set_inheritable(fd, False)
-    try:
-        store = Store(cfg.db, sync=cfg.sync)
-    except StoreError as e:
-        return _fail(str(e), ready_fd)
+    # The socket first: "a daemon is already running on it" is the most useful thing to hear.
     try:
         listen = bind_socket(cfg.socket)
     except (AlreadyRunning, OSError) as e:
-        store.close()
+        return _fail(str(e), ready_fd)
+    try:
+        store = Store(cfg.db, sync=cfg.sync)
+    except StoreError as e:
+        listen.close()
+        _remove_if_ours(cfg.socket)
         return _fail(str(e), ready_fd)
     try:
         now = time.time()

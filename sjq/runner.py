@@ -124,15 +124,22 @@ def signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
 
 
-def private_dir(path: str) -> str:
+def private_dir(path: str, owner: int | None = None) -> str:
     """Create (or check) a directory only we can use: in a shared place like /dev/shm or /tmp
-    someone else could have made it first, to read our scripts or plant files."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    someone else could have made it first, to read our scripts or plant files.
+
+    A root daemon's directories are 0711, so that the users it runs jobs for can reach
+    their own 0700 subdirectories (``owner``) without being able to list anyone else's.
+    """
+    mode = 0o711 if os.geteuid() == 0 and owner is None else 0o700
+    os.makedirs(path, mode=mode, exist_ok=True)
     st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (os.geteuid(), owner):
         raise OSError(f"{path} is not a directory of ours; remove it or choose another place")
-    if st.st_mode & 0o077:
-        os.chmod(path, 0o700)
+    if owner is not None and st.st_uid != owner:
+        os.chown(path, owner, -1)
+    if stat.S_IMODE(st.st_mode) != mode:
+        os.chmod(path, mode)
     return path
 
 
@@ -514,15 +521,17 @@ class _Keeper:
 
     def _spawn(self, req: SpawnRequest) -> None:
         tmpdir = self.janitor.take()
-        script_path = os.path.join(self.rundir, f"job-{req.jobid}")
+        rundir = self.rundir
         try:
+            if req.uid is not None:
+                rundir = private_dir(os.path.join(rundir, f"u{req.uid}"), owner=req.uid)
+            script_path = os.path.join(rundir, f"job-{req.jobid}")
             pid = self._start(req, script_path, tmpdir)
+        except OSError as e:
+            self._refuse(req, tmpdir, "", StartError(f"cannot prepare job files: {e}"))
+            return
         except StartError as e:
-            now = time.time()
-            self.journal.write("E", req.jobid, now, e)
-            self._send("error", req.jobid, now, str(e))
-            self.janitor.remove(tmpdir)
-            self.janitor.remove(script_path)
+            self._refuse(req, tmpdir, script_path, e)
             return
         now = time.time()
         start = proc_start_time(pid, zombie_ok=True)  # a quick job may be done already
@@ -532,6 +541,14 @@ class _Keeper:
         if req.time_limit:
             self._timer(req.time_limit, "limit", pid)
         self._send("started", req.jobid, pid, start, now)
+
+    def _refuse(self, req: SpawnRequest, tmpdir: str, script_path: str, e: Exception) -> None:
+        now = time.time()
+        self.journal.write("E", req.jobid, now, e)
+        self._send("error", req.jobid, now, str(e))
+        self.janitor.remove(tmpdir)
+        if script_path:
+            self.janitor.remove(script_path)
 
     def _start(self, req: SpawnRequest, script_path: str, tmpdir: str) -> int:
         _check_interpreter(req.script)
