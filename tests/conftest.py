@@ -46,7 +46,10 @@ class Gate:
     def wait(self) -> str:
         """Shell lines that block until the gate opens (bounded, so a failed test cannot
         leave a job behind for ever)."""
-        return f'i=0; while [ ! -e "{self.path}" ] && [ $i -lt 6000 ]; do sleep 0.01; i=$((i+1)); done\n'
+        return (
+            f'i=0; while [ ! -e "{self.path}" ] && [ $i -lt 6000 ];'
+            " do sleep 0.01; i=$((i+1)); done\n"
+        )
 
     def open(self) -> None:
         self.path.touch()
@@ -284,6 +287,9 @@ def make_daemon(tmp_path: Path, **settings: str) -> Daemon:
         "sjq.pidfile": str(base / "sjq.pid"),
         "sjq.logfile": str(base / "sjq.log"),
         "sjq.tmpdir": str(base / "tmp"),
+        # Scripts of running jobs: the default is one per-user directory in /dev/shm, shared by
+        # every daemon of the user, so concurrent test daemons would collide on job-<id> there.
+        "sjq.rundir": str(base / "run"),
         "sjq.maxprocs": "2",
         "sjq.maxmem": "8G",
         "sjq.defaults.mem": "100M",

@@ -28,7 +28,8 @@ def test_detach_writes_pidfile_and_log_and_serves(daemon_factory: Callable[..., 
     proc = run_server(d, "-d")
     assert proc.returncode == 0, proc.stderr
     pid = int(Path(d.settings["sjq.pidfile"]).read_text())
-    assert f"(pid {pid})" in proc.stdout and d.socket in proc.stdout
+    assert f"(pid {pid})" in proc.stdout
+    assert d.socket in proc.stdout
     try:
         assert os.getsid(pid) != os.getsid(0), "a detached daemon leaves our session"
         jid = d.submit("#!/bin/sh\necho detached\n")
@@ -36,7 +37,8 @@ def test_detach_writes_pidfile_and_log_and_serves(daemon_factory: Callable[..., 
         assert "serving" in d.log
         assert oct(os.stat(d.socket).st_mode & 0o777) == "0o600"
         again = run_server(d, "-d")
-        assert again.returncode == 1 and "already running" in again.stderr
+        assert again.returncode == 1
+        assert "already running" in again.stderr
     finally:
         stop = run_server(d, "--stop")
         assert stop.returncode == 0, stop.stderr
@@ -55,7 +57,8 @@ def test_detach_reports_a_failure_to_start(daemon_factory: Callable[..., Daemon]
 
 def test_stop_with_no_daemon(daemon_factory: Callable[..., Daemon]) -> None:
     proc = run_server(daemon_factory(), "--stop")
-    assert proc.returncode == 1 and "no daemon is running" in proc.stderr
+    assert proc.returncode == 1
+    assert "no daemon is running" in proc.stderr
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only a root daemon runs jobs as another user")

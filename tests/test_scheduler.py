@@ -57,18 +57,22 @@ def test_dependencies_release_and_cascade() -> None:
     q.add(job(4, state=H), 0, unmet=(1,))
     assert [j.id for j in q.schedule(0)] == [1]
     q.finish(q.jobs[1], S, 1)
-    assert q.jobs[2].state is Q and q.jobs[4].state is Q
+    assert q.jobs[2].state is Q
+    assert q.jobs[4].state is Q
     assert {j.id for j in q.schedule(1)} == {2, 4}
     q.finish(q.jobs[2], F, 2)
     assert 3 not in q.jobs
-    assert q.changes[-1].job.id == 3 and q.changes[-1].state is A
+    assert q.changes[-1].job.id == 3
+    assert q.changes[-1].state is A
 
 
 def test_doomed_submit_aborts_at_once() -> None:
     q = Queue(maxprocs=1, maxmem=None)
     j = job(1)
     q.add(j, 0, doomed="dependency 9 ended in F")
-    assert j.state is A and j.reason == "dependency 9 ended in F" and 1 not in q.jobs
+    assert j.state is A
+    assert j.reason == "dependency 9 ended in F"
+    assert 1 not in q.jobs
 
 
 def test_kill_running_is_deferred_and_waiting_is_immediate() -> None:
@@ -76,8 +80,10 @@ def test_kill_running_is_deferred_and_waiting_is_immediate() -> None:
     q.add(job(1), 0)
     q.add(job(2), 0)
     q.schedule(0)
-    assert q.kill(1, 1) is q.jobs[1] and q.jobs[1].killing
-    assert q.kill(2, 1) is None and 2 not in q.jobs
+    assert q.kill(1, 1) is q.jobs[1]
+    assert q.jobs[1].killing
+    assert q.kill(2, 1) is None
+    assert 2 not in q.jobs
     assert q.kill(99, 1) is None
 
 

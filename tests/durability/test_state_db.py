@@ -66,7 +66,8 @@ def test_job_that_ends_while_no_daemon_runs_gets_its_real_status(
     info = d.info(jid)
     assert info["exit_code"] == 42
     assert info["reason"] == "exit status 42"
-    assert info["cpu_user"] is not None and info["maxrss"] > 0
+    assert info["cpu_user"] is not None
+    assert info["maxrss"] > 0
 
 
 def test_stop_keep_running_then_readopt(daemon_factory: Callable[..., Daemon], gate: Gates) -> None:
@@ -223,7 +224,8 @@ def test_corrupt_database_is_a_clear_error(daemon_factory: Callable[..., Daemon]
     d = daemon_factory()
     Path(d.settings["sjq.db"]).write_bytes(b"this is not sqlite" * 100)
     err = start_fails(d)
-    assert "is corrupt" in err and d.settings["sjq.db"] in err
+    assert "is corrupt" in err
+    assert d.settings["sjq.db"] in err
     assert not Path(d.socket).exists()
 
 
