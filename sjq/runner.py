@@ -143,6 +143,18 @@ def private_dir(path: str, owner: int | None = None) -> str:
     return path
 
 
+def _own_tmp_base(tmpdir: str) -> str:
+    """``<tmpdir>/sjq-<uid>``; if someone else took that name first (it is guessable), a
+    fresh private directory instead of refusing to start."""
+    try:
+        return private_dir(os.path.join(tmpdir, f"sjq-{os.geteuid()}"))
+    except OSError as e:
+        import tempfile  # noqa: PLC0415 - only on this rare path
+
+        log.warning("%s; using a fresh directory for job TMPDIRs", e)
+        return tempfile.mkdtemp(prefix=f"sjq-{os.geteuid()}-", dir=tmpdir)
+
+
 class _Janitor:
     """Slow file-system work off the keeper's critical path: removing what ended jobs left
     (a TMPDIR tree can be large) and keeping a few fresh TMPDIRs ready, so that starting a
@@ -197,12 +209,17 @@ class _Janitor:
             self._refill()
 
     def _sweep_dead_keepers(self) -> None:
-        """TMPDIRs of keepers that are gone (killed, or ended with a pool left over)."""
+        self.sweep(self.base, "t")
+
+    def sweep(self, where: str, prefix: str) -> None:
+        """Remove what keepers that are gone left in ``where`` (a keeper that was killed,
+        or one that ended with TMPDIRs in its pool): names are ``<prefix><pid>...``."""
         with contextlib.suppress(OSError):
-            for name in os.listdir(self.base):
-                pid = name[1:].partition(".")[0]
-                if name.startswith("t") and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-                    self.todo.put(os.path.join(self.base, name))
+            for name in os.listdir(where):
+                digits = name[len(prefix) :]
+                pid = digits[: len(digits) - len(digits.lstrip("0123456789"))]
+                if name.startswith(prefix) and pid and not os.path.exists(f"/proc/{pid}"):
+                    self.todo.put(os.path.join(where, name))
 
 
 # -- the journal ----------------------------------------------------------------------
@@ -308,7 +325,7 @@ class KeeperHandle:
         """Fork the keeper. Call before the event loop exists and before any thread."""
         os.makedirs(spool, mode=0o700, exist_ok=True)
         private_dir(rundir)
-        tmpbase = private_dir(os.path.join(tmpdir, f"sjq-{os.geteuid()}"))
+        tmpbase = _own_tmp_base(tmpdir)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ready_r, ready_w = os.pipe()
         pid = os.fork()
@@ -389,6 +406,7 @@ class _Keeper:
         self._isolate()
         self.journal = self._open_journal()
         self.janitor = _Janitor(self.tmpbase)
+        self.janitor.sweep(self.rundir, "k")
         os.write(self.ready, self.journal.path.encode())
         os.close(self.ready)
         self.sel = selectors.DefaultSelector()
@@ -525,7 +543,8 @@ class _Keeper:
         try:
             if req.uid is not None:
                 rundir = private_dir(os.path.join(rundir, f"u{req.uid}"), owner=req.uid)
-            script_path = os.path.join(rundir, f"job-{req.jobid}")
+            # The keeper's pid in the name: two daemons of one user may share a run dir.
+            script_path = os.path.join(rundir, f"k{os.getpid()}-{req.jobid}")
             pid = self._start(req, script_path, tmpdir)
         except OSError as e:
             self._refuse(req, tmpdir, "", StartError(f"cannot prepare job files: {e}"))
@@ -574,7 +593,11 @@ class _Keeper:
             return self._start_as_user(req, script_path, env)
         out = _open_output(req.stdout, "stdout")
         try:
-            err = out if req.stderr == req.stdout else _open_output(req.stderr, "stderr")
+            err = (
+                out
+                if _same_file(out, req.stdout, req.stderr)
+                else _open_output(req.stderr, "stderr")
+            )
         except StartError:
             os.close(out)
             raise
@@ -598,6 +621,7 @@ class _Keeper:
             os.close(out)
             if err != out:
                 os.close(err)
+            os.chdir("/")  # do not keep the job's directory busy (it may be unmounted)
 
     def _start_as_user(self, req: SpawnRequest, script_path: str, env: dict[str, str]) -> int:
         # A root daemon opens the output files as the job's user, so it cannot be used to
@@ -699,6 +723,18 @@ class _Keeper:
             self.janitor.remove(child.script_path)
 
 
+def _same_file(fd: int, path: str, other: str) -> bool:
+    """Whether ``other`` names the file open as ``fd`` (however it is spelled): opening it
+    again with truncation would make stdout and stderr overwrite each other."""
+    if os.path.normpath(other) == os.path.normpath(path):
+        return True
+    try:
+        a, b = os.fstat(fd), os.stat(other)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 def _open_output(path: str, what: str) -> int:
     try:
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
@@ -706,13 +742,21 @@ def _open_output(path: str, what: str) -> int:
         raise StartError(f"cannot open {what} file {path}: {e.strerror}") from None
 
 
+def _shebang(script: bytes) -> bytes:
+    return script.lstrip().split(b"\n", 1)[0]
+
+
 def _interpreter(script: bytes) -> str:
-    first = script.lstrip().split(b"\n", 1)[0]
-    parts = first[2:].split()
+    parts = _shebang(script)[2:].split()
     return parts[0].decode(errors="replace") if parts else ""
 
 
 def _check_interpreter(script: bytes) -> None:
+    if _shebang(script).endswith(b"\r"):
+        raise StartError(
+            "the #! line ends in a carriage return (the script has Windows line endings);"
+            " convert it with dos2unix or sed -i 's/\\r$//'"
+        )
     interp = _interpreter(script)
     if not interp:
         raise StartError("the script's #! line names no interpreter")

@@ -62,9 +62,12 @@ class Queue:
 
     @property
     def busy(self) -> bool:
-        """Whether anything is running, runnable, or waiting on dependencies that can succeed."""
+        """Whether anything is running or runnable. Jobs waiting on dependencies (H) do not
+        count on their own: with nothing running or runnable, each of them waits, directly
+        or through other waiting jobs, on a held (U) job, and held jobs do not keep the
+        daemon alive (they are in the database for the next start)."""
         c = self.counts
-        return bool(c[R] or c[Q] or c[H])
+        return bool(c[R] or c[Q])
 
     # -- events ----------------------------------------------------------------
 

@@ -108,6 +108,8 @@ def _option_lines(o: SubmitOptions) -> list[bytes]:
         if text is not None:
             if not text:
                 raise ValueError(f"{option} must not be empty")
+            if option == "NAME" and "\t" in text:
+                raise ValueError("NAME must not contain a tab")
             lines.append(_line(option, text))
     if o.env is not None:
         if not o.env:

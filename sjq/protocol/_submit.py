@@ -174,6 +174,14 @@ def _text(attr: str) -> _Handler:
     return handler
 
 
+def _name(b: SubmitBuilder, value: str) -> str | None:
+    # STATUS records are tab-separated: a tab in a name would shift every field after it.
+    if "\t" in value:
+        return f"NAME must not contain a tab, got {quote(value)}"
+    b.name = value
+    return None
+
+
 def _env(b: SubmitBuilder, value: str) -> str | None:
     if b.env is None:
         b.env = []
@@ -250,7 +258,7 @@ _OPTIONS: dict[bytes, _Handler] = {
     b"ENV": _env,
     b"SETENV": _setenv,
     b"CWD": _text("cwd"),
-    b"NAME": _text("name"),
+    b"NAME": _name,
     b"UID": _id_number("uid", "UID"),
     b"GID": _id_number("gid", "GID"),
     b"HOLD": _hold,

@@ -175,7 +175,7 @@ submit_options = st.builds(
     stderr=st.none() | line_text,
     env=st.none() | st.lists(st.tuples(env_names, env_values), max_size=4).map(tuple),
     cwd=st.none() | line_text,
-    name=st.none() | line_text,
+    name=st.none() | line_text.filter(lambda t: "\t" not in t),
     uid=st.none() | st.integers(0, 2**32 - 2),
     gid=st.none() | st.integers(0, 2**32 - 2),
     hold=st.booleans(),

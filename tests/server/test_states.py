@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
-
-from conftest import Daemon, Gate, wait_for
+from conftest import Daemon, Gate, Raw, wait_for
 
 from ._helpers import SH, alive, job_pid, read_when, states, status, wait_dead
 
@@ -156,7 +157,8 @@ def test_kill_running_sends_term_then_kill_after_killgrace_to_the_group(
     jid = d.submit(
         SH
         + f"trap 'echo TERM >> {log}' TERM\n"
-        + f"sleep 300 & echo $! > {grandchild}\n"
+        # a grandchild that ignores SIGTERM too: only the group's SIGKILL ends it
+        + f"sh -c 'trap \"\" TERM; exec sleep 300' & echo $! > {grandchild}\n"
         + f"echo ready >> {log}\n"
         + g.wait
         + g.wait
@@ -169,6 +171,8 @@ def test_kill_running_sends_term_then_kill_after_killgrace_to_the_group(
     assert d.req(f"KILL {jid}") == b"OK\r\n"
     wait_for(lambda: "TERM" in log.read_text(), what="the job's TERM trap")
     assert d.state(jid) == "R"  # it ignored SIGTERM: still there until the grace ends
+    assert alive(pid)
+    assert alive(sleeper)
     d.wait_state(jid, "K")
     elapsed = time.monotonic() - t0
     assert elapsed >= 0.9, f"SIGKILL came {elapsed:.2f} s after SIGTERM, before sjq.killgrace"
@@ -178,7 +182,10 @@ def test_kill_running_sends_term_then_kill_after_killgrace_to_the_group(
     assert info["reason"] == "killed by request"
 
 
-def test_kill_running_job_that_exits_on_term(daemon: Daemon, gate: Callable[[str], Gate]) -> None:
+def test_kill_running_job_that_exits_on_term(
+    daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate]
+) -> None:
+    daemon = daemon_factory(killgrace="5").start()
     g = gate("never")
     grandchild = daemon.jobs_dir / "bg.pid"
     jid = daemon.submit(SH + f"sleep 300 & echo $! > {grandchild}\n" + g.wait)
@@ -187,7 +194,7 @@ def test_kill_running_job_that_exits_on_term(daemon: Daemon, gate: Callable[[str
     t0 = time.monotonic()
     daemon.req(f"KILL {jid}")
     daemon.wait_state(jid, "K")
-    assert time.monotonic() - t0 < 1.5  # sh dies of SIGTERM: no wait for sjq.killgrace (2 s)
+    assert time.monotonic() - t0 < 3  # sh dies of SIGTERM: no wait for sjq.killgrace (5 s)
     wait_dead(pid)
     wait_dead(sleeper)
     assert daemon.req(f"KILL {jid}") == b"OK\r\n"
@@ -199,3 +206,51 @@ def test_a_job_that_leaves_a_background_process_does_not_leak_it(daemon: Daemon)
     jid = daemon.submit(SH + f"sleep 300 & echo $! > {pidfile}\nexit 0\n")
     daemon.wait_state(jid, "S")
     wait_dead(int(read_when(pidfile)))
+
+
+def test_kill_right_after_submit_never_leaves_a_job_running(daemon: Daemon) -> None:
+    # The KILL lands while the start is on its way to the keeper, or just after it.
+    with daemon.client() as c:
+        for _ in range(10):
+            jid = int(c.submit(SH + "sleep 30\n", cwd=str(daemon.jobs_dir))[3:])
+            assert c.request(f"KILL {jid}") == b"OK\r\n"
+    wait_for(lambda: set(states(daemon).values()) == {"K"}, what="every job to be killed")
+    for jid in states(daemon):
+        pid = daemon.info(jid)["pid"]
+        if pid is not None:
+            wait_dead(pid)
+
+
+def test_kill_of_a_stopped_job(daemon_factory: Callable[..., Daemon]) -> None:
+    daemon = daemon_factory(killgrace="5").start()
+    jid = daemon.submit(SH + "kill -STOP $$\necho after\n")
+    pid = job_pid(daemon, jid)
+    wait_for(
+        lambda: Path(f"/proc/{pid}/stat").read_bytes().rsplit(b") ", 1)[1][:1] == b"T",
+        what="the job to stop itself",
+    )
+    t0 = time.monotonic()
+    daemon.req(f"KILL {jid}")
+    daemon.wait_state(jid, "K")
+    assert time.monotonic() - t0 < 3  # woken by SIGCONT, ended by its SIGTERM: no 5 s grace
+    assert (daemon.jobs_dir / f"{jid}.stdout").read_text() == ""
+
+
+def test_concurrent_submits_get_distinct_consecutive_ids(daemon: Daemon) -> None:
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        with Raw(daemon.socket) as c:
+            for _ in range(10):
+                reply = c.submit(SH, hold=True)
+                with lock:
+                    got.append(int(reply[3:]))
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(got) == list(range(1, 81))
+    assert daemon.req("PING") == b"OK U:80\r\n"

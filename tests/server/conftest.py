@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-
 from conftest import Daemon, make_daemon, reap_leftovers
 
 
@@ -20,3 +22,15 @@ def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     finally:
         d.stop()
         reap_leftovers(str(tmp))
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A directory that user nobody can reach (the pytest tmp tree is 0700 root)."""
+    path = Path(tempfile.mkdtemp(prefix="sjq-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        reap_leftovers(str(path))
+        shutil.rmtree(path, ignore_errors=True)

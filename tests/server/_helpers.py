@@ -65,3 +65,44 @@ def exited(d: Daemon, timeout: float = 15.0) -> int:
 
 def no_socket(d: Daemon) -> bool:
     return not os.path.lexists(d.socket)
+
+
+# -- another user ---------------------------------------------------------------------------
+
+NOBODY = 65534
+
+
+def as_nobody(sock_path: str, request: bytes, nlines: int) -> list[bytes]:
+    """Send ``request`` from a forked process running as uid/gid 65534; return the first
+    ``nlines`` reply lines (fewer if the daemon closes the connection first)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            c = Raw(sock_path, timeout=10)
+            c.send(request)
+            for _ in range(nlines):
+                try:
+                    os.write(w, c.line())
+                except ConnectionError:
+                    break
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        out = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    return [line + b"\r\n" for line in out.split(b"\r\n")[:-1]]
+
+
+def submit_bytes(script: bytes, **options: str) -> bytes:
+    """One SUBMIT request, ready to send."""
+    lines = [b"SUBMIT"] + [f"{k.upper()} {v}".encode() for k, v in options.items()]
+    return b"\n".join([*lines, b"SRC %d" % len(script)]) + b"\n" + script

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from collections.abc import Callable
 
-from conftest import Daemon, Gate, Raw, wait_for
+import pytest
+from conftest import Daemon, Gate, wait_for
 
-from ._helpers import SH, exited, states, status
+from ._helpers import SH, alive, exited, states, status
 
 
 def test_ping_with_no_jobs_is_ok_and_a_space(daemon: Daemon) -> None:
@@ -72,7 +74,9 @@ def test_release_replies_ok_for_any_well_formed_id(daemon: Daemon) -> None:
     assert daemon.state(jid) == "S"
 
 
-def test_hold_replies_ok_and_holds(daemon_factory: Callable[..., Daemon], gate) -> None:
+def test_hold_replies_ok_and_holds(
+    daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate]
+) -> None:
     d = daemon_factory(maxprocs="1").start()
     g = gate("g")
     running = d.submit(SH + g.wait)
@@ -122,6 +126,17 @@ def test_status_length_counts_utf8_bytes(daemon: Daemon) -> None:
         assert c.request("PING") == b"OK U:1\r\n"
 
 
+def test_a_tab_in_a_name_cannot_break_status_records(daemon: Daemon) -> None:
+    with daemon.client() as c:
+        reply = c.submit(SH, hold=True, name="left\tright")
+        if reply.startswith(b"ERROR "):  # refusing such a name is a fine answer too
+            assert b"NAME" in reply
+            return
+        c.send(b"STATUS\n")
+        records = c.data().split(b"\r\n")[:-1]
+    assert [len(r.split(b"\t")) for r in records] == [4]
+
+
 def test_info_gives_json_lines(daemon: Daemon) -> None:
     a = daemon.submit(SH + "exit 4\n", name="four", mem="1M", procs="2")
     daemon.wait_state(a, "F")
@@ -138,7 +153,8 @@ def test_info_gives_json_lines(daemon: Daemon) -> None:
             2,
             1024 * 1024,
         )
-        assert ra["started"] and ra["ended"] >= ra["started"] >= ra["submitted"]
+        assert ra["started"]
+        assert ra["ended"] >= ra["started"] >= ra["submitted"]
         assert (rb["state"], rb["depends"]) == ("A", [a])
         assert rb["reason"] == f"dependency {a} ended in F"
         c.send(b"INFO\n")
@@ -158,10 +174,8 @@ def test_wait_replies_when_the_jobs_end(daemon: Daemon, gate: Callable[[str], Ga
         c.send(f"PING\nWAIT {ok}:{bad}\n".encode())
         assert c.line().startswith(b"OK ")
         c.sock.setblocking(False)
-        try:
+        with contextlib.suppress(BlockingIOError):
             assert c.sock.recv(100) == b"", "WAIT answered before the jobs ended"
-        except BlockingIOError:
-            pass
         c.sock.settimeout(10)
         g.open()
         assert c.line() == f"OK {ok}:S {bad}:F\r\n".encode()
@@ -245,9 +259,11 @@ def test_verbs_without_arguments_refuse_one(daemon: Daemon) -> None:
     with daemon.client() as c:
         for verb in ("PING", "EXIT", "SHUTDOWN", "STOP"):
             reply = c.request(f"{verb} 5")
-            assert reply.startswith(b"ERROR ") and verb.encode() in reply, reply
+            assert reply.startswith(b"ERROR "), reply
+            assert verb.encode() in reply
         assert c.request("PING") == b"OK \r\n"
-    assert daemon.proc is not None and daemon.proc.poll() is None
+    assert daemon.proc is not None
+    assert daemon.proc.poll() is None
 
 
 def test_shutdown_kills_running_keeps_waiting_and_ids_go_on(
@@ -288,8 +304,6 @@ def test_stop_leaves_running_jobs_to_the_next_daemon(
     assert d.req("STOP") == b"OK\r\n"
     assert exited(d) == 0
     assert (d.jobs_dir / f"{jid}.stdout").exists()
-    from ._helpers import alive
-
     assert alive(pid)
     d2 = daemon_factory().start()
     assert d2.state(jid) == "R"

@@ -6,15 +6,13 @@ from __future__ import annotations
 import os
 import random
 import socket
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import Daemon, Raw, wait_for
 
-from ._helpers import SH, read_when
+from ._helpers import NOBODY, SH, as_nobody, read_when, submit_bytes
 
 # A body that would produce replies of its own if the daemon lost track of where it ends.
 BODY = SH + "PING\nSTATUS\nPING\n"
@@ -64,7 +62,8 @@ def test_bad_option_value(shared_daemon: Daemon, options: dict[str, str], words:
 def test_mem_over_maxmem_names_both_sizes(shared_daemon: Daemon) -> None:
     reply = submit_error(shared_daemon, mem="9G")
     assert reply.startswith(b"ERROR MEM 9"), reply
-    assert b"8" in reply and b"sjq.maxmem" in reply
+    assert b"8" in reply
+    assert b"sjq.maxmem" in reply
 
 
 def test_unknown_option_is_named(shared_daemon: Daemon) -> None:
@@ -85,7 +84,8 @@ def test_several_errors_on_one_line(shared_daemon: Daemon) -> None:
     reply = submit_error(shared_daemon, "no shebang\n", procs="x", mem="y", bogus="1")
     parts = reply[len(b"ERROR ") : -2].split(b"; ")
     assert len(parts) == 4, reply
-    assert parts[0].startswith(b"PROCS") and parts[1].startswith(b"MEM")
+    assert parts[0].startswith(b"PROCS")
+    assert parts[1].startswith(b"MEM")
     assert parts[2] == b"unknown option BOGUS"
     assert parts[3] == b"Don't know how to run script (missing shebang)"
 
@@ -109,52 +109,6 @@ def test_uid_and_gid_equal_to_the_peers_own_are_accepted(shared_daemon: Daemon) 
 
 
 @pytest.fixture
-def public_dir() -> Iterator[Path]:
-    """A directory user nobody can reach (the pytest tmp tree is 0700 root)."""
-    path = Path(tempfile.mkdtemp(prefix="sjq-test-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        import shutil
-
-        shutil.rmtree(path, ignore_errors=True)
-
-
-NOBODY = 65534
-
-
-def as_nobody(sock_path: str, request: bytes, nlines: int) -> list[bytes]:
-    """Send ``request`` from a forked process running as uid/gid 65534; return its reply lines."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            c = Raw(sock_path, timeout=10)
-            c.send(request)
-            os.write(w, b"".join(c.line() for _ in range(nlines)))
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        out = f.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, out
-    return [line + b"\r\n" for line in out.split(b"\r\n")[:-1]]
-
-
-def submit_bytes(script: bytes, **options: str) -> bytes:
-    lines = [b"SUBMIT"] + [f"{k.upper()} {v}".encode() for k, v in options.items()]
-    return b"\n".join([*lines, b"SRC %d" % len(script)]) + b"\n" + script
-
-
-@pytest.fixture
 def public_daemon(public_dir: Path, daemon_factory: Callable[..., Daemon]) -> Iterator[Daemon]:
     """A root daemon whose socket, spool and TMPDIR root user nobody can reach."""
     (public_dir / "tmp").mkdir(mode=0o1777)
@@ -162,6 +116,7 @@ def public_daemon(public_dir: Path, daemon_factory: Callable[..., Daemon]) -> It
     d = daemon_factory(
         socket=str(public_dir / "s.sock"),
         spool=str(public_dir / "spool"),
+        rundir=str(public_dir / "run"),
         tmpdir=str(public_dir / "tmp"),
     ).start()
     os.chmod(d.socket, 0o666)  # as an admin would, to share a root daemon
@@ -187,12 +142,6 @@ def test_non_root_peer_may_not_choose_another_uid(public_daemon: Daemon) -> None
     assert replies[3] == b"OK U:1\r\n"
 
 
-@pytest.mark.xfail(
-    reason="BUG: a root daemon cannot run a job as another user: the spool directory"
-    " spool/jobs (and TMPDIR's parent sjq-0) are created 0700 root, so the job's own user"
-    " cannot exec its script (exit 126 'Permission denied', state F)",
-    strict=True,
-)
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
 def test_root_daemon_runs_a_non_root_peers_job_as_that_user(
     public_daemon: Daemon, public_dir: Path
@@ -291,4 +240,5 @@ def test_random_bytes_get_replies_or_a_clean_close(shared_daemon: Daemon) -> Non
         for line in c.buf.split(b"\r\n")[:-1]:
             assert line.startswith((b"OK", b"ERROR")), (data, c.buf)
     assert shared_daemon.req("PING").startswith(b"OK ")
-    assert shared_daemon.proc is not None and shared_daemon.proc.poll() is None
+    assert shared_daemon.proc is not None
+    assert shared_daemon.proc.poll() is None

@@ -1,0 +1,168 @@
+"""Auto-start: the first submit starts a daemon (exactly one, however many race), reads never do."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+from sjq_client import Client, DaemonStartFailed
+
+from .conftest import CLI_TIMEOUT, Home, stop_daemon, write_rc
+
+
+def test_submit_starts_a_daemon_with_auto_shutdown(home: Home) -> None:
+    cli = home.cli()
+    r = cli("submit", "--wait", "--", "true")
+    assert r.code == 0, r.err
+    assert r.out == "1\n"
+    assert r.err.startswith("sjq: started a daemon (pid ")
+    pid = int(r.err.split("(pid ")[1].split(")")[0])
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert cmdline[1:6] == [b"-m", b"sjq.daemon", b"-d", b"--set", b"sjq.autoshutdown=T"]
+    assert home.started() == 1
+    r = cli("submit", "--", "true")  # the next submit uses it
+    assert (r.code, r.out, r.err) == (0, "2\n", "")
+    assert home.started() == 1
+
+
+def test_status_and_ping_never_start_a_daemon(home: Home) -> None:
+    cli = home.cli()
+    for command in ("status", "ping"):
+        r = cli(command)
+        assert r.code == 1
+        assert f"no sjq daemon is running on {home.socket}" in r.err
+    assert not os.path.exists(home.socket)
+    assert home.started() == 0
+
+
+def test_twenty_concurrent_first_submits_start_exactly_one_daemon(home: Home) -> None:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sjq_client", "submit", "--", "true"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=home.env,
+            cwd=home.dir / "jobs",
+        )
+        for _ in range(20)
+    ]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        results.append((p.returncode, out.decode(), err.decode()))
+    assert [code for code, _, _ in results] == [0] * 20, results
+    ids = sorted(int(out) for _, out, _ in results)
+    assert ids == list(range(1, 21))
+    starters = [err for _, _, err in results if "started a daemon" in err]
+    assert len(starters) == 1, results
+    assert home.started() == 1
+
+
+def test_a_stale_socket_file_does_not_stop_a_start(home: Home) -> None:
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(home.socket)  # bound, never listening, then closed: what a crash leaves
+    dead.close()
+    r = home.cli()("submit", "--", "true")
+    assert r.code == 0, r.err
+    assert "started a daemon" in r.err
+
+
+def test_a_failed_start_says_why_and_shows_the_log(tmp_path: Path) -> None:
+    base = tmp_path / "broken"
+    (base / "jobs").mkdir(parents=True)
+    (base / "not-a-dir").write_text("")
+    rc = write_rc(base, **{"sjq.db": str(base / "not-a-dir" / "state.db")})
+    env = dict(os.environ, HOME=str(tmp_path), SJQ_CONFIG=str(rc))
+    env.pop("SJQ_SOCKET", None)
+    p = subprocess.run(
+        [sys.executable, "-m", "sjq_client", "submit", "--", "true"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=base / "jobs",
+        timeout=CLI_TIMEOUT,
+    )
+    assert p.returncode == 1
+    assert p.stdout == ""
+    assert f"could not start an sjq daemon on {base / 's.sock'}" in p.stderr
+    assert f"last lines of {base / 'sjq.log'}:" in p.stderr
+    assert "not-a-dir" in p.stderr
+    assert not os.path.exists(base / "s.sock")
+
+
+def test_the_client_starts_a_daemon_too(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(home.dir / "jobs")
+    with Client(config=home.rc) as c:
+        assert c.socket == home.socket
+        job = c.submit(command=["true"])
+        assert c.started_pid is not None
+        assert job.wait(10).value == "S"
+    with Client(config=home.rc) as c:
+        c.submit(command=["true"])
+        assert c.started_pid is None  # one was running
+    assert home.started() == 1
+
+
+def test_the_client_starts_it_on_the_socket_it_was_given(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(home.dir / "jobs")
+    other = str(tmp_path / "other.sock")
+    try:
+        with Client(other, config=home.rc) as c:
+            c.submit(command=["true"]).wait(10)
+            assert os.path.exists(other)
+            assert not os.path.exists(home.socket)
+    finally:
+        stop_daemon(other, home.env)
+
+
+def test_a_failed_start_from_the_client_raises(tmp_path: Path) -> None:
+    base = tmp_path / "broken"
+    base.mkdir()
+    (base / "file").write_text("")
+    rc = write_rc(base, **{"sjq.spool": str(base / "file" / "spool")})
+    with pytest.raises(DaemonStartFailed) as caught:
+        Client(config=rc).submit(command=["true"])
+    assert caught.value.reason
+    assert str(base / "sjq.log") in str(caught.value)
+
+
+def test_a_submit_while_the_daemon_is_still_stopping_waits_for_it(home: Home) -> None:
+    cli = home.cli()
+    ready = home.dir / "jobs" / "ignoring"
+    cli.submit("--", "sh", "-c", f"trap '' TERM; touch {ready}; sleep 30")
+    wait_for(ready.exists, what="the job to ignore SIGTERM")
+    stopping = subprocess.Popen(
+        [sys.executable, "-m", "sjq_client", "shutdown"],
+        env=home.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # It stops listening at once, but holds its database for sjq.killgrace (2 s) more.
+        wait_for(lambda: not answers(home.socket), what="the daemon to stop listening")
+        r = cli("submit", "--", "true")
+        assert r.code == 0, r.err
+        assert r.out == "2\n"
+        assert "started a daemon" in r.err
+    finally:
+        stopping.wait(30)
+    assert home.started() == 2
+
+
+def answers(path: str) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return True

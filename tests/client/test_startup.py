@@ -1,0 +1,79 @@
+"""Start-up cost: the commands pipelines run thousands of times import nothing heavy.
+
+Checked in fresh interpreters by the modules loaded when the command ends; timings are in the
+benchmark, not here (a test that measures wall time on a loaded CI machine only flakes).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import Daemon
+
+from .conftest import client_env
+
+HEAVY = {
+    "asyncio",
+    "psutil",
+    "sqlite3",
+    "_sqlite3",
+    "argparse",  # replaced by sjq_client._args: several ms per run
+    "sjq.daemon",
+    "sjq.store",
+    "sjq.runner",
+    "sjq.state",
+    "sjq.server",
+    "sjq.scheduler",
+    "sjq.recovery",
+    "daemon",  # python-daemon
+}
+
+RUN = (
+    "import sys\n"
+    "from sjq_client.cli import main\n"
+    "code = main(sys.argv[2:])\n"
+    "with open(sys.argv[1], 'w') as f:\n"
+    "    f.write('\\n'.join(sorted(sys.modules)))\n"
+    "sys.exit(code)\n"
+)
+
+
+def modules_after(args: list[str], env: dict[str, str], cwd: Path, out: Path) -> set[str]:
+    p = subprocess.run(
+        [sys.executable, "-c", RUN, str(out), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=30,
+    )
+    assert p.returncode == 0, p.stderr
+    return set(out.read_text().split())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--version"],
+        ["submit", "--", "true"],
+        ["submit", "--mem", "1G", "-p", "1", "--after", "1", "--wait", "--", "true"],
+        ["kill", "1"],
+    ],
+    ids=["version", "submit", "submit-wait", "kill"],
+)
+def test_hot_commands_import_nothing_heavy(args: list[str], daemon: Daemon, tmp_path: Path) -> None:
+    daemon.submit("#!/bin/sh\ntrue\n")
+    env = client_env(tmp_path, SJQ_SOCKET=daemon.socket)
+    loaded = modules_after(args, env, daemon.jobs_dir, tmp_path / "modules.txt")
+    assert not HEAVY & loaded
+    if args == ["--version"]:
+        assert not {"socket", "sjq.protocol", "sjq.config", "sjq_client._client"} & loaded
+
+
+def test_status_imports_nothing_of_the_daemon(daemon: Daemon, tmp_path: Path) -> None:
+    env = client_env(tmp_path, SJQ_SOCKET=daemon.socket)
+    loaded = modules_after(["status", "--all"], env, daemon.jobs_dir, tmp_path / "modules.txt")
+    assert not HEAVY & loaded
