@@ -7,7 +7,6 @@ import json
 import socket
 from collections.abc import Callable
 
-import pytest
 from conftest import Daemon, Gate, wait_for
 
 from ._helpers import SH, alive, exited, states, status
