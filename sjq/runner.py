@@ -43,6 +43,7 @@ __all__ = [
 log = logging.getLogger("sjq.runner")
 
 _FRAME = struct.Struct("!I")
+LAZY_DELAY = 0.02  # seconds a start notice may wait to share a send with other news
 # Signals a job must start with at their default action, whatever the keeper (a Python
 # process) ignores or handles: a shell pipeline whose SIGPIPE is ignored never ends.
 _DEFAULT_SIGNALS = frozenset(
@@ -398,6 +399,9 @@ class _Keeper:
         self.seq = 0
         self.inbuf = bytearray()
         self.outbuf = bytearray()
+        self.urgent = False
+        self.lazy_due = 0.0
+        self.want_write = False
         self.detached = False
         self.journal_seq = 0
         self.journal: Journal
@@ -421,6 +425,10 @@ class _Keeper:
             timeout = None
             if self.timers:
                 timeout = max(0.0, self.timers[0][0] - time.monotonic())
+            if self.outbuf and not self.want_write:
+                # only lazy news is waiting: send it when it is due
+                due = max(0.0, self.lazy_due - time.monotonic())
+                timeout = due if timeout is None else min(timeout, due)
             for key, mask in self.sel.select(timeout):
                 if key.fileobj == wake_r:
                     with contextlib.suppress(BlockingIOError):
@@ -432,6 +440,11 @@ class _Keeper:
                 elif mask & selectors.EVENT_WRITE:
                     self._flush()
             self._run_timers()
+            # One send per loop turn, carrying everything this turn produced: each send
+            # wakes the daemon, and a wake-up is what costs most on a virtual machine.
+            if self.outbuf and not self.want_write:
+                if self.urgent or time.monotonic() >= self.lazy_due:
+                    self._flush()
         self.journal.close()
         os._exit(0)
 
@@ -474,24 +487,34 @@ class _Keeper:
 
     # -- talking to the daemon --
 
-    def _send(self, *msg: Any) -> None:
+    def _send(self, *msg: Any, urgent: bool = True) -> None:
+        """Queue a message for the daemon; it goes out at the end of this loop turn. A lazy
+        one (a start: the daemon needs the pid only for display) may wait up to
+        ``LAZY_DELAY`` for company, so that it costs no wake-up of its own."""
         if self.detached:
             return
+        if not self.outbuf:
+            self.lazy_due = time.monotonic() + LAZY_DELAY
         self.outbuf += encode_frame(msg)
-        self._flush()
+        self.urgent = self.urgent or urgent
 
     def _flush(self) -> None:
+        self.urgent = False
         try:
             while self.outbuf:
                 n = self.sock.send(self.outbuf)
                 del self.outbuf[:n]
         except BlockingIOError:
-            self.sel.modify(self.sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            if not self.want_write:
+                self.want_write = True
+                self.sel.modify(self.sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
             return
         except OSError:
             self._detach()
             return
-        self.sel.modify(self.sock, selectors.EVENT_READ)
+        if self.want_write:
+            self.want_write = False
+            self.sel.modify(self.sock, selectors.EVENT_READ)
 
     def _receive(self) -> None:
         try:
@@ -559,7 +582,7 @@ class _Keeper:
         self.by_job[req.jobid] = pid
         if req.time_limit:
             self._timer(req.time_limit, "limit", pid)
-        self._send("started", req.jobid, pid, start, now)
+        self._send("started", req.jobid, pid, start, now, urgent=False)
 
     def _refuse(self, req: SpawnRequest, tmpdir: str, script_path: str, e: Exception) -> None:
         now = time.time()

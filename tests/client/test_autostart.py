@@ -166,3 +166,16 @@ def answers(path: str) -> bool:
     finally:
         s.close()
     return True
+
+
+def test_server_starts_and_stops_the_daemon(home: Home) -> None:
+    cli = home.cli()
+    r = cli("server", "-d")
+    assert r.code == 0, r.err
+    assert r.out.startswith("sjq daemon started (pid ")
+    assert cli.ok("ping").startswith(f"sjq daemon on {home.socket}")
+    r = cli("server", "-d")
+    assert r.code == 1
+    assert "already running" in r.err
+    assert cli("server", "--stop").code == 0
+    assert not os.path.exists(home.socket)

@@ -127,7 +127,7 @@ def test_status_table_summary_and_filters(
     assert rows[held][2] == "held"
     assert rows[held][6:] == ["-", "-", "-"]  # not started: no start, elapsed or exit
     assert lines[-1] == (
-        "queue: 1 running, 1 held, 1 done, 1 failed (2 ended jobs not shown; --all shows them)"
+        "queue: 1 running, 1 held, 1 done, 1 failed (2 ended not shown; --all shows them)"
     )
 
     rows = {

@@ -162,6 +162,12 @@ def test_status(client: Client, daemon: Daemon) -> None:
     assert client.status([]) == []
     many = list(range(1, 5001))  # more ids than fit one INFO line: sent in several
     assert [i.id for i in client.status(many)] == [a.id, b.id]
+    done = client.submit(command=["true"])
+    done.wait(10)
+    assert [i.id for i in client.status(states=[U])] == [a.id, b.id]
+    assert [i.id for i in client.status(states={S})] == [done.id]
+    assert [i.id for i in client.status([a, done], states=[S])] == [done.id]
+    assert client.status(states=[]) == []
 
 
 def test_kill_hold_release_state_and_job(
@@ -210,6 +216,7 @@ def test_wait(client: Client, daemon: Daemon, gate: Callable[..., Gate]) -> None
     assert isinstance(caught.value, TimeoutError)
     with pytest.raises(JobTimeout):
         slow.wait(timeout=0)
+    assert ok.wait(timeout=0) is S  # an ended job needs no time
     seen: list[tuple[int, JobState]] = []
     g.open()
     assert client.wait([slow, ok], progress=lambda j, s: seen.append((j, s))) == {
