@@ -156,6 +156,9 @@ def _own_tmp_base(tmpdir: str) -> str:
         return tempfile.mkdtemp(prefix=f"sjq-{os.geteuid()}-", dir=tmpdir)
 
 
+_RECYCLE = "\0recycle:"  # a prefix no path can have
+
+
 class _Janitor:
     """Slow file-system work off the keeper's critical path: removing what ended jobs left
     (a TMPDIR tree can be large) and keeping a few fresh TMPDIRs ready, so that starting a
@@ -185,6 +188,11 @@ class _Janitor:
     def remove(self, path: str) -> None:
         self.todo.put(path)
 
+    def recycle(self, tmpdir: str) -> None:
+        """A job's TMPDIR: back into the pool if the job left it empty (most do), so the
+        next job costs no directory creation or removal; removed otherwise."""
+        self.todo.put(_RECYCLE + tmpdir)
+
     def _make(self) -> str:
         self.n += 1
         path = os.path.join(self.base, f"{self.prefix}{self.n}")
@@ -201,6 +209,11 @@ class _Janitor:
     def _run(self) -> None:
         while True:
             path = self.todo.get()
+            if path is not None and path.startswith(_RECYCLE):
+                path = path[len(_RECYCLE) :]
+                if self._reusable(path):
+                    self.ready.append(path)
+                    continue
             if path is not None:
                 if os.path.isdir(path) and not os.path.islink(path):
                     shutil.rmtree(path, ignore_errors=True)
@@ -208,6 +221,20 @@ class _Janitor:
                     with contextlib.suppress(OSError):
                         os.unlink(path)
             self._refill()
+
+    def _reusable(self, path: str) -> bool:
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+                return False  # a symlink planted by the job, or a UID job's directory
+            with os.scandir(path) as it:
+                if next(it, None) is not None:
+                    return False
+            if stat.S_IMODE(st.st_mode) != 0o700:
+                os.chmod(path, 0o700)
+        except OSError:
+            return False
+        return len(self.ready) < 2 * self.POOL
 
     def _sweep_dead_keepers(self) -> None:
         self.sweep(self.base, "t")
@@ -442,9 +469,9 @@ class _Keeper:
             self._run_timers()
             # One send per loop turn, carrying everything this turn produced: each send
             # wakes the daemon, and a wake-up is what costs most on a virtual machine.
-            if self.outbuf and not self.want_write:
-                if self.urgent or time.monotonic() >= self.lazy_due:
-                    self._flush()
+            due = self.urgent or time.monotonic() >= self.lazy_due
+            if self.outbuf and not self.want_write and due:
+                self._flush()
         self.journal.close()
         os._exit(0)
 
@@ -742,7 +769,7 @@ class _Keeper:
                 rec.reason,
             )
             self._send("exited", rec)
-            self.janitor.remove(child.tmpdir)
+            self.janitor.recycle(child.tmpdir)
             self.janitor.remove(child.script_path)
 
 
