@@ -72,6 +72,7 @@ class Config:
     rundir: str
     tmpdir: str
     killgrace: float
+    keepers: int
     maxsrc: int
     maxline: int
     conntimeout: float
@@ -371,6 +372,10 @@ _KEY_LIST = (
         "resources"),
     Key("sjq.killgrace", "killgrace", "5", _seconds(),
         "time between SIGTERM and SIGKILL when a job is killed (Slurm's KillWait)",
+        "scheduling"),
+    Key("sjq.keepers", "keepers", "auto", _auto(_count(1), lambda env: min(4, _detect_cpus(env))),
+        "processes that start and watch jobs, each starting one job at a time; "
+        "auto = the CPU count, at most 4",
         "scheduling"),
     Key("sjq.maxsrc", "maxsrc", "16M", _size(positive=True),
         "largest job script accepted", "limits"),

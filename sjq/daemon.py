@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -35,18 +36,36 @@ PURGE_BATCH = 500  # finished jobs forgotten per loop turn: purging never stalls
 ROTATE_EVERY = 20_000  # keeper records between journal rotations (bounded journal size)
 
 
-class _KeeperProtocol(asyncio.Protocol):
-    def __init__(self, daemon: Daemon) -> None:
+def _same(link: _KeeperLink) -> _KeeperLink:
+    return link
+
+
+class _KeeperLink(asyncio.Protocol):
+    """The daemon's channel to one keeper process."""
+
+    def __init__(self, daemon: Daemon, handle: KeeperHandle) -> None:
         self.daemon = daemon
+        self.handle = handle
         self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.records = 0  # journal records since the last rotation
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
         for msg in decode_frames(self.buf):
-            self.daemon.on_keeper(msg)
+            self.daemon.on_keeper(self, msg)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.daemon.on_keeper_lost()
+        self.transport = None
+        self.daemon.on_keeper_lost(self)
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
 
 
 class Daemon:
@@ -55,7 +74,7 @@ class Daemon:
         *,
         cfg: Config,
         store: Store,
-        keeper: KeeperHandle,
+        keepers: list[KeeperHandle],
         listen: socket.socket,
         state: State,
         adopted: list[Adoption],
@@ -63,7 +82,9 @@ class Daemon:
     ) -> None:
         self.cfg = cfg
         self.store = store
-        self.keeper = keeper
+        self.keepers = [_KeeperLink(self, k) for k in keepers]
+        self._owner: dict[int, _KeeperLink] = {}  # running job -> the keeper that runs it
+        self._next_keeper = 0
         self.listen = listen
         self.state = state
         self.connections: set[Connection] = set()
@@ -74,8 +95,6 @@ class Daemon:
         self._adopted = {a.job.id: a for a in adopted}
         self._journals = journals
         self._pidfds: dict[int, int] = {}
-        self._keeper_transport: asyncio.Transport | None = None
-        self._keeper_records = 0
         self._rotated: list[str] = []
         self._stop: asyncio.Event
         self._keep_running = False
@@ -127,21 +146,35 @@ class Daemon:
         self._check_idle()
 
     def _send_to_keeper(self) -> None:
+        """Spawns go round-robin over the keepers, so that the (slow) exec of one job
+        overlaps with another's; a kill goes to the keeper that runs the job."""
         st = self.state
-        frames = [encode_frame(("spawn", req)) for req in st.to_spawn]
+        frames: dict[_KeeperLink, list[bytes]] = {}
+        live = [k for k in self.keepers if k.transport is not None]
+        for req in st.to_spawn:
+            if not live:
+                st.failed_to_start(req.jobid, "no job keeper is running", self.now())
+                continue
+            link = live[self._next_keeper % len(live)]
+            self._next_keeper += 1
+            self._owner[req.jobid] = link
+            frames.setdefault(link, []).append(encode_frame(("spawn", req)))
         st.to_spawn.clear()
         for job in st.to_kill:
+            owner = self._owner.get(job.id)
             if job.id in self._adopted:
                 self._kill_adopted(job.id)
-            else:
-                frames.append(encode_frame(("kill", job.id, self.cfg.killgrace)))
+            elif owner is not None:
+                frames.setdefault(owner, []).append(
+                    encode_frame(("kill", job.id, self.cfg.killgrace))
+                )
         st.to_kill.clear()
-        if self._keeper_transport is not None and frames:
-            self._keeper_transport.write(b"".join(frames))
+        for link, chunks in frames.items():
+            link.send(b"".join(chunks))
 
     # -- keeper events ---------------------------------------------------------------------
 
-    def on_keeper(self, msg: tuple[Any, ...]) -> None:
+    def on_keeper(self, link: _KeeperLink, msg: tuple[Any, ...]) -> None:
         st = self.state
         kind = msg[0]
         st._now = self.now()
@@ -150,30 +183,25 @@ class Daemon:
             st.started(jobid, pid, pid_start, t)
         elif kind == "exited":
             rec: ExitRecord = msg[1]
+            self._owner.pop(rec.jobid, None)
             st.exited(rec)
         elif kind == "error":
             _, jobid, t, reason = msg
+            self._owner.pop(jobid, None)
             log.warning("job %d could not start: %s", jobid, reason)
             st.failed_to_start(jobid, reason, t)
         elif kind == "rotated":
             self._rotated.append(msg[1])
-        self._keeper_records += 1
-        if self._keeper_records >= ROTATE_EVERY and self._keeper_transport is not None:
-            self._keeper_records = 0
-            self._keeper_transport.write(encode_frame(("rotate",)))
+        link.records += 1
+        if link.records >= ROTATE_EVERY:
+            link.records = 0
+            link.send(encode_frame(("rotate",)))
         self.want_flush()
 
-    def on_keeper_lost(self) -> None:
-        self._keeper_transport = None
+    def on_keeper_lost(self, link: _KeeperLink) -> None:
         if self._stop.is_set():
             return
-        log.error("the job keeper died; its running jobs are watched as orphans")
-        journal = JournalState(self.keeper.journal_path)
-        journal.read()
-        for job in list(self.state.queue.running()):
-            if job.id not in self._adopted and job.pid is not None:
-                self._adopt(Adoption(job, journal))
-        self._journals.append(journal)
+        log.error("a job keeper died; the daemon stops, its jobs are re-adopted at next start")
         self.request_stop(keep_running=True)
 
     # -- jobs of an earlier daemon ----------------------------------------------------------
@@ -311,11 +339,8 @@ class Daemon:
         for signame in ("SIGTERM", "SIGINT"):
             loop.add_signal_handler(getattr(signal, signame), self._on_signal, signame)
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
-        transport, _ = await loop.create_unix_connection(
-            lambda: _KeeperProtocol(self), sock=self.keeper.sock
-        )
-        assert isinstance(transport, asyncio.Transport)
-        self._keeper_transport = transport
+        for link in self.keepers:
+            await loop.create_unix_connection(functools.partial(_same, link), sock=link.handle.sock)
         for a in list(self._adopted.values()):
             self._adopt(a)
         server = await loop.create_unix_server(lambda: Connection(self), sock=self.listen)
@@ -342,8 +367,9 @@ class Daemon:
         for fd in self._pidfds.values():
             loop.remove_reader(fd)
             os.close(fd)
-        if self._keeper_transport is not None:
-            self._keeper_transport.close()  # the keeper sees EOF: it detaches (STOP) or exits
+        for link in self.keepers:
+            if link.transport is not None:
+                link.transport.close()  # the keeper sees EOF: it detaches (STOP) or exits
 
     async def _safety_passes(self) -> None:
         while True:
@@ -426,7 +452,10 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
         store.commit()
         for path in recovered.finished_journals:
             _remove_if_ours(path)
-        keeper = KeeperHandle.fork(cfg.spool, cfg.rundir, cfg.tmpdir, cfg.killgrace, cfg.logfile)
+        keepers = [
+            KeeperHandle.fork(cfg.spool, cfg.rundir, cfg.tmpdir, cfg.killgrace, cfg.logfile)
+            for _ in range(cfg.keepers)
+        ]
     except Exception as e:
         log.exception("cannot start")
         listen.close()
@@ -440,7 +469,7 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
     daemon = Daemon(
         cfg=cfg,
         store=store,
-        keeper=keeper,
+        keepers=keepers,
         listen=listen,
         state=state,
         adopted=recovered.adopted,
