@@ -83,7 +83,7 @@ def test_directives_set_defaults_that_the_command_line_overrides(
         "# an ordinary comment\n"
         "\n"
         "#SJQ --mem 300M --procs 2\n"
-        "#SJQ --name 'from script' --env A=1 --env B=1\n"
+        "#SJQ\t--name 'from script' --env A=1 --env B=1\r\n"
         "env -0 > env.out\n"
         "#SJQ --priority 9\n"  # after the first command: an ordinary comment
     )
@@ -115,6 +115,7 @@ def test_bad_directives_are_usage_errors_naming_the_line(
         "#SJQ --mem 2G extra\n": "directives take options only",
         "#SJQ --name 'open\n": "cannot read",
         "#SJQ --mem lots\n": "--mem",
+        "#SJQ --help\n": "-h/--help is not a directive",
     }
     for i, (line, message) in enumerate(cases.items()):
         script = shell_job(f"#!/bin/sh\n# comment\n{line}true\n", f"bad{i}.sh")
@@ -243,3 +244,13 @@ def test_cwd_defaults_to_the_current_directory(cli: Cli, daemon: Daemon, tmp_pat
     assert daemon.wait_state(jid, ENDED) == "S"
     assert (here / f"{jid}.stdout").read_text() == f"{here}\n"
     assert os.path.samefile(daemon.info(jid)["cwd"], here)
+
+
+def test_a_job_can_submit_jobs(cli: Cli, daemon: Daemon) -> None:
+    # Jobs get SJQ_SOCKET, so the CLI inside a job finds the daemon that runs it.
+    inner = [sys.executable, "-m", "sjq_client", "submit", "--wait", "--", "echo", "inner"]
+    r = cli("submit", "--wait", "--", *inner)
+    assert r.code == 0, r.err
+    outer = int(r.out)
+    (inner_id,) = (int(x) for x in (daemon.jobs_dir / f"{outer}.stdout").read_text().split())
+    assert (daemon.jobs_dir / f"{inner_id}.stdout").read_text() == "inner\n"

@@ -407,3 +407,15 @@ def test_importing_the_package_is_cheap() -> None:
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert p.stdout.splitlines() == ["[]", "True"]
+
+
+def test_a_script_over_the_limit_is_refused_with_the_reason(
+    daemon_factory: Callable[..., Daemon], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = daemon_factory(maxsrc="64K").start()
+    monkeypatch.chdir(d.jobs_dir)
+    with Client(d.socket, autostart=False) as c:
+        big = "#!/bin/sh\n" + "# padding\n" * 400_000  # 4 MB: more than the socket buffers
+        with pytest.raises(RequestRejected, match="over the limit"):
+            c.submit(big)
+        assert c.submit(command=["true"]).id == 1  # and nothing was queued

@@ -1,0 +1,83 @@
+"""JobInfo: one job as the daemon's INFO reply describes it. Pure data; imports no I/O module."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sjq.jobs import JobState
+
+from ._exceptions import ProtocolError
+
+__all__ = ["JobInfo"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """Everything the daemon reports about one job (the ``INFO`` verb), as it was when asked.
+
+    Times are seconds since the epoch (``time.time()``); memory sizes are bytes; CPU times are
+    seconds. ``None`` means "not (yet) known": a job that has not started has no ``started``, a
+    job killed by a signal has no ``exit_code`` but a ``signal``.
+    """
+
+    id: int
+    name: str
+    state: JobState
+    procs: int
+    mem: int  # bytes reserved
+    depends: tuple[int, ...] = ()
+    priority: int = 0
+    submitted: float = 0.0
+    started: float | None = None
+    ended: float | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str = ""  # why it ended as it did (F, A, K, E); empty on success
+    pid: int | None = None
+    cpu_user: float | None = None
+    cpu_sys: float | None = None
+    maxrss: int | None = None  # peak resident memory, bytes
+    cwd: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    time_limit: float | None = None  # seconds of wall-clock time
+
+    @property
+    def finished(self) -> bool:
+        """True once the job has ended (S, F, A, K or E): its state will not change again."""
+        return self.state.terminal
+
+    def elapsed(self, now: float | None = None) -> float | None:
+        """Wall-clock seconds it ran (so far, if running); None if it never started."""
+        if self.started is None:
+            return None
+        end = self.ended if self.ended is not None else time.time() if now is None else now
+        return max(0.0, end - self.started)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as the daemon sends them (``state`` as its letter): for ``--json``."""
+        out = {name: getattr(self, name) for name in _FIELDS}
+        out["state"] = self.state.value
+        out["depends"] = list(self.depends)
+        return out
+
+    @classmethod
+    def from_wire(cls, record: Mapping[str, Any]) -> JobInfo:
+        """Build from one decoded INFO record. Fields this client does not know are ignored,
+        so a newer daemon may add some; a record without id, name or state is unreadable."""
+        try:
+            values = {name: record[name] for name in _FIELDS if name in record}
+            values["state"] = JobState(record["state"])
+            values["depends"] = tuple(int(i) for i in record.get("depends") or ())
+            info = cls(**values)
+            if not isinstance(info.id, int) or not isinstance(info.name, str):
+                raise TypeError("id or name of the wrong type")
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProtocolError(f"unreadable INFO record {dict(record)!r:.200}: {e}") from None
+        return info
+
+
+_FIELDS = tuple(JobInfo.__dataclass_fields__)

@@ -1,0 +1,62 @@
+"""What a job runs: script bytes from text, a file or a wrapped command, and the env it gets.
+
+Pure functions of their arguments; imports os and shlex only.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping, Sequence
+
+__all__ = ["exportable", "script_body", "wrap_command"]
+
+# An env var the protocol cannot carry: a name outside [A-Za-z_][A-Za-z0-9_]* (bash exports
+# functions as BASH_FUNC_name%%), or a value with a line break.
+_ENV_NAME_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_ENV_NAME_REST = _ENV_NAME_FIRST | frozenset("0123456789")
+
+
+def wrap_command(argv: Sequence[str]) -> bytes:
+    """A ``#!/bin/sh`` script that runs ``argv`` exactly, quoting preserved: ``exec 'a b' c``.
+
+    ``exec`` so that the job's process is the command itself: its exit status and signals
+    are the command's, and KILL reaches it directly.
+    """
+    if not argv:
+        raise ValueError("command must name a program to run")
+    line = " ".join(shlex.quote(a) for a in argv)
+    # surrogateescape: arguments that are not UTF-8 (os.fsdecode'd) go back as their bytes.
+    return b"#!/bin/sh\nexec " + line.encode("utf-8", "surrogateescape") + b"\n"
+
+
+def exportable(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The variables of ``environ`` that the protocol can carry, in order (see _ENV_NAME_*)."""
+    out = []
+    for name, value in environ.items():
+        if (
+            name
+            and name[0] in _ENV_NAME_FIRST
+            and _ENV_NAME_REST.issuperset(name)
+            and "\n" not in value
+            and "\0" not in value
+        ):
+            out.append((name, value))
+    return out
+
+
+def script_body(
+    script: str | bytes | os.PathLike[str] | None, command: Sequence[str] | None
+) -> tuple[bytes, str | None]:
+    """The script's bytes and the job name it suggests."""
+    if (script is None) == (command is None):
+        raise TypeError("give exactly one of script= and command=")
+    if command is not None:
+        if isinstance(command, str | bytes):
+            raise TypeError("command is a list of arguments, e.g. ['sort', '-o', 'out', 'in']")
+        return wrap_command([os.fsdecode(a) for a in command]), os.path.basename(command[0])
+    if isinstance(script, os.PathLike):
+        with open(script, "rb") as f:
+            return f.read(), os.path.basename(os.fspath(script))
+    assert script is not None
+    return (script.encode() if isinstance(script, str) else bytes(script)), None
