@@ -28,9 +28,9 @@ import os
 import pwd
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
+from sjq._record import record
 from sjq.units import UnitError, format_mem, parse_duration, parse_mem
 
 __all__ = ["DEFAULT_PATH", "KEYS", "Config", "ConfigError", "Key", "config_path", "load_config"]
@@ -52,7 +52,7 @@ class ConfigError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Config:
     """Every setting the daemon and the clients read; built by ``load_config``."""
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from sjq._record import record
 from sjq.jobs import JobState
 
 from ._exceptions import ProtocolError
@@ -14,7 +14,7 @@ from ._exceptions import ProtocolError
 __all__ = ["JobInfo"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class JobInfo:
     """Everything the daemon reports about one job (the ``INFO`` verb), as it was when asked.
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias
+
+from sjq._record import record
 
 __all__ = [
     "NEED_DATA",
@@ -56,69 +57,69 @@ class ProtocolError(Exception):
 # --- requests (client -> daemon) ---------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Ping:
     """``PING``: queue statistics, ``OK Q:3 R:2``."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Exit:
     """``EXIT``: the daemon replies ``OK BYE`` and closes the connection."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Shutdown:
     """``SHUTDOWN``: kill running jobs, keep the queue on disk, exit the daemon."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Stop:
     """``STOP`` (extension): exit the daemon but leave running jobs running, for re-adoption."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Status:
     """``STATUS`` (every job) or ``STATUS <id>``."""
 
     jobid: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Kill:
     """``KILL <id>``."""
 
     jobid: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Release:
     """``RELEASE <id>``: a ``U`` job may run once its dependencies are met."""
 
     jobid: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Hold:
     """``HOLD <id>`` (extension): a ``Q`` or ``H`` job becomes ``U``."""
 
     jobid: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Info:
     """``INFO`` (every job) or ``INFO 3:4:5`` (extension): one JSON object per job."""
 
     jobids: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Wait:
     """``WAIT 3:4`` (extension): reply once every listed job has ended. Never empty."""
 
     jobids: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SubmitOptions:
     """The option lines of a ``SUBMIT``, as sent. ``None`` means the option was not given.
 
@@ -142,7 +143,7 @@ class SubmitOptions:
     priority: int = 0  # higher runs first among jobs that fit (extension PRIORITY)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Submit:
     """``SUBMIT``, its options and the script body (any bytes; starts with ``#!``)."""
 
@@ -158,7 +159,7 @@ Request: TypeAlias = (
 # --- other server-side events ------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BadRequest:
     """The client sent something that must be answered with ``ERROR <message>``.
 
@@ -170,7 +171,7 @@ class BadRequest:
     fatal: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Closed:
     """The client sent an empty request line or EOF, or the connection can no longer be read."""
 
@@ -181,21 +182,21 @@ ServerEvent: TypeAlias = Request | BadRequest | Closed | NeedData
 # --- replies (daemon -> client) ----------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Ok:
     """``OK`` when text is None, else ``OK <text>``; so ``Ok("")`` is ``OK `` (PING, no jobs)."""
 
     text: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Data:
     """``OK <n>`` followed by the n payload bytes (STATUS, INFO)."""
 
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Error:
     """``ERROR <message>``; CR and LF in the message are sent as spaces."""
 
