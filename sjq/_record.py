@@ -20,7 +20,7 @@ else:
         return lambda f: f
 
 
-__all__ = ["record"]
+__all__ = ["fields", "record"]
 
 T = TypeVar("T")
 _MISSING: Any = object()
@@ -101,3 +101,9 @@ def record(cls: type[T]) -> type[T]:
         _replace=_replace,
     )
     return type(cls.__name__, cls.__bases__, ns)
+
+
+def fields(cls: type) -> tuple[str, ...]:
+    """The field names of a record class, in order."""
+    names: tuple[str, ...] = cls._fields  # type: ignore[attr-defined]
+    return names

@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sjq._record import record
+from sjq._record import fields, record
 from sjq.jobs import JobState
 
 from ._exceptions import ProtocolError
@@ -80,4 +80,4 @@ class JobInfo:
         return info
 
 
-_FIELDS = tuple(JobInfo.__dataclass_fields__)
+_FIELDS = fields(JobInfo)
