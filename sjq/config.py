@@ -28,7 +28,7 @@ import os
 import pwd
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from sjq._record import record
 from sjq.units import UnitError, format_mem, parse_duration, parse_mem
@@ -88,8 +88,10 @@ class _Invalid(ValueError):
     """Why a value was refused, raised before the caller adds where it came from."""
 
 
-# NamedTuples, not dataclasses, below Config: each dataclass costs ~1 ms of CLI start-up.
-class _Where(NamedTuple):
+# Records (sjq._record), not dataclasses or NamedTuples: both compile code at import,
+# which the CLI would pay for on every start.
+@record
+class _Where:
     origin: str  # "~/.sjqrc:12", "$SJQ_MAXMEM", "command line" or "default"
     name: str  # the key as the user wrote it, for the message
     base: str | None  # the directory a relative path is resolved against; None: the cwd
@@ -99,7 +101,8 @@ class _Where(NamedTuple):
 Parser = Callable[[str, _Where], Any]
 
 
-class Key(NamedTuple):
+@record
+class Key:
     """One setting. ``default`` is text read by ``parse`` like a user's value, so it can be
     shown in sjqrc.example exactly as a user would write it."""
 
@@ -409,7 +412,8 @@ _LEGACY: Final[Mapping[str, str]] = {
 # --- loading ----------------------------------------------------------------------------------
 
 
-class _Setting(NamedTuple):
+@record
+class _Setting:
     text: str
     where: _Where
 

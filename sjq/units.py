@@ -12,8 +12,10 @@ __all__ = ["UnitError", "format_duration", "format_mem", "parse_duration", "pars
 
 # Binary multiples, as the seed README defines them (G = 1024^3).
 _MEM_SUFFIX = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
-_MEM_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([KMGTPB]?)(?:I?B)?\s*", re.IGNORECASE)
-_DUR_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?)\s*(ms|s|m|h|d|)\s*", re.IGNORECASE)
+# Pattern texts, compiled (and cached by re) on first use: the CLI imports this module on
+# every start and most runs parse no size at all.
+_MEM_RE = r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([KMGTPB]?)(?:I?B)?\s*"
+_DUR_RE = r"\s*([0-9]+(?:\.[0-9]*)?)\s*(ms|s|m|h|d|)\s*"
 _DUR_UNIT = {"ms": 0.001, "s": 1.0, "": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -26,7 +28,7 @@ def parse_mem(text: str) -> int:
 
     Fractions are rounded up to a whole byte. Zero is allowed (a job that reserves no memory).
     """
-    m = _MEM_RE.fullmatch(text)
+    m = re.fullmatch(_MEM_RE, text, re.IGNORECASE)
     if m is None:
         raise UnitError(f"cannot read memory size {text!r} (expected e.g. 512M, 2G, 1.5G)")
     number, suffix = m.groups()
@@ -53,7 +55,7 @@ def parse_duration(text: str) -> float:
     t = text.strip()
     if ":" in t or "-" in t:
         return _parse_clock(text, t)
-    m = _DUR_RE.fullmatch(t)
+    m = re.fullmatch(_DUR_RE, t, re.IGNORECASE)
     if m is None:
         raise UnitError(
             f"cannot read duration {text!r} (expected e.g. 30, 90s, 5m, 2h, 1-00:00:00)"

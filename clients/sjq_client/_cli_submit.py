@@ -7,7 +7,6 @@ and nothing else of sjq; never asyncio, psutil, sqlite3 or the daemon's modules.
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -202,6 +201,8 @@ def directives(script: bytes, cmd: Command, shown: str) -> dict[str, str | bool 
         rest = more[0] if more else ""
         where = f"{shown}, line {number}"
         try:
+            import shlex  # noqa: PLC0415 - only scripts with #SJQ lines pay for it
+
             parsed = parse(cmd, shlex.split(rest))
         except ValueError as e:  # shlex: no closing quotation
             raise UsageError(f"{where}: cannot read {text!r}: {e}") from None

@@ -6,7 +6,6 @@ Pure functions of their arguments; imports os and shlex only.
 from __future__ import annotations
 
 import os
-import shlex
 from collections.abc import Mapping, Sequence
 
 __all__ = ["exportable", "script_body", "wrap_command"]
@@ -25,6 +24,8 @@ def wrap_command(argv: Sequence[str]) -> bytes:
     """
     if not argv:
         raise ValueError("command must name a program to run")
+    import shlex  # noqa: PLC0415 - only `sjq submit -- CMD` pays for it
+
     line = " ".join(shlex.quote(a) for a in argv)
     # surrogateescape: arguments that are not UTF-8 (os.fsdecode'd) go back as their bytes.
     return b"#!/bin/sh\nexec " + line.encode("utf-8", "surrogateescape") + b"\n"

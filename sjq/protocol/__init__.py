@@ -48,8 +48,39 @@ from ._events import (
     SubmitOptions,
     Wait,
 )
-from ._server import BAD_JOBID, MAX_LINE, MAX_SRC, UNKNOWN_COMMAND, ServerConnection, encode_reply
-from ._submit import MISSING_SHEBANG
+
+TYPE_CHECKING = False  # typing's own would be an import the CLI does not need
+if TYPE_CHECKING:
+    from ._server import (
+        BAD_JOBID,
+        MAX_LINE,
+        MAX_SRC,
+        UNKNOWN_COMMAND,
+        ServerConnection,
+        encode_reply,
+    )
+    from ._submit import MISSING_SHEBANG
+
+# The daemon's half (request parsing) is loaded on first use: clients never need it.
+_LAZY = {
+    **dict.fromkeys(
+        ("BAD_JOBID", "MAX_LINE", "MAX_SRC", "UNKNOWN_COMMAND", "ServerConnection", "encode_reply"),
+        "_server",
+    ),
+    "MISSING_SHEBANG": "_submit",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module  # noqa: PLC0415
+
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BAD_JOBID",
