@@ -21,7 +21,7 @@ from bench.floor import gaps_from
 from bench.procs import Gate, Stamper
 from bench.proto import TERMINAL, Conn, parse_jobid, submit_request
 from bench.report import Failure, Results
-from bench.sjqd import Daemon, environment
+from bench.sjqd import REPO, Daemon, environment
 
 POLL = 0.001  # seconds between PINGs as the last jobs end: the 1 ms granularity
 # While many jobs remain, PINGs are spaced by PER_JOB per unfinished job (at most
@@ -234,6 +234,16 @@ def cli_times(r: Results, workdir: Path, runs: int, with_sjq: bool) -> None:
     """
     with contextlib.ExitStack() as stack:
         env = environment(workdir)
+        # As a user runs it: with the bytecode cache written (pip writes it at install; a
+        # source checkout on its first run). PYTHONDONTWRITEBYTECODE, set in some shells,
+        # would make every run recompile every module the CLI imports.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", str(REPO / "sjq"), str(REPO / "clients")],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            check=False,
+        )
         commands = {"base.pass": [sys.executable, "-c", "pass"]}
         if with_sjq:
             d = stack.enter_context(Daemon(workdir / "sjq-cli", 2))

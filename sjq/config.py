@@ -33,7 +33,17 @@ from typing import Any, Final
 from sjq._record import record
 from sjq.units import UnitError, format_mem, parse_duration, parse_mem
 
-__all__ = ["DEFAULT_PATH", "KEYS", "Config", "ConfigError", "Key", "config_path", "load_config"]
+__all__ = [
+    "DEFAULT_PATH",
+    "KEYS",
+    "ClientConfig",
+    "Config",
+    "ConfigError",
+    "Key",
+    "client_config",
+    "config_path",
+    "load_config",
+]
 
 DEFAULT_PATH: Final = "~/.sjqrc"
 
@@ -438,6 +448,60 @@ def load_config(
     ``path`` (or ``$SJQ_CONFIG``) names a file that must exist; a missing ``~/.sjqrc`` just
     means defaults. ``environ`` defaults to ``os.environ``. Raises ConfigError.
     """
+    settings, source, env = _gather(path, environ, overrides)
+    values: dict[str, Any] = {}
+    for key in KEYS.values():
+        values[key.attr] = _parse(key, settings, env)
+    _reconcile(values, settings)
+    return Config(**values, source=source)
+
+
+@record
+class ClientConfig:
+    """The settings a client needs: where the daemon is, and for starting one, its files."""
+
+    socket: str
+    logfile: str | None
+    pidfile: str
+    source: str | None
+
+
+def client_config(
+    path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> ClientConfig:
+    """Like ``load_config`` (same sources, same precedence, the same errors for unknown keys
+    and bad values) but without working out what is not set: detecting the machine's CPUs
+    and memory for ``auto`` is not worth a command's start-up, and the daemon does it."""
+    settings, source, env = _gather(path, environ, overrides)
+    for name, setting in settings.items():
+        if setting.text.lower() != "auto":
+            _parse(KEYS[name], settings, env)
+    return ClientConfig(
+        socket=_parse(KEYS["sjq.socket"], settings, env),
+        logfile=_parse(KEYS["sjq.logfile"], settings, env),
+        pidfile=_parse(KEYS["sjq.pidfile"], settings, env),
+        source=source,
+    )
+
+
+def _parse(key: Key, settings: Mapping[str, _Setting], env: Mapping[str, str]) -> Any:
+    setting = settings.get(key.name) or _Setting(
+        key.default, _Where("default", key.name, None, env)
+    )
+    try:
+        return key.parse(setting.text, setting.where)
+    except (_Invalid, UnitError) as e:
+        raise ConfigError(setting.where.origin, setting.where.name, str(e)) from None
+
+
+def _gather(
+    path: str | None,
+    environ: Mapping[str, str] | None,
+    overrides: Mapping[str, str] | None,
+) -> tuple[dict[str, _Setting], str | None, Mapping[str, str]]:
+    """The winning text of every key that is set, and where it came from."""
     env = os.environ if environ is None else environ
     if path is not None:
         file, named_by = os.path.abspath(_expand_user(path, env)), "named on the command line"
@@ -457,18 +521,7 @@ def load_config(
         if not raw.strip():
             raise ConfigError("command line", name, "empty value")
         settings[known.name] = _Setting(raw.strip(), _Where("command line", name, None, env))
-
-    values: dict[str, Any] = {}
-    for key in KEYS.values():
-        setting = settings.get(key.name) or _Setting(
-            key.default, _Where("default", key.name, None, env)
-        )
-        try:
-            values[key.attr] = key.parse(setting.text, setting.where)
-        except (_Invalid, UnitError) as e:
-            raise ConfigError(setting.where.origin, setting.where.name, str(e)) from None
-    _reconcile(values, settings)
-    return Config(**values, source=source)
+    return settings, source, env
 
 
 def _expand_user(path: str, environ: Mapping[str, str]) -> str:

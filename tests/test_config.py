@@ -697,3 +697,36 @@ def test_importing_and_loading_stays_light(tmp_path: Path) -> None:
         [sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+# --- the client's view ---------------------------------------------------------------------------
+
+
+def test_client_config_agrees_with_load_config(home: Path) -> None:
+    from sjq.config import client_config
+
+    rc = home / "rc"
+    rc.write_text("sjq.socket = sock\nsjq.logfile = none\nsjq.maxprocs = 3\n")
+    env = {**env_for(home), "SJQ_PIDFILE": str(home / "p.pid")}
+    full = load_config(str(rc), environ=env, overrides={"sjq.socket": "/run/x.sock"})
+    mine = client_config(str(rc), environ=env, overrides={"sjq.socket": "/run/x.sock"})
+    assert (mine.socket, mine.logfile, mine.pidfile, mine.source) == (
+        full.socket,
+        full.logfile,
+        full.pidfile,
+        full.source,
+    )
+    assert mine.socket == "/run/x.sock"
+    assert mine.pidfile == str(home / "p.pid")
+
+
+def test_client_config_refuses_unknown_keys_and_bad_client_values(home: Path) -> None:
+    from sjq.config import client_config
+
+    rc = home / "rc"
+    rc.write_text("sjq.sockte = x\n")
+    with pytest.raises(ConfigError, match=r"sjq\.socket"):
+        client_config(str(rc), environ=env_for(home))
+    rc.write_text("sjq.socket = $NOT_SET_ANYWHERE/s\n")
+    with pytest.raises(ConfigError, match=r"rc:1: sjq.socket"):
+        client_config(str(rc), environ=env_for(home))

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
-from sjq.config import load_config
+from sjq.config import client_config
 from sjq.protocol import (
     Data,
     Error,
@@ -87,7 +87,7 @@ class Client:
         timeout: float | None = 30.0,
     ) -> None:
         self.config = None if config is None else os.path.abspath(config)
-        cfg = load_config(self.config)  # raises sjq.config.ConfigError (a ValueError)
+        cfg = client_config(self.config)  # raises sjq.config.ConfigError (a ValueError)
         self._socket_given = socket is not None
         self.socket = os.path.abspath(socket) if socket is not None else cfg.socket
         self.logfile = cfg.logfile
