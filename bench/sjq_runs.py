@@ -48,6 +48,20 @@ def wait_done(conn: Conn, total: int, timeout: float) -> dict[str, int]:
         time.sleep(min(MAX_POLL, max(POLL, remaining * PER_JOB)))
 
 
+def wait_ids(conn: Conn, ids: list[int], timeout: float) -> dict[str, int]:
+    """Block in ``WAIT`` until every job in ``ids`` has ended (as ``tsp -w`` does for tsp);
+    the count of each final state."""
+    conn.sock.settimeout(timeout)
+    reply = conn.call("WAIT " + ":".join(map(str, ids)))
+    if not reply.startswith("OK "):
+        raise RuntimeError(f"WAIT answered {reply!r}")
+    counts: dict[str, int] = {}
+    for pair in reply[3:].split():
+        letter = pair.rpartition(":")[2]
+        counts[letter] = counts.get(letter, 0) + 1
+    return counts
+
+
 def _all_succeeded(counts: dict[str, int], total: int) -> None:
     if counts.get("S", 0) != total:
         raise RuntimeError(f"expected {total} jobs in S, PING says {counts}")
@@ -62,8 +76,8 @@ def throughput(workdir: Path, jobs: int, slots: int) -> float:
     with Daemon(workdir / "sjq-throughput", slots) as d, d.connect() as conn:
         request = submit_request(scripts.TRIVIAL, cwd=str(d.jobs))
         t0 = time.perf_counter()
-        _ids(conn.pipeline(request * jobs, jobs, timeout=300))
-        counts = wait_done(conn, jobs, timeout=300)
+        ids = _ids(conn.pipeline(request * jobs, jobs, timeout=300))
+        counts = wait_ids(conn, ids, timeout=300)
         wall = time.perf_counter() - t0
         _all_succeeded(counts, jobs)
         return jobs / wall
@@ -79,9 +93,11 @@ def chain(workdir: Path, jobs: int, slots: int) -> float:
         cwd = str(d.jobs)
         t0 = time.perf_counter()
         prev: list[int] = []
+        ids = []
         for _ in range(jobs):
             prev = [conn.submit(submit_request(scripts.TRIVIAL, cwd=cwd, depends=prev))]
-        counts = wait_done(conn, jobs, timeout=300)
+            ids += prev
+        counts = wait_ids(conn, ids, timeout=300)
         wall = time.perf_counter() - t0
         _all_succeeded(counts, jobs)
         return wall

@@ -98,14 +98,15 @@ def recover(state: State, spool: str, now: float) -> Recovered:
         elif jl is not None or job.pid is not None:
             pid: int | None
             pid_start: int | None
+            start_hi: int | None = None
             if jl is not None:
-                pid, pid_start = jl.started[job.id][:2]
+                pid, pid_start, _, start_hi = jl.started[job.id]
             else:
                 pid, pid_start = job.pid, job.pid_start
             assert pid is not None  # by the branch condition
             q.started(job, pid, pid_start or 0, job.start_time or now)
             live_keeper = jl is not None and jl.keeper_alive()
-            if process_alive(pid, pid_start) or live_keeper:
+            if process_alive(pid, pid_start, start_hi) or live_keeper:
                 out.adopted.append(Adoption(job, jl))
             else:
                 state.lost(

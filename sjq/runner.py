@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 __all__ = [
     "ExitRecord",
@@ -53,8 +53,9 @@ _DEFAULT_SIGNALS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class SpawnRequest:
+# Messages between the daemon and a keeper are NamedTuples: they pickle as plain tuples,
+# several times cheaper than slotted dataclasses, and thousands cross every second.
+class SpawnRequest(NamedTuple):
     jobid: int
     script: bytes
     cwd: str
@@ -66,8 +67,7 @@ class SpawnRequest:
     gid: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ExitRecord:
+class ExitRecord(NamedTuple):
     jobid: int
     pid: int
     exit_code: int | None  # None when a signal ended it
@@ -97,7 +97,7 @@ def decode_frames(buf: bytearray) -> Iterator[tuple[Any, ...]]:
     del buf[:pos]
 
 
-def proc_start_time(pid: int, *, zombie_ok: bool = False) -> int | None:
+def proc_start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot, or None if it is gone (or a
     zombie, which has finished: whoever reaps it is not us).
 
@@ -110,13 +110,30 @@ def proc_start_time(pid: int, *, zombie_ok: bool = False) -> int | None:
         return None
     # The command name is in parentheses and may contain spaces or ')'.
     fields = data[data.rindex(b")") + 2 :].split()
-    if fields[0] in (b"Z", b"X") and not zombie_ok:
+    if fields[0] in (b"Z", b"X"):
         return None
     return int(fields[19])
 
 
-def process_alive(pid: int, start: int | None) -> bool:
-    return start is not None and proc_start_time(pid) == start
+# A job's start is recorded as the boot-clock tick just before its spawn (what the kernel
+# reports can only be later); when the tick just after is not known, the kernel's figure
+# may be this much later still: a recycled pid needs the whole pid space to wrap first.
+START_SLACK = 100  # clock ticks (one second at the usual 100 Hz)
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def boot_ticks() -> int:
+    """Now, in the clock ticks since boot that /proc/<pid>/stat uses for start times."""
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * _CLK_TCK)
+
+
+def process_alive(pid: int, start: int | None, start_hi: int | None = None) -> bool:
+    """Whether ``pid`` is still the process that started at ``start`` (at most ``start_hi``)."""
+    if start is None:
+        return False
+    actual = proc_start_time(pid)
+    hi = start + START_SLACK if start_hi is None else start_hi
+    return actual is not None and start <= actual <= hi
 
 
 def signal_group(pid: int, sig: int) -> None:
@@ -257,7 +274,8 @@ class Journal:
     """Append-only text records, one line each, written with one ``write`` so a crash
     leaves whole lines (a torn last line has no newline and is ignored on reading).
 
-    ``K pid start``: header (the keeper that writes it); ``S job pid start time``: started;
+    ``K pid start``: header (the keeper that writes it); ``S job pid lo time hi``: started,
+    the process's start (clock ticks since boot) between ``lo`` and ``hi``;
     ``X job pid code|- signal|- time user sys maxrss reason``: exited; ``E job time reason``:
     could not start; ``D time``: the daemon is gone, nothing more will be started.
     """
@@ -282,7 +300,8 @@ class JournalState:
     keeper_pid: int = 0
     keeper_start: int | None = None
     detached: bool = False
-    started: dict[int, tuple[int, int | None, float]] = field(default_factory=dict)
+    # job -> (pid, start tick low, wall time, start tick high)
+    started: dict[int, tuple[int, int | None, float, int | None]] = field(default_factory=dict)
     exited: dict[int, ExitRecord] = field(default_factory=dict)
     errors: dict[int, tuple[float, str]] = field(default_factory=dict)
     offset: int = 0
@@ -309,7 +328,8 @@ class JournalState:
             if kind == "K":
                 self.keeper_pid, self.keeper_start = int(p[1]), int(p[2])
             elif kind == "S":
-                self.started[int(p[1])] = (int(p[2]), _opt_int(p[3]), float(p[4]))
+                hi = _opt_int(p[5]) if len(p) > 5 else None
+                self.started[int(p[1])] = (int(p[2]), _opt_int(p[3]), float(p[4]), hi)
             elif kind == "X":
                 jobid = int(p[1])
                 self.exited[jobid] = ExitRecord(
@@ -396,7 +416,8 @@ class _Child:
     req: SpawnRequest
     script_path: str
     tmpdir: str
-    start: int | None  # process start time, clock ticks
+    start: int  # process start time, clock ticks since boot: at least this
+    start_hi: int  # and at most this
     started: float  # wall-clock time of the start
     reason: str = ""
 
@@ -580,8 +601,7 @@ class _Keeper:
             self.journal = self._open_journal()
             # The new journal alone must say what is still running, so the old one can go.
             for pid, c in self.children.items():
-                s = c.start if c.start is not None else "-"
-                self.journal.write("S", c.req.jobid, pid, s, c.started)
+                self.journal.write("S", c.req.jobid, pid, c.start, c.started, c.start_hi)
             old.close()
             self._send("rotated", old.path)
 
@@ -595,7 +615,11 @@ class _Keeper:
                 rundir = private_dir(os.path.join(rundir, f"u{req.uid}"), owner=req.uid)
             # The keeper's pid in the name: two daemons of one user may share a run dir.
             script_path = os.path.join(rundir, f"k{os.getpid()}-{req.jobid}")
+            # The process starts between these two ticks. Reading its start from /proc
+            # instead would cost more than the rest of a start on some machines.
+            lo = boot_ticks()
             pid = self._start(req, script_path, tmpdir)
+            hi = boot_ticks()
         except OSError as e:
             self._refuse(req, tmpdir, "", StartError(f"cannot prepare job files: {e}"))
             return
@@ -603,13 +627,12 @@ class _Keeper:
             self._refuse(req, tmpdir, script_path, e)
             return
         now = time.time()
-        start = proc_start_time(pid, zombie_ok=True)  # a quick job may be done already
-        self.journal.write("S", req.jobid, pid, start if start is not None else "-", now)
-        self.children[pid] = _Child(req, script_path, tmpdir, start, now)
+        self.journal.write("S", req.jobid, pid, lo, now, hi)
+        self.children[pid] = _Child(req, script_path, tmpdir, lo, hi, now)
         self.by_job[req.jobid] = pid
         if req.time_limit:
             self._timer(req.time_limit, "limit", pid)
-        self._send("started", req.jobid, pid, start, now, urgent=False)
+        self._send("started", req.jobid, pid, lo, now, urgent=False)
 
     def _refuse(self, req: SpawnRequest, tmpdir: str, script_path: str, e: Exception) -> None:
         now = time.time()
