@@ -276,26 +276,29 @@ def reap_leftovers(marker: str) -> None:
                 os.kill(int(name), signal.SIGKILL)
 
 
-def make_daemon(tmp_path: Path, **settings: str) -> Daemon:
-    base = tmp_path / "d"
-    base.mkdir(exist_ok=True)
-    (base / "jobs").mkdir(exist_ok=True)
-    defaults = {
+def daemon_settings(base: Path) -> dict[str, str]:
+    """A test daemon's settings: every file under ``base``, small and fixed resources."""
+    return {
         "sjq.socket": str(base / "s.sock"),
         "sjq.db": str(base / "state.db"),
         "sjq.spool": str(base / "spool"),
         "sjq.pidfile": str(base / "sjq.pid"),
         "sjq.logfile": str(base / "sjq.log"),
         "sjq.tmpdir": str(base / "tmp"),
-        # Scripts of running jobs: the default is one per-user directory in /dev/shm, shared by
-        # every daemon of the user, so concurrent test daemons would collide on job-<id> there.
+        # not the shared per-user default in /dev/shm: each test cleans up its own
         "sjq.rundir": str(base / "run"),
         "sjq.maxprocs": "2",
         "sjq.maxmem": "8G",
         "sjq.defaults.mem": "100M",
-        "sjq.autoshutdown": "F",
         "sjq.killgrace": "2",
     }
+
+
+def make_daemon(tmp_path: Path, **settings: str) -> Daemon:
+    base = tmp_path / "d"
+    base.mkdir(exist_ok=True)
+    (base / "jobs").mkdir(exist_ok=True)
+    defaults = daemon_settings(base) | {"sjq.autoshutdown": "F"}
     # maxprocs="1" -> sjq.maxprocs, defaults_mem="1G" -> sjq.defaults.mem
     defaults.update({"sjq." + k.replace("_", "."): v for k, v in settings.items()})
     return Daemon(base, defaults)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, reap_leftovers, wait_for
+from conftest import Daemon, daemon_settings, reap_leftovers, wait_for
 
 CLI_TIMEOUT = 30.0
 
@@ -109,19 +109,7 @@ class Home:
 
 
 def write_rc(base: Path, **settings: str) -> Path:
-    values = {
-        "sjq.socket": str(base / "s.sock"),
-        "sjq.db": str(base / "state.db"),
-        "sjq.spool": str(base / "spool"),
-        "sjq.pidfile": str(base / "sjq.pid"),
-        "sjq.logfile": str(base / "sjq.log"),
-        "sjq.tmpdir": str(base / "tmp"),
-        "sjq.maxprocs": "2",
-        "sjq.maxmem": "8G",
-        "sjq.defaults.mem": "100M",
-        "sjq.killgrace": "2",
-    }
-    values.update(settings)
+    values = daemon_settings(base) | settings
     rc = base / "sjqrc"
     rc.write_text("".join(f"{k} = {v}\n" for k, v in values.items()))
     return rc

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -128,19 +127,6 @@ def test_shutdown_kills_running_keeps_queued(
     assert d.wait_state(queued, "SF") == "S"
 
 
-def test_sigterm_is_shutdown(daemon_factory: Callable[..., Daemon], gate: Gates) -> None:
-    d = daemon_factory(maxprocs="1").start()
-    running = d.submit(job_waiting_on(gate("never")))
-    queued = d.submit("#!/bin/sh\n")
-    d.wait_state(running, "R")
-    assert d.proc is not None
-    d.proc.send_signal(signal.SIGTERM)
-    assert d.proc.wait(15) == 0
-    d.start()
-    assert d.state(running) == "K"
-    assert d.state(queued) in "QRS"
-
-
 def test_every_state_change_is_recorded_with_its_time(daemon: Daemon) -> None:
     jid = daemon.submit("#!/bin/sh\n")
     daemon.wait_state(jid, "S")
@@ -236,12 +222,3 @@ def test_unusable_database_path_is_a_clear_error(daemon_factory: Callable[..., D
     d.settings["sjq.db"] = str(blocker / "state.db")
     err = start_fails(d)
     assert str(blocker) in err
-
-
-def test_two_daemons_cannot_share_a_database(daemon_factory: Callable[..., Daemon]) -> None:
-    d = daemon_factory().start()
-    other = daemon_factory()
-    other.settings["sjq.socket"] = str(d.dir / "other.sock")
-    other.settings["sjq.db"] = d.settings["sjq.db"]
-    err = start_fails(other)
-    assert "in use by another sjq daemon" in err
