@@ -58,6 +58,9 @@ class _KeeperLink(asyncio.Protocol):
         self.buf += data
         for msg in decode_frames(self.buf):
             self.daemon.on_keeper(self, msg)
+        # A job's exit is the event that starts the next job: act on it in this loop turn
+        # rather than the next (the dispatch gap is what users of short jobs feel).
+        self.daemon.flush_now()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -110,6 +113,11 @@ class Daemon:
             self._dirty[conn] = None
         if self._flush_handle is None:
             self._flush_handle = self.loop.call_soon(self._flush)
+
+    def flush_now(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush()
 
     def _flush(self) -> None:
         """End of a turn: schedule, write, commit once, then answer and act."""
