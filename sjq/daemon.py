@@ -99,6 +99,7 @@ class Daemon:
         self._journals = journals
         self._pidfds: dict[int, int] = {}
         self._rotated: list[str] = []
+        self._durable_below = state.next_id  # every job id below this is committed
         self._stop: asyncio.Event
         self._keep_running = False
         self.loop: asyncio.AbstractEventLoop
@@ -120,17 +121,26 @@ class Daemon:
             self._flush()
 
     def _flush(self) -> None:
-        """End of a turn: schedule, write, commit once, then answer and act."""
+        """End of a turn: schedule, write, commit once, then answer and act.
+
+        Replies wait for the commit: an ``OK <id>`` means the job is on disk. A job whose
+        submission was committed in an earlier turn is started before this commit, to
+        keep the commit off the path from one job's exit to the next one's start: if the
+        daemon dies in between, recovery learns from the keeper's journal that it started.
+        """
         self._flush_handle = None
         st = self.state
         st._now = self.now()
         try:
             st.schedule()
+            if st.to_spawn and st.to_spawn[0].jobid < self._durable_below:
+                self._send_to_keeper(before=self._durable_below)
             if st.queue.ended:
                 st.queue.ended = 0
                 self._purge_wake.set()
             st.sync()
             self.store.commit()
+            self._durable_below = st.next_id
             for old in self._rotated:
                 with contextlib.suppress(OSError):
                     os.unlink(old)
@@ -153,13 +163,18 @@ class Daemon:
             self._drained.set()
         self._check_idle()
 
-    def _send_to_keeper(self) -> None:
+    def _send_to_keeper(self, before: int | None = None) -> None:
         """Spawns go round-robin over the keepers, so that the (slow) exec of one job
-        overlaps with another's; a kill goes to the keeper that runs the job."""
+        overlaps with another's; a kill goes to the keeper that runs the job. With
+        ``before``, only the spawns of jobs with smaller ids, and no kills."""
         st = self.state
         frames: dict[_KeeperLink, list[bytes]] = {}
         live = [k for k in self.keepers if k.transport is not None]
-        for req in st.to_spawn:
+        now_spawn = st.to_spawn
+        if before is not None:
+            now_spawn = [r for r in st.to_spawn if r.jobid < before]
+            st.to_spawn = [r for r in st.to_spawn if r.jobid >= before]
+        for req in now_spawn:
             if not live:
                 st.failed_to_start(req.jobid, "no job keeper is running", self.now())
                 continue
@@ -167,8 +182,9 @@ class Daemon:
             self._next_keeper += 1
             self._owner[req.jobid] = link
             frames.setdefault(link, []).append(encode_frame(("spawn", req)))
-        st.to_spawn.clear()
-        for job in st.to_kill:
+        if before is None:
+            st.to_spawn.clear()
+        for job in st.to_kill if before is None else ():
             owner = self._owner.get(job.id)
             if job.id in self._adopted:
                 self._kill_adopted(job.id)

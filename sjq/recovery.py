@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from sjq.jobs import Job, JobState
 from sjq.runner import JournalState, process_alive
+from sjq.scheduler import Change
 from sjq.state import State
 
 __all__ = ["Adoption", "recover"]
@@ -42,6 +43,7 @@ class Recovered:
     finished_journals: list[str] = field(default_factory=list)  # fully applied: delete after commit
     requeued: int = 0
     ended: int = 0
+    started_late: int = 0  # recorded as waiting, but a keeper had started them
 
 
 def read_journals(spool: str) -> list[JournalState]:
@@ -74,6 +76,14 @@ def recover(state: State, spool: str, now: float) -> Recovered:
     jobs = state.store.load_active()
     active = {job.id for job in jobs}
     for job in jobs:
+        if job.state is not JobState.RUNNING and job.id in started:
+            # Started by a daemon that died before it could record so: it is running.
+            job.state = JobState.RUNNING
+            rec = started[job.id].started.get(job.id)
+            t = rec[2] if rec is not None else now
+            q.changes.append(Change(job, JobState.RUNNING, t))
+            q.touched[job.id] = job
+            out.started_late += 1
         unmet = tuple(d for d in job.depends if d in active)
         doomed = ""
         if job.state is not JobState.RUNNING:
@@ -88,6 +98,10 @@ def recover(state: State, spool: str, now: float) -> Recovered:
 
     for job in [x for x in q.jobs.values() if x.state is JobState.RUNNING]:
         jl = started.get(job.id)
+        if jl is not None and job.id in jl.started:
+            pid0, _, t0, _ = jl.started[job.id]
+            job.pid = job.pid or pid0
+            job.start_time = job.start_time or t0
         if jl is not None and job.id in jl.exited:
             state.exited(jl.exited[job.id])
             out.ended += 1
@@ -104,7 +118,8 @@ def recover(state: State, spool: str, now: float) -> Recovered:
             else:
                 pid, pid_start = job.pid, job.pid_start
             assert pid is not None  # by the branch condition
-            q.started(job, pid, pid_start or 0, job.start_time or now)
+            t_start = jl.started[job.id][2] if jl is not None else job.start_time or now
+            q.started(job, pid, pid_start or 0, t_start)
             live_keeper = jl is not None and jl.keeper_alive()
             if process_alive(pid, pid_start, start_hi) or live_keeper:
                 out.adopted.append(Adoption(job, jl))
@@ -124,12 +139,13 @@ def recover(state: State, spool: str, now: float) -> Recovered:
             out.journals.append(j)
         elif not j.keeper_alive():
             out.finished_journals.append(j.path)
-    if out.adopted or out.requeued or out.ended:
+    if out.adopted or out.requeued or out.ended or out.started_late:
         log.info(
             "recovered: %d job(s) still running re-adopted, %d ended while no daemon ran,"
-            " %d queued again (never started)",
+            " %d queued again (never started), %d found started though recorded waiting",
             len(out.adopted),
             out.ended,
             out.requeued,
+            out.started_late,
         )
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -222,3 +223,30 @@ def test_unusable_database_path_is_a_clear_error(daemon_factory: Callable[..., D
     d.settings["sjq.db"] = str(blocker / "state.db")
     err = start_fails(d)
     assert str(blocker) in err
+
+
+def test_a_start_the_database_missed_is_taken_from_the_journal(
+    daemon_factory: Callable[..., Daemon],
+) -> None:
+    """A daemon may start a job and die before its commit says so: the keeper's journal is
+    the authority, so the job is not started a second time and gets its real status."""
+    d = daemon_factory().start()
+    ledger = d.dir / "ledger"
+    jid = d.submit(f'#!/bin/sh\necho ran >> "{ledger}"\n', hold=True)
+    d.stop()
+    t = round(time.time()) - 60.0  # recent: older history would be purged (sjq.keep)
+    spool = Path(d.settings["sjq.spool"])
+    (spool / "keeper-999999-0.journal").write_text(  # a keeper (pid) that is long gone
+        "K 999999 1\n"
+        f"S {jid} 999998 5 {t} 6\n"
+        f"X {jid} 999998 3 - {t + 1.5} 0.25 0.5 1048576 \n"
+        f"D {t + 2}\n"
+    )
+    d.start()
+    assert d.state(jid) == "F"
+    info = d.info(jid)
+    assert (info["exit_code"], info["started"], info["ended"]) == (3, t, t + 1.5)
+    assert info["maxrss"] == 1048576
+    assert not ledger.exists(), "the job must not run again"
+    assert "1 found started though recorded waiting" in d.log
+    assert not (spool / "keeper-999999-0.journal").exists(), "an applied journal is removed"
