@@ -33,6 +33,7 @@ __all__ = ["Daemon", "main"]
 log = logging.getLogger("sjq")
 
 PURGE_BATCH = 500  # finished jobs forgotten per loop turn: purging never stalls requests
+COMMIT_DELAY = 0.02  # seconds a commit of keeper news alone may wait to share a transaction
 ROTATE_EVERY = 20_000  # keeper records between journal rotations (bounded journal size)
 
 
@@ -94,6 +95,7 @@ class Daemon:
         self.waiting_conns: dict[Waiter, Connection] = {}
         self._dirty: dict[Connection, None] = {}
         self._flush_handle: asyncio.Handle | None = None
+        self._commit_handle: asyncio.TimerHandle | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
         self._adopted = {a.job.id: a for a in adopted}
         self._journals = journals
@@ -139,12 +141,12 @@ class Daemon:
                 st.queue.ended = 0
                 self._purge_wake.set()
             st.sync()
-            self.store.commit()
-            self._durable_below = st.next_id
-            for old in self._rotated:
-                with contextlib.suppress(OSError):
-                    os.unlink(old)
-            self._rotated.clear()
+            if self._dirty or st.ready_waiters or self._stop.is_set():
+                self._commit()
+            elif self._commit_handle is None:
+                # Only keeper news this turn (starts, exits): the keepers' journals already
+                # hold it durably, so its commit can wait a moment and share a transaction.
+                self._commit_handle = self.loop.call_later(COMMIT_DELAY, self._lazy_commit)
         except Exception:
             log.exception("cannot record state; stopping so that nothing is acknowledged unsaved")
             self.request_stop(keep_running=True)
@@ -162,6 +164,26 @@ class Daemon:
         if self._stop.is_set():
             self._drained.set()
         self._check_idle()
+
+    def _commit(self) -> None:
+        self.store.commit()
+        self._durable_below = self.state.next_id
+        if self._commit_handle is not None:
+            self._commit_handle.cancel()
+            self._commit_handle = None
+        # Journals are removed only once what they said is committed.
+        for old in self._rotated:
+            with contextlib.suppress(OSError):
+                os.unlink(old)
+        self._rotated.clear()
+
+    def _lazy_commit(self) -> None:
+        self._commit_handle = None
+        try:
+            self._commit()
+        except Exception:
+            log.exception("cannot record state; stopping so that nothing is acknowledged unsaved")
+            self.request_stop(keep_running=True)
 
     def _send_to_keeper(self, before: int | None = None) -> None:
         """Spawns go round-robin over the keepers, so that the (slow) exec of one job
