@@ -13,6 +13,7 @@ import collections
 import contextlib
 import errno
 import heapq
+import itertools
 import logging
 import os
 import pickle
@@ -189,7 +190,7 @@ class _Janitor:
         self.prefix = f"t{os.getpid()}."
         self.ready: collections.deque[str] = collections.deque()
         self.todo: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self.n = 0
+        self.names = itertools.count(1)  # next() is atomic: both threads take names
         self._sweep_dead_keepers()
         self._refill()
         self.thread = threading.Thread(target=self._run, name="janitor", daemon=True)
@@ -208,13 +209,13 @@ class _Janitor:
         self.todo.put(path)
 
     def recycle(self, tmpdir: str) -> None:
-        """A job's TMPDIR: back into the pool if the job left it empty (most do), so the
-        next job costs no directory creation or removal; removed otherwise."""
+        """A job's TMPDIR: if the job left it empty (most do), renamed and put back in the
+        pool, cheaper than removing it and making another; removed otherwise. Either way
+        the path the job knew is gone once it has ended."""
         self.todo.put(_RECYCLE + tmpdir)
 
     def _make(self) -> str:
-        self.n += 1
-        path = os.path.join(self.base, f"{self.prefix}{self.n}")
+        path = os.path.join(self.base, f"{self.prefix}{next(self.names)}")
         os.mkdir(path, 0o700)
         return path
 
@@ -231,8 +232,14 @@ class _Janitor:
             if path is not None and path.startswith(_RECYCLE):
                 path = path[len(_RECYCLE) :]
                 if self._reusable(path):
-                    self.ready.append(path)
-                    continue
+                    fresh = os.path.join(self.base, f"{self.prefix}{next(self.names)}")
+                    try:
+                        os.rename(path, fresh)
+                    except OSError:
+                        pass
+                    else:
+                        self.ready.append(fresh)
+                        continue
             if path is not None:
                 if os.path.isdir(path) and not os.path.islink(path):
                     shutil.rmtree(path, ignore_errors=True)

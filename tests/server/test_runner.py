@@ -487,3 +487,12 @@ def test_crlf_shebang_gets_a_reason_that_names_the_carriage_return(
     assert d.wait_state(jid, "SFE") == "E"
     reason = d.info(jid)["reason"]
     assert any(w in reason for w in ("\\r", "carriage return", "CR", "CRLF")), reason
+
+
+def test_an_empty_tmpdir_is_gone_too_once_the_job_ends(shared_daemon: Daemon) -> None:
+    d = shared_daemon
+    jid = d.submit(SH + 'echo "$TMPDIR"\n')
+    d.wait_state(jid, "S")
+    path = stdout_of(d, jid).strip()
+    assert path.startswith(d.settings["sjq.tmpdir"] + "/")
+    wait_for(lambda: not os.path.exists(path), what="the empty TMPDIR's path to be gone")
