@@ -166,6 +166,7 @@ class Daemon:
         self._check_idle()
 
     def _commit(self) -> None:
+        self.state.sync()  # what the journals about to be deleted said must be in it
         self.store.commit()
         self._durable_below = self.state.next_id
         if self._commit_handle is not None:
@@ -181,6 +182,8 @@ class Daemon:
         self._commit_handle = None
         try:
             self._commit()
+            if self.state.ready_waiters:
+                self.want_flush()  # WAITs that this commit's writes completed
         except Exception:
             log.exception("cannot record state; stopping so that nothing is acknowledged unsaved")
             self.request_stop(keep_running=True)
@@ -277,6 +280,10 @@ class Daemon:
             return
         j = a.journal
         if j is not None:
+            # Liveness first, then the journal: a keeper that was already gone before the
+            # read has written all it ever will. (The other order loses an exit written
+            # by a keeper that reaped its last job and ended between the two.)
+            keeper_alive = j.keeper_alive()
             j.read()
             rec = j.exited.get(jobid)
             if rec is not None:
@@ -285,11 +292,19 @@ class Daemon:
                 self._forget_journal(j)
                 self.want_flush()
                 return
-            if j.keeper_alive() and tries < 2000:
+            if keeper_alive and tries < 2000:
                 # The old keeper reaps within milliseconds of the exit; give it that.
                 self.loop.call_later(0.005, self._resolve_adopted, jobid, tries + 1)
                 return
         self._adopted.pop(jobid)
+        log.warning(
+            "job %d ended but %s holds no exit record for it (keeper %s, alive: %s, tries %d)",
+            jobid,
+            j.path if j is not None else "no journal",
+            j.keeper_pid if j is not None else "-",
+            j.keeper_alive() if j is not None else "-",
+            tries,
+        )
         self.state.lost(a.job, "exit status lost: no keeper was left to record it", self.now())
         if j is not None:
             self._forget_journal(j)

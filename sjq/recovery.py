@@ -121,7 +121,12 @@ def recover(state: State, spool: str, now: float) -> Recovered:
             t_start = jl.started[job.id][2] if jl is not None else job.start_time or now
             q.started(job, pid, pid_start or 0, t_start)
             live_keeper = jl is not None and jl.keeper_alive()
-            if process_alive(pid, pid_start, start_hi) or live_keeper:
+            if jl is not None and not live_keeper:
+                jl.read()  # the keeper may have recorded the exit just before it ended
+            if jl is not None and job.id in jl.exited:
+                state.exited(jl.exited[job.id])
+                out.ended += 1
+            elif process_alive(pid, pid_start, start_hi) or live_keeper:
                 out.adopted.append(Adoption(job, jl))
             else:
                 state.lost(

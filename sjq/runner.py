@@ -505,6 +505,7 @@ class _Keeper:
             due = self.urgent or time.monotonic() >= self.lazy_due
             if self.outbuf and not self.want_write and due:
                 self._flush()
+        log.info("keeper done: daemon gone and no job left")
         self.journal.close()
         os._exit(0)
 
@@ -777,6 +778,7 @@ class _Keeper:
             _, status, ru = os.wait4(pid, 0)
             child = self.children.pop(pid, None)
             if child is None:
+                log.warning("reaped process %d, which is not a job of ours", pid)
                 continue
             del self.by_job[child.req.jobid]
             code = os.waitstatus_to_exitcode(status)
