@@ -82,7 +82,6 @@ class Daemon:
         listen: socket.socket,
         state: State,
         adopted: list[Adoption],
-        journals: list[JournalState],
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -98,7 +97,6 @@ class Daemon:
         self._commit_handle: asyncio.TimerHandle | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
         self._adopted = {a.job.id: a for a in adopted}
-        self._journals = journals
         self._pidfds: dict[int, int] = {}
         self._rotated: list[str] = []
         self._durable_below = state.next_id  # every job id below this is committed
@@ -132,7 +130,7 @@ class Daemon:
         """
         self._flush_handle = None
         st = self.state
-        st._now = self.now()
+        st.now = self.now()
         try:
             st.schedule()
             if st.to_spawn and st.to_spawn[0].jobid < self._durable_below:
@@ -226,7 +224,7 @@ class Daemon:
     def on_keeper(self, link: _KeeperLink, msg: tuple[Any, ...]) -> None:
         st = self.state
         kind = msg[0]
-        st._now = self.now()
+        st.now = self.now()
         if kind == "started":
             _, jobid, pid, pid_start, t = msg
             st.started(jobid, pid, pid_start, t)
@@ -313,8 +311,6 @@ class Daemon:
     def _forget_journal(self, j: JournalState) -> None:
         if any(a.journal is j for a in self._adopted.values()) or j.keeper_alive():
             return
-        if j in self._journals:
-            self._journals.remove(j)
         self._rotated.append(j.path)  # deleted after the commit that records its last exit
 
     def _kill_adopted(self, jobid: int) -> None:
@@ -534,7 +530,6 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
         listen=listen,
         state=state,
         adopted=recovered.adopted,
-        journals=recovered.journals,
     )
     try:
         asyncio.run(daemon.run())

@@ -39,7 +39,6 @@ class Adoption:
 @dataclass(slots=True)
 class Recovered:
     adopted: list[Adoption] = field(default_factory=list)
-    journals: list[JournalState] = field(default_factory=list)  # still needed while adopted run
     finished_journals: list[str] = field(default_factory=list)  # fully applied: delete after commit
     requeued: int = 0
     ended: int = 0
@@ -140,9 +139,7 @@ def recover(state: State, spool: str, now: float) -> Recovered:
 
     needed = {id(a.journal) for a in out.adopted if a.journal is not None}
     for j in journals:
-        if id(j) in needed:
-            out.journals.append(j)
-        elif not j.keeper_alive():
+        if id(j) not in needed and not j.keeper_alive():
             out.finished_journals.append(j.path)
     if out.adopted or out.requeued or out.ended or out.started_late:
         log.info(

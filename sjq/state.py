@@ -109,12 +109,12 @@ class State:
         for state, n in store.state_counts().items():
             if state in TERMINAL:
                 self.queue.counts[state] += n
-        self._now = now
+        self.now = now
 
     # -- dispatch ----------------------------------------------------------------------
 
     def handle(self, req: object, peer: Peer, now: float) -> Ok | Data | Error | Waiter:
-        self._now = now
+        self.now = now
         match req:
             case Submit():
                 return self.submit(req, peer)
@@ -205,15 +205,15 @@ class State:
             depends=tuple(o.depends),
             uid=uid,
             gid=gid,
-            submit_time=self._now,
+            submit_time=self.now,
             priority=o.priority,
         )
         self.store.insert(job, spec)
-        self.queue.add(job, self._now, unmet=tuple(unmet), doomed=doomed)
+        self.queue.add(job, self.now, unmet=tuple(unmet), doomed=doomed)
         return Ok(str(jobid))
 
     def kill(self, jobid: int) -> None:
-        job = self.queue.kill(jobid, self._now)
+        job = self.queue.kill(jobid, self.now)
         if job is not None:
             self.to_kill.append(job)
 
@@ -302,7 +302,7 @@ class State:
         """Start what fits, turning each started job into a spawn request."""
         if not self.accepting:
             return
-        for job in self.queue.schedule(self._now):
+        for job in self.queue.schedule(self.now):
             self.to_spawn.append(self.spawn_request(job))
 
     def spawn_request(self, job: Job) -> SpawnRequest:
