@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -250,3 +252,25 @@ def test_a_start_the_database_missed_is_taken_from_the_journal(
     assert not ledger.exists(), "the job must not run again"
     assert "1 found started though recorded waiting" in d.log
     assert not (spool / "keeper-999999-0.journal").exists(), "an applied journal is removed"
+
+
+def test_a_killed_keeper_stops_the_daemon_and_its_jobs_are_still_accounted_for(
+    daemon_factory: Callable[..., Daemon], gate: Gates
+) -> None:
+    d = daemon_factory(keepers="1").start()
+    g = gate("g")
+    jid = d.submit(job_waiting_on(g))
+    d.wait_state(jid, "R")
+    pid = wait_for(lambda: d.info(jid)["pid"], what="pid")
+    keeper = next(Path(d.settings["sjq.spool"]).glob("keeper-*.journal")).name.split("-")[1]
+    os.kill(int(keeper), signal.SIGKILL)
+    assert d.proc is not None
+    assert d.proc.wait(15) == 0, "a daemon without its keeper stops, as for STOP"
+    assert "a job keeper died" in d.log
+    assert Path(f"/proc/{pid}").exists(), "the job itself goes on"
+    d.start()
+    assert d.state(jid) == "R", "the orphaned job is re-adopted"
+    g.open()
+    assert d.wait_state(jid, "SF") == "F"
+    assert d.info(jid)["reason"].startswith("exit status lost")
+    assert d.submit("#!/bin/sh\n") == jid + 1
