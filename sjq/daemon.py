@@ -82,6 +82,7 @@ class Daemon:
         listen: socket.socket,
         state: State,
         adopted: list[Adoption],
+        socket_ident: tuple[int, int] | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -89,6 +90,7 @@ class Daemon:
         self._owner: dict[int, _KeeperLink] = {}  # running job -> the keeper that runs it
         self._next_keeper = 0
         self.listen = listen
+        self.socket_ident = socket_ident
         self.state = state
         self.connections: set[Connection] = set()
         self.waiting_conns: dict[Waiter, Connection] = {}
@@ -369,6 +371,9 @@ class Daemon:
         st = self.state
         st.accepting = False
         self.listen.close()
+        # Not listening any more: free the path now, so that a new daemon can start while
+        # this one still waits for its running jobs to die.
+        remove_socket(self.cfg.socket, self.socket_ident)
         if not self._keep_running:
             for job in list(st.queue.running()):
                 job.killing = True
@@ -477,10 +482,34 @@ def _write_pidfile(path: str) -> None:
     os.replace(tmp, path)
 
 
-def _remove_if_ours(path: str, is_ours: bool = True) -> None:
+def _remove_if_ours(path: str) -> None:
     with contextlib.suppress(OSError):
-        if is_ours:
-            os.unlink(path)
+        os.unlink(path)
+
+
+def file_identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def remove_socket(path: str, ident: tuple[int, int] | None) -> None:
+    """Remove our socket file, unless it is no longer ours: a daemon started while this one
+    was stopping may have bound a new one at the same path."""
+    if ident is not None and file_identity(path) == ident:
+        _remove_if_ours(path)
+
+
+def _remove_pidfile(path: str) -> None:
+    try:
+        with open(path) as f:
+            pid = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    if pid == os.getpid():
+        _remove_if_ours(path)
 
 
 def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
@@ -495,11 +524,12 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
         listen = bind_socket(cfg.socket)
     except (AlreadyRunning, OSError) as e:
         return _fail(str(e), ready_fd)
+    sock_ident = file_identity(cfg.socket)
     try:
         store = Store(cfg.db, sync=cfg.sync)
     except StoreError as e:
         listen.close()
-        _remove_if_ours(cfg.socket)
+        remove_socket(cfg.socket, sock_ident)
         return _fail(str(e), ready_fd)
     try:
         now = time.time()
@@ -516,7 +546,7 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
     except Exception as e:
         log.exception("cannot start")
         listen.close()
-        _remove_if_ours(cfg.socket)
+        remove_socket(cfg.socket, sock_ident)
         store.close()
         return _fail(f"cannot start: {e}", ready_fd)
     _write_pidfile(cfg.pidfile)
@@ -530,12 +560,13 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
         listen=listen,
         state=state,
         adopted=recovered.adopted,
+        socket_ident=sock_ident,
     )
     try:
         asyncio.run(daemon.run())
     finally:
-        _remove_if_ours(cfg.socket)
-        _remove_if_ours(cfg.pidfile)
+        remove_socket(cfg.socket, sock_ident)
+        _remove_pidfile(cfg.pidfile)
         with contextlib.suppress(Exception):
             store.close()
         log.info("stopped")
@@ -645,6 +676,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "sjq server") -> int:
 
 
 def _stop_running(cfg: Config, *, keep_running: bool) -> int:
+    try:
+        with open(cfg.pidfile) as f:
+            pid: int | None = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pid = None
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.connect(cfg.socket)
@@ -657,11 +693,23 @@ def _stop_running(cfg: Config, *, keep_running: bool) -> int:
     if not reply.startswith(b"OK"):
         print(f"sjq: the daemon said {reply.decode(errors='replace').strip()}", file=sys.stderr)
         return 1
-    # Wait until it is gone, so that a script can start another daemon straight after.
+    # Wait until it is gone (it frees the socket at once, its database when its running
+    # jobs have been killed), so that a script can start another daemon straight after.
     deadline = time.monotonic() + cfg.killgrace + 15.0
-    while os.path.exists(cfg.socket) and time.monotonic() < deadline:
+    while time.monotonic() < deadline and (
+        os.path.exists(cfg.socket) or (pid is not None and _running(pid))
+    ):
         time.sleep(0.02)
     return 0
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
 
 
 if __name__ == "__main__":

@@ -155,6 +155,9 @@ def test_a_submit_while_the_daemon_is_still_stopping_waits_for_it(home: Home) ->
     finally:
         stopping.wait(30)
     assert home.started() == 2
+    # The old daemon, gone now, must not have taken the new one's socket with it.
+    assert answers(home.socket)
+    assert cli.ok("ping").startswith(f"sjq daemon on {home.socket}")
 
 
 def answers(path: str) -> bool:

@@ -9,6 +9,7 @@ import pwd
 import signal
 import stat
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,10 @@ from conftest import Daemon, Gate, make_daemon, wait_for
 from ._helpers import SH, job_pid, read_when
 
 PY = "#!/usr/bin/env python3\n"
-# A Python job that writes what it sees as one JSON line on stdout.
-DUMP_ENV = PY + "import json, os\nprint(json.dumps(dict(os.environ)))\n"
+# A Python job that writes what it sees as one JSON line on stdout. Its interpreter is
+# named by path: a `python3` found on PATH may be a wrapper (pyenv's shim is a bash
+# script) that adds variables of its own to what the job was given.
+DUMP_ENV = f"#!{sys.executable}\nimport json, os\nprint(json.dumps(dict(os.environ)))\n"
 
 
 def run(d: Daemon, script: str, state: str = "S", **options: Any) -> tuple[int, dict[str, Any]]:
