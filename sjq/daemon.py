@@ -88,6 +88,7 @@ class Daemon:
         self.store = store
         self.keepers = [_KeeperLink(self, k) for k in keepers]
         self._owner: dict[int, _KeeperLink] = {}  # running job -> the keeper that runs it
+        self._arm: tuple[int, int, bool] | None = None  # (running job, next job, if it succeeds)
         self._next_keeper = 0
         self.listen = listen
         self.socket_ident = socket_ident
@@ -161,6 +162,7 @@ class Daemon:
             conn.flush()
         if st.to_spawn or st.to_kill:
             self._send_to_keeper()
+        self._update_arm()
         if self._stop.is_set():
             self._drained.set()
         self._check_idle()
@@ -234,6 +236,10 @@ class Daemon:
             rec: ExitRecord = msg[1]
             self._owner.pop(rec.jobid, None)
             st.exited(rec)
+            self._armed_exit(link, rec)
+        elif kind == "unarmed":
+            if self._arm is not None and self._arm[0] == msg[1]:
+                self._drop_arm()
         elif kind == "error":
             _, jobid, t, reason = msg
             self._owner.pop(jobid, None)
@@ -246,6 +252,70 @@ class Daemon:
             link.records = 0
             link.send(encode_frame(("rotate",)))
         self.want_flush()
+
+    # -- arming: when one job runs, its keeper starts the next one the moment it ends ----
+
+    def _update_arm(self) -> None:
+        """Keep the keeper of the only running job armed with the job the next pass would
+        start when it ends, so that start costs no round trip through the daemon. Arms
+        only the sole running job: with two, either could end first, and the next job
+        must go to whichever frees the slot."""
+        q = self.state.queue
+        want: tuple[int, int, bool] | None = None
+        if len(self._owner) == 1 and q.counts[JobState.RUNNING] == 1 and not self._stop.is_set():
+            x = q.get(next(iter(self._owner)))
+            if x is not None and not x.killing:
+                armed = q.get(self._arm[1]) if self._arm and self._arm[0] == x.id else None
+                nxt = q.next_after(x, armed)
+                if nxt is not None and nxt[0].id < self._durable_below:
+                    want = (x.id, nxt[0].id, nxt[1])
+        if want == self._arm:
+            return
+        self._drop_arm()
+        if want is None:
+            return
+        x_id, y_id, need_success = want
+        y = q.get(y_id)
+        assert y is not None
+        q.arm(y)
+        self._arm = want
+        self._owner[x_id].send(
+            encode_frame(("arm", x_id, self.state.spawn_request(y), need_success))
+        )
+
+    def _drop_arm(self) -> None:
+        if self._arm is None:
+            return
+        x_id, y_id, _ = self._arm
+        self._arm = None
+        link = self._owner.get(x_id)
+        if link is not None:
+            link.send(encode_frame(("disarm", x_id)))
+        y = self.state.queue.get(y_id)
+        if y is not None:
+            self.state.queue.disarm(y)
+
+    def _armed_exit(self, link: _KeeperLink, rec: ExitRecord) -> None:
+        """The running job ended; its keeper may have started the armed one already."""
+        q = self.state.queue
+        if self._arm is not None and self._arm[0] == rec.jobid:
+            y_id = self._arm[1]
+            self._arm = None  # the keeper has used it or dropped it
+            y = q.get(y_id)
+            if y is not None and rec.started_next != y_id:
+                q.disarm(y)  # back among the ready jobs, for the pass that follows
+        if rec.started_next is None:
+            return
+        self._owner[rec.started_next] = link
+        started = q.get(rec.started_next)
+        if started is None:
+            # Killed while the keeper was starting it: it ends as the daemon recorded.
+            link.send(encode_frame(("kill", rec.started_next, self.cfg.killgrace)))
+            return
+        if started.state is JobState.USERHOLD:
+            q.release(started.id, rec.time)  # held too late: it has started
+        if started.state is JobState.QUEUED:
+            q.start_armed(started, rec.time)
 
     def on_keeper_lost(self, link: _KeeperLink) -> None:
         if self._stop.is_set():

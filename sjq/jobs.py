@@ -99,6 +99,7 @@ class Job:
     cpu_sys: float | None = None
     maxrss: int | None = None  # peak resident memory in bytes, from wait4
     priority: int = 0  # higher starts first among jobs that fit; ties go to the lower id
+    armed: bool = False  # a keeper will start it the moment the one running job ends
 
     def set_state(self, new: JobState) -> None:
         """Change state through the table; refuse what it does not list."""

@@ -79,6 +79,7 @@ class ExitRecord(NamedTuple):
     cpu_sys: float
     maxrss: int  # bytes
     reason: str = ""  # "time limit" when the keeper enforced one
+    started_next: int | None = None  # the armed job the keeper started as this one ended
 
 
 def encode_frame(msg: tuple[Any, ...]) -> bytes:
@@ -452,6 +453,8 @@ class _Keeper:
         self.ready = ready
         self.children: dict[int, _Child] = {}
         self.by_job: dict[int, int] = {}
+        # job -> (the job to start the moment it ends, whether only if it succeeded)
+        self.armed: dict[int, tuple[SpawnRequest, bool]] = {}
         self.timers: list[tuple[float, int, str, int]] = []
         self.seq = 0
         self.inbuf = bytearray()
@@ -607,7 +610,16 @@ class _Keeper:
         if kind == "spawn":
             self._spawn(msg[1])
         elif kind == "kill":
+            self.armed.pop(msg[1], None)  # a killed job starts nothing after it
             self._kill(msg[1], msg[2])
+        elif kind == "arm":
+            _, after, req, need_success = msg
+            if after in self.by_job:
+                self.armed[after] = (req, need_success)
+            else:  # it has ended already: the daemon learns so from its exit record
+                self._send("unarmed", after, req.jobid)
+        elif kind == "disarm":
+            self.armed.pop(msg[1], None)
         elif kind == "rotate":
             old = self.journal
             self.journal_seq += 1
@@ -782,6 +794,11 @@ class _Keeper:
                 continue
             del self.by_job[child.req.jobid]
             code = os.waitstatus_to_exitcode(status)
+            arm = self.armed.pop(child.req.jobid, None)
+            successor = None
+            succeeded = code == 0 and not child.reason
+            if arm is not None and not self.detached and (succeeded or not arm[1]):
+                successor = arm[0]
             rec = ExitRecord(
                 jobid=child.req.jobid,
                 pid=pid,
@@ -792,6 +809,7 @@ class _Keeper:
                 cpu_sys=ru.ru_stime,
                 maxrss=ru.ru_maxrss * 1024,
                 reason=child.reason,
+                started_next=None if successor is None else successor.jobid,
             )
             self.journal.write(
                 "X",
@@ -806,6 +824,9 @@ class _Keeper:
                 rec.reason,
             )
             self._send("exited", rec)
+            if successor is not None:
+                # Without waiting for the daemon: it armed us for exactly this moment.
+                self._spawn(successor)
             self.janitor.recycle(child.tmpdir)
             self.janitor.remove(child.script_path)
 

@@ -169,31 +169,80 @@ class Queue:
             if free_procs <= 0:
                 break
             free_mem = None if self.maxmem is None else self.maxmem - self.used_mem
-            best_key: tuple[int, int] | None = None
-            best_shape: tuple[int, int] | None = None
-            for shape, heap in list(ready.items()):
-                while heap and self.jobs.get(heap[0][1], _GONE).state is not Q:
-                    heapq.heappop(heap)
-                if not heap:
-                    del ready[shape]
-                    continue
-                procs, mem = shape
-                if procs > free_procs or (free_mem is not None and mem > free_mem):
-                    continue
-                if best_key is None or heap[0] < best_key:
-                    best_key, best_shape = heap[0], shape
+            best_shape = self._best(free_procs, free_mem)
             if best_shape is None:
                 break
             heap = ready[best_shape]
-            heapq.heappop(heap)
+            _, jobid = heapq.heappop(heap)
             if not heap:
                 del ready[best_shape]
-            job = self.jobs[best_key[1]]  # type: ignore[index]
+            job = self.jobs[jobid]
             self._set(job, R, now)
             self._reserve(job)
             job.start_time = now
             started.append(job)
         return started
+
+    def _best(self, free_procs: int, free_mem: int | None) -> tuple[int, int] | None:
+        """The shape whose first ready job comes first among those that fit (stale heap
+        tops, of jobs no longer ready or armed, are dropped on the way)."""
+        best_key: tuple[int, int] | None = None
+        best_shape: tuple[int, int] | None = None
+        for shape, heap in list(self._ready.items()):
+            while heap and not _ready_job(self.jobs.get(heap[0][1])):
+                heapq.heappop(heap)
+            if not heap:
+                del self._ready[shape]
+                continue
+            procs, mem = shape
+            if procs > free_procs or (free_mem is not None and mem > free_mem):
+                continue
+            if best_key is None or heap[0] < best_key:
+                best_key, best_shape = heap[0], shape
+        return best_shape
+
+    # -- arming: the next job, started by a keeper without a round trip -------------
+
+    def next_after(self, x: Job, armed: Job | None = None) -> tuple[Job, bool] | None:
+        """The job a pass would start first once ``x`` (running) has ended, and whether
+        that needs ``x`` to succeed (it waits on ``x`` alone). ``armed`` is the job already
+        armed for ``x``, which the ready heaps no longer show. Meant for when ``x`` is the
+        only job running."""
+        free_procs = self.maxprocs - self.used_procs + x.procs
+        free_mem = None if self.maxmem is None else self.maxmem - self.used_mem + x.mem
+
+        def fits(j: Job) -> bool:
+            return j.procs <= free_procs and (free_mem is None or j.mem <= free_mem)
+
+        candidates: list[tuple[Job, bool]] = []
+        shape = self._best(free_procs, free_mem)
+        if shape is not None:
+            candidates.append((self.jobs[self._ready[shape][0][1]], False))
+        if armed is not None and armed.state is Q and fits(armed):
+            candidates.append((armed, False))
+        for cid in self._children.get(x.id, ()):
+            child = self.jobs.get(cid)
+            if child is not None and child.state is H and child.waiting == 1 and fits(child):
+                candidates.append((child, True))
+        if not candidates:
+            return None
+        return min(candidates, key=lambda c: (-c[0].priority, c[0].id))
+
+    def arm(self, job: Job) -> None:
+        job.armed = True  # its ready-heap entry is dropped when it reaches the top
+
+    def disarm(self, job: Job) -> None:
+        if job.armed:
+            job.armed = False
+            if job.state is Q:
+                self._push(job)
+
+    def start_armed(self, job: Job, now: float) -> None:
+        """A keeper started an armed job as the running one ended."""
+        job.armed = False
+        self._set(job, R, now)
+        self._reserve(job)
+        job.start_time = now
 
     # -- internals -----------------------------------------------------------------
 
@@ -209,6 +258,8 @@ class Queue:
             self._push(job)
 
     def _push(self, job: Job) -> None:
+        if job.armed:
+            return
         shape = (job.procs, job.mem if self.maxmem is not None else 0)
         heapq.heappush(self._ready.setdefault(shape, []), (-job.priority, job.id))
 
@@ -241,4 +292,5 @@ class Queue:
                 todo.append(child)
 
 
-_GONE = Job(id=0, name="", state=JobState.ERROR, procs=0, mem=0)
+def _ready_job(job: Job | None) -> bool:
+    return job is not None and job.state is Q and not job.armed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 from hypothesis import given, settings
@@ -155,6 +156,21 @@ def expected_starts(q: Queue) -> list[int]:
     return out
 
 
+def check_next_after(q: Queue, x: Job, now: float) -> None:
+    """What a keeper is armed with when ``x`` runs alone must be what the pass would start
+    first once ``x`` has succeeded."""
+    nxt = q.next_after(x)
+    twin = copy.deepcopy(q)
+    twin.changes.clear()
+    twin.finish(twin.jobs[x.id], S, now)
+    started = twin.schedule(now)
+    if nxt is None:
+        assert not started, f"nothing armed, but {started[0].id} would start after {x.id}"
+        return
+    assert started, f"armed {nxt[0].id} but nothing would start after {x.id}"
+    assert started[0].id == nxt[0].id
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 4), st.sampled_from([500, 1000]), ops)
 def test_scheduler_invariants(maxprocs: int, maxmem: int, operations: list[tuple]) -> None:  # type: ignore[type-arg]
@@ -196,6 +212,9 @@ def test_scheduler_invariants(maxprocs: int, maxmem: int, operations: list[tuple
             want = expected_starts(q)
             got = [j.id for j in q.schedule(now)]
             assert got == want, "the pass must equal an in-order scan that skips misfits"
+            running_now = [j for j in q.jobs.values() if j.state is R]
+            if len(running_now) == 1:  # as the daemon arms: after the pass, one job running
+                check_next_after(q, running_now[0], now)
         for ch in q.changes:
             if ch.state in TERMINAL:
                 m.final[ch.job.id] = ch.state
@@ -217,3 +236,42 @@ def test_scheduler_invariants(maxprocs: int, maxmem: int, operations: list[tuple
     # A job whose dependency failed never stays waiting.
     for j in q.jobs.values():
         assert not any(m.final.get(d) in (F, A, K) for d in m.deps[j.id])
+
+
+def test_next_after_names_the_first_job_of_the_next_pass() -> None:
+    q = Queue(maxprocs=2, maxmem=None)
+    x = job(1, procs=2)
+    q.add(x, 0)
+    q.schedule(0)
+    assert q.next_after(x) is None
+    q.add(job(2, procs=2), 0)
+    q.add(job(3, procs=1, prio=5), 0)
+    nxt = q.next_after(x)
+    assert nxt is not None
+    assert (nxt[0].id, nxt[1]) == (3, False)  # priority first, whatever x's outcome
+    child = job(4, state=H, prio=9)
+    q.add(child, 0, unmet=(1,))
+    nxt = q.next_after(x)
+    assert nxt is not None
+    assert (nxt[0].id, nxt[1]) == (4, True)  # x's dependent: only if x succeeds
+
+
+def test_an_armed_job_is_kept_out_of_the_pass_until_disarmed() -> None:
+    q = Queue(maxprocs=1, maxmem=None)
+    x, y = job(1), job(2)
+    q.add(x, 0)
+    q.add(y, 0)
+    q.schedule(0)
+    q.arm(y)
+    assert q.next_after(x, armed=y) == (y, False)
+    q.finish(x, S, 1)
+    assert q.schedule(1) == []  # its keeper starts it, not the pass
+    q.start_armed(y, 1)
+    assert y.state is R
+    assert q.used_procs == 1
+    z = job(3)
+    q.add(z, 1)
+    q.arm(z)
+    q.disarm(z)
+    q.finish(y, S, 2)
+    assert [j.id for j in q.schedule(2)] == [3]
