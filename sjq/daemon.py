@@ -22,7 +22,14 @@ from sjq import __version__
 from sjq.config import Config, ConfigError, load_config
 from sjq.jobs import JobState
 from sjq.recovery import Adoption, recover
-from sjq.runner import ExitRecord, JournalState, KeeperHandle, decode_frames, encode_frame
+from sjq.runner import (
+    ExitRecord,
+    JournalState,
+    KeeperHandle,
+    decode_frames,
+    encode_frame,
+    proc_start_time,
+)
 from sjq.runner import signal_group as _signal_group
 from sjq.server import AlreadyRunning, Connection, bind_socket
 from sjq.state import State, Waiter
@@ -454,7 +461,7 @@ class Daemon:
             deadline = self.cfg.killgrace + 5.0
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(deadline):
-                    while any(True for _ in st.queue.running()) and not self._force:
+                    while st.queue.counts[JobState.RUNNING] and not self._force:
                         self._drained.clear()
                         await self._drained.wait()
         self._flush()
@@ -552,7 +559,7 @@ def _write_pidfile(path: str) -> None:
     os.replace(tmp, path)
 
 
-def _remove_if_ours(path: str) -> None:
+def _unlink_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
 
@@ -569,7 +576,7 @@ def remove_socket(path: str, ident: tuple[int, int] | None) -> None:
     """Remove our socket file, unless it is no longer ours: a daemon started while this one
     was stopping may have bound a new one at the same path."""
     if ident is not None and file_identity(path) == ident:
-        _remove_if_ours(path)
+        _unlink_quietly(path)
 
 
 def _remove_pidfile(path: str) -> None:
@@ -579,7 +586,7 @@ def _remove_pidfile(path: str) -> None:
     except (OSError, ValueError, IndexError):
         return
     if pid == os.getpid():
-        _remove_if_ours(path)
+        _unlink_quietly(path)
 
 
 def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
@@ -608,7 +615,7 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
         state.sync()
         store.commit()
         for path in recovered.finished_journals:
-            _remove_if_ours(path)
+            _unlink_quietly(path)
         keepers = [
             KeeperHandle.fork(cfg.spool, cfg.rundir, cfg.tmpdir, cfg.killgrace, cfg.logfile)
             for _ in range(cfg.keepers)
@@ -767,19 +774,10 @@ def _stop_running(cfg: Config, *, keep_running: bool) -> int:
     # jobs have been killed), so that a script can start another daemon straight after.
     deadline = time.monotonic() + cfg.killgrace + 15.0
     while time.monotonic() < deadline and (
-        os.path.exists(cfg.socket) or (pid is not None and _running(pid))
+        os.path.exists(cfg.socket) or (pid is not None and proc_start_time(pid) is not None)
     ):
         time.sleep(0.02)
     return 0
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"X")
 
 
 if __name__ == "__main__":
