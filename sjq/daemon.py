@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import signal
@@ -22,7 +23,9 @@ from sjq import __version__
 from sjq.config import Config, ConfigError, load_config
 from sjq.jobs import JobState
 from sjq.recovery import Adoption, recover
+from sjq.scheduler import ARM_DEPTH, ARM_LOW, ArmEntry
 from sjq.runner import (
+    ArmPipe,
     ExitRecord,
     JournalState,
     KeeperHandle,
@@ -86,6 +89,7 @@ class Daemon:
         cfg: Config,
         store: Store,
         keepers: list[KeeperHandle],
+        arm_pipe: ArmPipe,
         listen: socket.socket,
         state: State,
         adopted: list[Adoption],
@@ -95,7 +99,13 @@ class Daemon:
         self.store = store
         self.keepers = [_KeeperLink(self, k) for k in keepers]
         self._owner: dict[int, _KeeperLink] = {}  # running job -> the keeper that runs it
-        self._arm: tuple[int, int, bool] | None = None  # (running job, next job, if it succeeds)
+        # Arming (see _update_arm): tokens in the pipe, in order, and what each stands for.
+        self.arm_pipe = arm_pipe
+        self._tokens: dict[int, ArmEntry] = {}
+        self._taken: dict[int, ArmEntry] = {}  # not in the pipe, not yet in an exit record
+        self._capable: set[int] = set()  # running jobs whose keepers know they may take one
+        self._unsent: list[int] = []  # tokens waiting for their entries to reach the keepers
+        self._seq = itertools.count(1)
         self._next_keeper = 0
         self.listen = listen
         self.socket_ident = socket_ident
@@ -142,7 +152,14 @@ class Daemon:
         st = self.state
         st.now = self.now()
         try:
-            st.schedule()
+            q = st.queue
+            armed = [e.job for e in itertools.chain(self._tokens.values(), self._taken.values())]
+            if armed and q.could_start(armed):
+                # The pass must see the armed jobs again (and no keeper may take one on a
+                # budget the pass is about to spend): take every token back first.
+                self._take_back()
+            if self._covered():  # else the pass waits for the exit records that say
+                st.schedule()  # which jobs those tokens started
             if st.to_spawn and st.to_spawn[0].jobid < self._durable_below:
                 self._send_to_keeper(before=self._durable_below)
             if st.queue.ended:
@@ -159,6 +176,11 @@ class Daemon:
             log.exception("cannot record state; stopping so that nothing is acknowledged unsaved")
             self.request_stop(keep_running=True)
             return
+        if st.to_spawn or st.to_kill:
+            self._send_to_keeper()
+        # Before the replies: a HOLD or KILL of an armed job is answered once its token
+        # is back (or known taken).
+        self._update_arm()
         ready, st.ready_waiters = st.ready_waiters, []
         for w in ready:
             conn = self.waiting_conns.get(w)
@@ -167,9 +189,6 @@ class Daemon:
         dirty, self._dirty = self._dirty, {}
         for conn in dirty:
             conn.flush()
-        if st.to_spawn or st.to_kill:
-            self._send_to_keeper()
-        self._update_arm()
         if self._stop.is_set():
             self._drained.set()
         self._check_idle()
@@ -244,9 +263,6 @@ class Daemon:
             self._owner.pop(rec.jobid, None)
             st.exited(rec)
             self._armed_exit(link, rec)
-        elif kind == "unarmed":
-            if self._arm is not None and self._arm[0] == msg[1]:
-                self._drop_arm()
         elif kind == "error":
             _, jobid, t, reason = msg
             self._owner.pop(jobid, None)
@@ -260,57 +276,105 @@ class Daemon:
             link.send(encode_frame(("rotate",)))
         self.want_flush()
 
-    # -- arming: when one job runs, its keeper starts the next one the moment it ends ----
+    # -- arming: keepers start the next jobs the moment running ones end ---------------
 
     def _update_arm(self) -> None:
-        """Keep the keeper of the only running job armed with the job the next pass would
-        start when it ends, so that start costs no round trip through the daemon. Arms
-        only the sole running job: with two, either could end first, and the next job
-        must go to whichever frees the slot."""
-        q = self.state.queue
-        want: tuple[int, int, bool] | None = None
-        if len(self._owner) == 1 and q.counts[JobState.RUNNING] == 1 and not self._stop.is_set():
-            x = q.get(next(iter(self._owner)))
-            if x is not None and not x.killing:
-                armed = q.get(self._arm[1]) if self._arm and self._arm[0] == x.id else None
-                nxt = q.next_after(x, armed)
-                if nxt is not None and nxt[0].id < self._durable_below:
-                    want = (x.id, nxt[0].id, nxt[1])
-        if want == self._arm:
-            return
-        self._drop_arm()
-        if want is None:
-            return
-        x_id, y_id, need_success = want
-        y = q.get(y_id)
-        assert y is not None
-        q.arm(y)
-        self._arm = want
-        self._owner[x_id].send(
-            encode_frame(("arm", x_id, self.state.spawn_request(y), need_success))
-        )
+        """Keep the pipe holding a token for each job ``Queue.arm_plan`` says keepers may
+        start on their own, in its order, so those starts cost no round trip through the
+        daemon (two process wake-ups) on the path from one job's end to the next one's
+        start. A keeper told a running job is capable takes one token as it ends.
 
-    def _drop_arm(self) -> None:
-        if self._arm is None:
+        Tokens only ever go in behind the ones already there; any other change of plan
+        takes them all back first (a token some keeper took meanwhile is a start under
+        way: nothing is armed again until its exit record has said what it started)."""
+        if self._unsent or not self._covered():
+            return  # the next turn plans again, once these are settled
+        q = self.state.queue
+        runners = []
+        if not self._stop.is_set():
+            for jobid, link in self._owner.items():
+                job = q.get(jobid)
+                if job is None or job.state is not JobState.RUNNING or link.transport is None:
+                    runners = []  # being killed as it started: wait for its end
+                    break
+                runners.append(job)
+        if runners:
+            # Taken tokens started their jobs, as far as we can tell: those take tokens too.
+            runners += [e.job for e in self._taken.values()]
+        level = self.arm_pipe.level() if self._tokens else 0
+        low = ARM_LOW * len(runners) if len(runners) > 1 else 0
+        if self._tokens and level > low:
+            more = 0  # enough left for every runner's next end: top up later, several at
+            # once, so that the keepers are woken once for many tokens, not once for each
+        else:
+            more = ARM_DEPTH * len(runners) - level
+        armed = [e.job for e in self._tokens.values()]
+        want = q.arm_plan(runners, armed, more) if runners else []
+        del want[len(self._tokens) + ArmPipe.MAX - level :]
+        for i, e in enumerate(want):
+            if e.job.id >= self._durable_below:  # not committed: a crash would lose it
+                want = want[:i]
+                break
+        have = list(self._tokens.values())
+        if have != want[: len(have)]:
+            self._take_back()
+            if self._taken:
+                return  # plan again once the exit records say what those started
+            have = []
+        new = want[len(have) :]
+        if not new and not (self._tokens and any(r.id not in self._capable for r in runners)):
             return
-        x_id, y_id, _ = self._arm
-        self._arm = None
-        link = self._owner.get(x_id)
-        if link is not None:
-            link.send(encode_frame(("disarm", x_id)))
-        y = self.state.queue.get(y_id)
-        if y is not None:
-            self.state.queue.disarm(y)
+        entries = []
+        for e in new:
+            seq = next(self._seq)
+            self._tokens[seq] = e
+            q.arm(e.job)
+            entries.append((seq, self.state.spawn_request(e.job), e.after, e.need_success))
+        live = frozenset(self._tokens)
+        for link in self.keepers:
+            if link.transport is not None:
+                capable = [r.id for r in runners if self._owner.get(r.id) is link]
+                link.send(encode_frame(("arm", live, capable, entries, low)))
+        self._capable.update(r.id for r in runners)
+        self._unsent = [seq for seq, *_ in entries]
+        self._put_tokens()
+
+    def _covered(self) -> bool:
+        """Whether every token taken but not yet reported is covered by a reservation."""
+        return all(e.covered for e in self._taken.values())
+
+    def _put_tokens(self) -> None:
+        """Tokens go in once the keepers hold what they stand for: data a keeper cannot
+        read yet (still in our buffer) would leave it a token it cannot use."""
+        if not self._unsent:
+            return
+        if any(k.transport is not None and k.transport.get_write_buffer_size() for k in self.keepers):
+            self.loop.call_later(0.001, self._put_tokens)
+            return
+        seqs, self._unsent = self._unsent, []
+        self.arm_pipe.put([s for s in seqs if s in self._tokens])
+
+    def _take_back(self) -> None:
+        """Drain the pipe: each token found there is disarmed; each not found was taken
+        by a keeper, whose exit record will say what it started."""
+        back = set(self.arm_pipe.drain()).union(self._unsent)
+        self._unsent = []
+        q = self.state.queue
+        for seq, e in self._tokens.items():
+            if seq in back:
+                q.disarm(e.job)
+            else:
+                self._taken[seq] = e
+        self._tokens.clear()
 
     def _armed_exit(self, link: _KeeperLink, rec: ExitRecord) -> None:
-        """The running job ended; its keeper may have started the armed one already."""
+        """A running job ended; its keeper may have taken a token, and started its job."""
         q = self.state.queue
-        if self._arm is not None and self._arm[0] == rec.jobid:
-            y_id = self._arm[1]
-            self._arm = None  # the keeper has used it or dropped it
-            y = q.get(y_id)
-            if y is not None and rec.started_next != y_id:
-                q.disarm(y)  # back among the ready jobs, for the pass that follows
+        self._capable.discard(rec.jobid)
+        if rec.claimed is not None:
+            e = self._tokens.pop(rec.claimed, None) or self._taken.pop(rec.claimed, None)
+            if e is not None and rec.started_next != e.job.id:
+                q.disarm(e.job)  # back among the ready jobs, for the pass that follows
         if rec.started_next is None:
             return
         self._owner[rec.started_next] = link
@@ -323,6 +387,11 @@ class Daemon:
             q.release(started.id, rec.time)  # held too late: it has started
         if started.state is JobState.QUEUED:
             q.start_armed(started, rec.time)
+            self._capable.add(started.id)  # its keeper made it so
+            if self._stop.is_set() and not self._keep_running:
+                started.killing = True  # started as the shutdown began: it ends with it
+                started.reason = "killed by shutdown"
+                self.state.to_kill.append(started)
 
     def on_keeper_lost(self, link: _KeeperLink) -> None:
         if self._stop.is_set():
@@ -616,8 +685,11 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
         store.commit()
         for path in recovered.finished_journals:
             _unlink_quietly(path)
+        arm_pipe = ArmPipe()
         keepers = [
-            KeeperHandle.fork(cfg.spool, cfg.rundir, cfg.tmpdir, cfg.killgrace, cfg.logfile)
+            KeeperHandle.fork(
+                cfg.spool, cfg.rundir, cfg.tmpdir, cfg.killgrace, cfg.logfile, arm_pipe.read_fd
+            )
             for _ in range(cfg.keepers)
         ]
     except Exception as e:
@@ -634,6 +706,7 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
         cfg=cfg,
         store=store,
         keepers=keepers,
+        arm_pipe=arm_pipe,
         listen=listen,
         state=state,
         adopted=recovered.adopted,

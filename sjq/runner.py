@@ -12,12 +12,14 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import fcntl
 import heapq
 import itertools
 import logging
 import os
 import pickle
 import queue
+import select
 import selectors
 import shutil
 import signal
@@ -26,6 +28,7 @@ import stat
 import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, NoReturn
 
 __all__ = [
+    "ArmPipe",
     "ExitRecord",
     "Journal",
     "KeeperHandle",
@@ -80,6 +84,7 @@ class ExitRecord(NamedTuple):
     maxrss: int  # bytes
     reason: str = ""  # "time limit" when the keeper enforced one
     started_next: int | None = None  # the armed job the keeper started as this one ended
+    claimed: int | None = None  # the arm token it took for that (even if it started nothing)
 
 
 def encode_frame(msg: tuple[Any, ...]) -> bytes:
@@ -185,12 +190,14 @@ class _Janitor:
     job creates no directory on a disk file system (a millisecond each on some)."""
 
     POOL = 8
+    BATCH = 16
 
     def __init__(self, base: str) -> None:
         self.base = base
         self.prefix = f"t{os.getpid()}."
         self.ready: collections.deque[str] = collections.deque()
-        self.todo: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self.todo: queue.SimpleQueue[None] = queue.SimpleQueue()  # wake-ups
+        self.pending: collections.deque[str] = collections.deque()
         self.names = itertools.count(1)  # next() is atomic: both threads take names
         self._sweep_dead_keepers()
         self._refill()
@@ -207,13 +214,25 @@ class _Janitor:
             return self._make()
 
     def remove(self, path: str) -> None:
-        self.todo.put(path)
+        self._queue(path)
 
     def recycle(self, tmpdir: str) -> None:
         """A job's TMPDIR: if the job left it empty (most do), renamed and put back in the
         pool, cheaper than removing it and making another; removed otherwise. Either way
-        the path the job knew is gone once it has ended."""
-        self.todo.put(_RECYCLE + tmpdir)
+        the path the job knew is gone soon after it has ended."""
+        self._queue(_RECYCLE + tmpdir)
+
+    def _queue(self, item: str) -> None:
+        """Work is handed over in batches: each hand-over wakes the thread, which then
+        competes with the keeper for the GIL. It is handed over when the pool runs low,
+        when much has piled up, and whenever the keeper goes idle (``kick``)."""
+        self.pending.append(item)
+        if len(self.pending) >= self.BATCH or len(self.ready) < self.POOL // 2:
+            self.kick()
+
+    def kick(self) -> None:
+        if self.pending or len(self.ready) < self.POOL:
+            self.todo.put(None)
 
     def _make(self) -> str:
         path = os.path.join(self.base, f"{self.prefix}{next(self.names)}")
@@ -229,25 +248,28 @@ class _Janitor:
 
     def _run(self) -> None:
         while True:
-            path = self.todo.get()
-            if path is not None and path.startswith(_RECYCLE):
-                path = path[len(_RECYCLE) :]
-                if self._reusable(path):
-                    fresh = os.path.join(self.base, f"{self.prefix}{next(self.names)}")
-                    try:
-                        os.rename(path, fresh)
-                    except OSError:
-                        pass
-                    else:
-                        self.ready.append(fresh)
-                        continue
-            if path is not None:
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)
+            self.todo.get()
+            while self.pending:
+                self._clean(self.pending.popleft())
             self._refill()
+
+    def _clean(self, path: str) -> None:
+        if path.startswith(_RECYCLE):
+            path = path[len(_RECYCLE) :]
+            if self._reusable(path):
+                fresh = os.path.join(self.base, f"{self.prefix}{next(self.names)}")
+                try:
+                    os.rename(path, fresh)
+                except OSError:
+                    pass
+                else:
+                    self.ready.append(fresh)
+                    return
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     def _reusable(self, path: str) -> bool:
         try:
@@ -274,7 +296,8 @@ class _Janitor:
                 digits = name[len(prefix) :]
                 pid = digits[: len(digits) - len(digits.lstrip("0123456789"))]
                 if name.startswith(prefix) and pid and not os.path.exists(f"/proc/{pid}"):
-                    self.todo.put(os.path.join(where, name))
+                    self.pending.append(os.path.join(where, name))
+        self.kick()
 
 
 # -- the journal ----------------------------------------------------------------------
@@ -365,6 +388,73 @@ def _opt_int(text: str) -> int | None:
     return None if text == "-" else int(text)
 
 
+# -- arm tokens ---------------------------------------------------------------------------
+
+_TOKEN = struct.Struct("!Q")
+
+
+class ArmPipe:
+    """The tokens of armed jobs, shared by the daemon and all its keepers.
+
+    The daemon tells every keeper, over its socket, which job each token number stands
+    for, then writes the tokens here in the order they must be taken. A keeper whose
+    running job ends reads one token: pipe reads of one token are atomic and first in,
+    first out, so each token is taken once, the first end takes the first job, and the
+    daemon takes back what no keeper has taken by draining the pipe itself."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    MAX = select.PIPE_BUF // _TOKEN.size  # tokens one write puts in at once, whole
+
+    def put(self, seqs: list[int]) -> None:
+        """Append tokens (at most MAX, and fewer than fill the pipe: one per CPU slot)."""
+        if seqs:
+            os.write(self.write_fd, b"".join(_TOKEN.pack(s) for s in seqs))
+
+    def level(self) -> int:
+        """How many tokens no keeper has taken yet."""
+        return token_level(self.read_fd)
+
+    def drain(self) -> list[int]:
+        """Take back every token still in the pipe."""
+        return drain_tokens(self.read_fd)
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def drain_tokens(fd: int) -> list[int]:
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return [t for (t,) in _TOKEN.iter_unpack(data)]
+
+
+def token_level(fd: int) -> int:
+    n = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    return int.from_bytes(n, sys.byteorder) // _TOKEN.size
+
+
+def take_token(fd: int) -> int | None:
+    """One token, or None if the pipe is empty (or its daemon is gone)."""
+    try:
+        data = os.read(fd, _TOKEN.size)
+    except BlockingIOError:
+        return None
+    if len(data) != _TOKEN.size:  # end of file: only tokens ever go in, whole
+        return None
+    return int(_TOKEN.unpack(data)[0])
+
+
 # -- the daemon's side ----------------------------------------------------------------
 
 
@@ -378,7 +468,13 @@ class KeeperHandle:
 
     @classmethod
     def fork(
-        cls, spool: str, rundir: str, tmpdir: str, killgrace: float, logfile: str | None
+        cls,
+        spool: str,
+        rundir: str,
+        tmpdir: str,
+        killgrace: float,
+        logfile: str | None,
+        arm_fd: int,
     ) -> KeeperHandle:
         """Fork the keeper. Call before the event loop exists and before any thread."""
         os.makedirs(spool, mode=0o700, exist_ok=True)
@@ -399,6 +495,7 @@ class KeeperHandle:
                     killgrace=killgrace,
                     logfile=logfile,
                     ready=ready_w,
+                    arm_fd=arm_fd,
                 ).run()
             except BaseException:
                 with contextlib.suppress(BaseException):
@@ -443,8 +540,10 @@ class _Keeper:
         killgrace: float,
         logfile: str | None,
         ready: int,
+        arm_fd: int,
     ) -> None:
         self.sock = sock
+        self.arm_fd = arm_fd
         self.spool = spool
         self.rundir = rundir
         self.tmpbase = tmpbase
@@ -453,8 +552,10 @@ class _Keeper:
         self.ready = ready
         self.children: dict[int, _Child] = {}
         self.by_job: dict[int, int] = {}
-        # job -> (the job to start the moment it ends, whether only if it succeeded)
-        self.armed: dict[int, tuple[SpawnRequest, bool]] = {}
+        # arm token -> (the job it starts, only after this job ends, only if that succeeded)
+        self.entries: dict[int, tuple[SpawnRequest, int | None, bool]] = {}
+        self.capable: set[int] = set()  # running jobs whose end may take a token
+        self.arm_low = 0  # the daemon arms more when no more tokens than this are left
         self.timers: list[tuple[float, int, str, int]] = []
         self.seq = 0
         self.inbuf = bytearray()
@@ -485,6 +586,8 @@ class _Keeper:
         self.sel.register(wake_r, selectors.EVENT_READ)
         self._reap()
         while not (self.detached and not self.children):
+            if not self.children:
+                self.janitor.kick()  # idle: clean up after the jobs that ended now
             timeout = None
             if self.timers:
                 timeout = max(0.0, self.timers[0][0] - time.monotonic())
@@ -505,7 +608,7 @@ class _Keeper:
             self._run_timers()
             # One send per loop turn, carrying everything this turn produced: each send
             # wakes the daemon, and a wake-up is what costs most on a virtual machine.
-            due = self.urgent or time.monotonic() >= self.lazy_due
+            due = self.urgent or not self.children or time.monotonic() >= self.lazy_due
             if self.outbuf and not self.want_write and due:
                 self._flush()
         log.info("keeper done: daemon gone and no job left")
@@ -527,7 +630,7 @@ class _Keeper:
         # close them when collected. Pointing each at /dev/null (rather than closing it)
         # drops the daemon's files while keeping the number taken, so such a late close can
         # never hit a file the keeper opened since.
-        keep = {self.sock.fileno(), self.ready, 0, 1, 2}
+        keep = {self.sock.fileno(), self.ready, self.arm_fd, 0, 1, 2}
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         for name in os.listdir("/proc/self/fd"):
             fd = int(name)
@@ -610,16 +713,15 @@ class _Keeper:
         if kind == "spawn":
             self._spawn(msg[1])
         elif kind == "kill":
-            self.armed.pop(msg[1], None)  # a killed job starts nothing after it
             self._kill(msg[1], msg[2])
         elif kind == "arm":
-            _, after, req, need_success = msg
-            if after in self.by_job:
-                self.armed[after] = (req, need_success)
-            else:  # it has ended already: the daemon learns so from its exit record
-                self._send("unarmed", after, req.jobid)
-        elif kind == "disarm":
-            self.armed.pop(msg[1], None)
+            _, live, capable, new, self.arm_low = msg
+            for seq in [s for s in self.entries if s not in live]:
+                del self.entries[seq]  # taken by another keeper, or taken back
+            for seq, req, after, need_success in new:
+                self.entries[seq] = (req, after, need_success)
+            # a job that has ended already: the daemon learns so from its exit record
+            self.capable.update(j for j in capable if j in self.by_job)
         elif kind == "rotate":
             old = self.journal
             self.journal_seq += 1
@@ -632,7 +734,7 @@ class _Keeper:
 
     # -- processes --
 
-    def _spawn(self, req: SpawnRequest) -> None:
+    def _spawn(self, req: SpawnRequest) -> bool:
         tmpdir = self.janitor.take()
         rundir = self.rundir
         try:
@@ -647,10 +749,10 @@ class _Keeper:
             hi = boot_ticks()
         except OSError as e:
             self._refuse(req, tmpdir, "", StartError(f"cannot prepare job files: {e}"))
-            return
+            return False
         except StartError as e:
             self._refuse(req, tmpdir, script_path, e)
-            return
+            return False
         now = time.time()
         self.journal.write("S", req.jobid, pid, lo, now, hi)
         self.children[pid] = _Child(req, script_path, tmpdir, lo, hi, now)
@@ -658,6 +760,7 @@ class _Keeper:
         if req.time_limit:
             self._timer(req.time_limit, "limit", pid)
         self._send("started", req.jobid, pid, lo, now, urgent=False)
+        return True
 
     def _refuse(self, req: SpawnRequest, tmpdir: str, script_path: str, e: Exception) -> None:
         now = time.time()
@@ -792,13 +895,13 @@ class _Keeper:
             if child is None:
                 log.warning("reaped process %d, which is not a job of ours", pid)
                 continue
-            del self.by_job[child.req.jobid]
+            jobid = child.req.jobid
+            del self.by_job[jobid]
             code = os.waitstatus_to_exitcode(status)
-            arm = self.armed.pop(child.req.jobid, None)
-            successor = None
-            succeeded = code == 0 and not child.reason
-            if arm is not None and not self.detached and (succeeded or not arm[1]):
-                successor = arm[0]
+            claimed = successor = None
+            if jobid in self.capable:
+                self.capable.discard(jobid)
+                claimed, successor = self._claim(jobid, code == 0 and not child.reason)
             rec = ExitRecord(
                 jobid=child.req.jobid,
                 pid=pid,
@@ -810,6 +913,7 @@ class _Keeper:
                 maxrss=ru.ru_maxrss * 1024,
                 reason=child.reason,
                 started_next=None if successor is None else successor.jobid,
+                claimed=claimed,
             )
             self.journal.write(
                 "X",
@@ -823,12 +927,40 @@ class _Keeper:
                 rec.maxrss,
                 rec.reason,
             )
-            self._send("exited", rec)
+            lazy = False
             if successor is not None:
-                # Without waiting for the daemon: it armed us for exactly this moment.
-                self._spawn(successor)
+                # Without waiting for the daemon: it armed us for exactly this moment. The
+                # plan it armed made the job a capable one too: its end takes the next token.
+                if self._spawn(successor):
+                    self.capable.add(successor.jobid)
+                    # The daemon needs this end in time only to arm more: while enough
+                    # tokens are left, it may wait to share a wake-up with later news.
+                    lazy = token_level(self.arm_fd) > self.arm_low
+            self._send("exited", rec, urgent=not lazy)
             self.janitor.recycle(child.tmpdir)
             self.janitor.remove(child.script_path)
+
+    def _claim(self, jobid: int, succeeded: bool) -> tuple[int | None, SpawnRequest | None]:
+        """As a capable job ends: the arm token taken, and the job to start for it."""
+        if self.detached:
+            return None, None
+        seq = take_token(self.arm_fd)
+        if seq is None:
+            return None, None
+        if seq not in self.entries:
+            # The daemon writes a token only once what it stands for has reached our
+            # socket: read that now.
+            self._receive()
+        for older in [s for s in self.entries if s < seq]:
+            del self.entries[older]  # tokens are taken in order: those are gone
+        entry = self.entries.pop(seq, None)
+        if entry is None or self.detached:
+            # A daemon that is gone no longer hears of what starts: the token is spent.
+            return seq, None
+        req, after, need_success = entry
+        if after is not None and (after != jobid or (need_success and not succeeded)):
+            return seq, None  # not for this end: the daemon starts what is next
+        return seq, req
 
 
 def _same_file(fd: int, path: str, other: str) -> bool:

@@ -7,15 +7,34 @@ same code runs in the daemon, in Hypothesis tests and in simulations.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from sjq.jobs import TERMINAL, Job, JobState
 
-__all__ = ["Change", "Queue"]
+__all__ = ["ArmEntry", "Change", "Queue"]
 
 Q, H, U, R = JobState.QUEUED, JobState.HOLDING, JobState.USERHOLD, JobState.RUNNING
 S, A, K = JobState.SUCCESS, JobState.ABORT, JobState.KILLED
+
+
+_NO_KEY = (1 << 62, 0)  # sorts after every (-priority, id)
+ARM_DEPTH = 4  # entries armed per running job when several run: slack for a busy daemon
+ARM_LOW = 2  # ... and armed again once no more than this many per running job are left
+
+
+@dataclass(frozen=True, slots=True)
+class ArmEntry:
+    """A job a keeper may start on its own when a running job ends. ``after``: only when
+    that job ends, and (``need_success``) only if it succeeded; None: any runner's end."""
+
+    job: Job
+    after: int | None
+    need_success: bool
+    # It fits in what any runner it may follow holds: once started, it is covered by that
+    # runner's reservation until the runner's end is known. Not so when it may use the
+    # free resources too (one runner): a pass must not spend those meanwhile.
+    covered: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +67,10 @@ class Queue:
         self.touched: dict[int, Job] = {}
         self.ended = 0  # jobs that reached a final state since the caller last looked
         self._children: dict[int, list[int]] = {}
+        # parent -> the smallest (-priority, id) among the jobs that waited on it: never
+        # larger than the true minimum (a child that left is not taken out), which is the
+        # safe side for ``arm_plan``'s cut.
+        self._child_key: dict[int, tuple[int, int]] = {}
         # (procs, mem) -> heap of (-priority, id); entries go stale when a job leaves Q
         # and are dropped lazily when they reach the top.
         self._ready: dict[tuple[int, int], list[tuple[int, int]]] = {}
@@ -90,8 +113,11 @@ class Queue:
             self._reserve(job)
             return
         job.waiting = len(unmet)
+        key = (-job.priority, job.id)
         for parent in unmet:
             self._children.setdefault(parent, []).append(job.id)
+            if key < self._child_key.get(parent, _NO_KEY):
+                self._child_key[parent] = key
         if job.state is H and not job.waiting:
             self._set(job, Q, now)
         elif job.state is Q and job.waiting:
@@ -201,13 +227,25 @@ class Queue:
                 best_key, best_shape = heap[0], shape
         return best_shape
 
-    # -- arming: the next job, started by a keeper without a round trip -------------
+    # -- arming: jobs keepers start on their own, without a round trip -----------------
 
-    def next_after(self, x: Job, armed: Job | None = None) -> tuple[Job, bool] | None:
+    def could_start(self, armed: Iterable[Job] = ()) -> bool:
+        """Whether a pass now would start anything, counting ``armed`` jobs (which the
+        ready heaps no longer show) as the ready jobs they are."""
+        free_procs = self.maxprocs - self.used_procs
+        if free_procs <= 0:
+            return False
+        free_mem = None if self.maxmem is None else self.maxmem - self.used_mem
+        for j in armed:
+            if j.state is Q and j.procs <= free_procs and (free_mem is None or j.mem <= free_mem):
+                return True
+        return self._best(free_procs, free_mem) is not None
+
+    def next_after(self, x: Job, armed: Iterable[Job] = ()) -> tuple[Job, bool] | None:
         """The job a pass would start first once ``x`` (running) has ended, and whether
-        that needs ``x`` to succeed (it waits on ``x`` alone). ``armed`` is the job already
-        armed for ``x``, which the ready heaps no longer show. Meant for when ``x`` is the
-        only job running."""
+        that needs ``x`` to succeed (it waits on ``x`` alone). ``armed`` are jobs already
+        armed, which the ready heaps no longer show. Meant for when ``x`` is the only job
+        running: the resources free now are counted as its."""
         free_procs = self.maxprocs - self.used_procs + x.procs
         free_mem = None if self.maxmem is None else self.maxmem - self.used_mem + x.mem
 
@@ -218,8 +256,7 @@ class Queue:
         shape = self._best(free_procs, free_mem)
         if shape is not None:
             candidates.append((self.jobs[self._ready[shape][0][1]], False))
-        if armed is not None and armed.state is Q and fits(armed):
-            candidates.append((armed, False))
+        candidates.extend((a, False) for a in armed if a.state is Q and fits(a))
         for cid in self._children.get(x.id, ()):
             child = self.jobs.get(cid)
             if child is not None and child.state is H and child.waiting == 1 and fits(child):
@@ -227,6 +264,70 @@ class Queue:
         if not candidates:
             return None
         return min(candidates, key=lambda c: (-c[0].priority, c[0].id))
+
+    def arm_plan(
+        self, runners: list[Job], armed: Iterable[Job] = (), more: int | None = None
+    ) -> list[ArmEntry]:
+        """The jobs the keepers of ``runners`` may start on their own as those end, in the
+        order they must take them: the first runner to end takes the first entry, the next
+        the second. Every prefix taken, in any order of ends, is what the passes after
+        those ends would have started first.
+
+        A job started from an entry takes the next token in turn when it ends.
+
+        One runner: the single job ``next_after`` names (it may use the free resources
+        too, and may be a job waiting on that runner alone). Several: the first ready jobs
+        in pass order, ``ARM_DEPTH`` per runner, each no larger than every runner and every
+        entry before it (so whichever of those ends makes room for it), cut before the
+        first job that is larger, and before anything a job waiting on a runner or an
+        entry would come after (that one's end could make it ready first). ``armed``: the
+        jobs armed now, in order; ``more``: how many to plan beyond them (by default
+        ``ARM_DEPTH`` per runner in all)."""
+        armed = [a for a in armed if a.state is Q]
+        if not runners:
+            return []
+        if len(runners) == 1:
+            x = runners[0]
+            nxt = self.next_after(x, armed)
+            if nxt is None:
+                return []
+            y = nxt[0]
+            covered = y.procs <= x.procs and (self.maxmem is None or y.mem <= x.mem)
+            return [ArmEntry(y, x.id if nxt[1] else None, nxt[1], covered)]
+        # Each entry must fit in what any runner, or any entry before it (which takes a
+        # token in turn when it ends), leaves free: no larger than any of them.
+        min_procs = min(r.procs for r in runners)
+        min_mem = min(r.mem for r in runners)
+        cut = min((self._child_key.get(r.id, _NO_KEY) for r in runners), default=_NO_KEY)
+        out: list[ArmEntry] = []
+        depth = ARM_DEPTH * len(runners) if more is None else len(armed) + more
+        for j in self._first_ready(depth, armed):
+            key = (-j.priority, j.id)
+            if key > cut or j.procs > min_procs or (self.maxmem is not None and j.mem > min_mem):
+                break
+            out.append(ArmEntry(j, None, False))
+            min_procs, min_mem = j.procs, j.mem
+            cut = min(cut, self._child_key.get(j.id, _NO_KEY))
+        return out
+
+    def _first_ready(self, n: int, armed: list[Job]) -> list[Job]:
+        """The first ``n`` ready jobs in pass order, fitting or not, ``armed`` among them
+        (each heap is popped up to ``n`` deep and restored: O(shapes x n log size))."""
+        found: dict[int, Job] = {a.id: a for a in armed}
+        for shape, heap in list(self._ready.items()):
+            taken: list[tuple[int, int]] = []
+            while heap and len(taken) < n:
+                entry = heapq.heappop(heap)
+                j = self.jobs.get(entry[1])
+                if _ready_job(j) and entry[1] not in found:
+                    assert j is not None
+                    taken.append(entry)
+                    found[j.id] = j
+            for entry in taken:
+                heapq.heappush(heap, entry)
+            if not heap:
+                del self._ready[shape]
+        return sorted(found.values(), key=lambda j: (-j.priority, j.id))[:n]
 
     def arm(self, job: Job) -> None:
         job.armed = True  # its ready-heap entry is dropped when it reaches the top
@@ -238,7 +339,7 @@ class Queue:
                 self._push(job)
 
     def start_armed(self, job: Job, now: float) -> None:
-        """A keeper started an armed job as the running one ended."""
+        """A keeper started an armed job as a running one ended."""
         job.armed = False
         self._set(job, R, now)
         self._reserve(job)
@@ -276,6 +377,7 @@ class Queue:
         todo = [parent]
         while todo:
             p = todo.pop()
+            self._child_key.pop(p.id, None)
             for cid in self._children.pop(p.id, ()):
                 child = self.jobs.get(cid)
                 if child is None:

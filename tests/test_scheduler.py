@@ -171,9 +171,53 @@ def check_next_after(q: Queue, x: Job, now: float) -> None:
     assert started[0].id == nxt[0].id
 
 
+def check_arm_plan(q: Queue, now: float, ends: list[tuple[int, bool]]) -> None:
+    """Tokens armed for the running jobs, taken one per end in the order ``ends`` picks
+    (a job started from a token takes one in turn when it ends): each must start the job
+    a pass would start first at that moment, within the resources, and one said to be
+    covered must fit in what the job it followed held."""
+    runners = sorted((j for j in q.jobs.values() if j.state is R), key=lambda j: j.id)
+    if not runners:
+        return
+    plan = q.arm_plan(runners)
+    if len(runners) > 1:
+        assert all(e.after is None and e.covered for e in plan)
+    twin = copy.deepcopy(q)
+    twin.changes.clear()
+    capable = [twin.jobs[r.id] for r in runners]
+    tokens = list(plan)
+    for pick, ok in ends:
+        if not tokens or not capable:
+            return
+        x = capable.pop(pick % len(capable))
+        twin.finish(x, S if ok else F, now)
+        e = tokens.pop(0)
+        if e.after is not None and (e.after != x.id or (e.need_success and not ok)):
+            return  # not for this end: the keeper starts nothing, the daemon takes over
+        y = twin.jobs[e.job.id]
+        want = expected_starts(twin)
+        assert want, f"token for {y.id}, but nothing would start after {x.id} ended"
+        assert want[0] == y.id, f"token for {y.id}, but the pass would start {want[0]}"
+        if e.covered:
+            assert y.procs <= x.procs and (twin.maxmem is None or y.mem <= x.mem)
+        twin.arm(y)
+        twin.start_armed(y, now)
+        assert twin.used_procs <= twin.maxprocs
+        assert twin.maxmem is None or twin.used_mem <= twin.maxmem
+        capable.append(y)
+
+
+ends = st.lists(st.tuples(st.integers(0, 10), st.booleans()), max_size=10)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.integers(1, 4), st.sampled_from([500, 1000]), ops)
-def test_scheduler_invariants(maxprocs: int, maxmem: int, operations: list[tuple]) -> None:  # type: ignore[type-arg]
+@given(st.integers(1, 4), st.sampled_from([500, 1000]), ops, ends)
+def test_scheduler_invariants(
+    maxprocs: int,
+    maxmem: int,
+    operations: list[tuple],  # type: ignore[type-arg]
+    end_order: list[tuple[int, bool]],
+) -> None:
     q = Queue(maxprocs=maxprocs, maxmem=maxmem)
     m = Model(maxprocs, maxmem)
     next_id = 1
@@ -215,6 +259,7 @@ def test_scheduler_invariants(maxprocs: int, maxmem: int, operations: list[tuple
             running_now = [j for j in q.jobs.values() if j.state is R]
             if len(running_now) == 1:  # as the daemon arms: after the pass, one job running
                 check_next_after(q, running_now[0], now)
+            check_arm_plan(q, now, end_order)
         for ch in q.changes:
             if ch.state in TERMINAL:
                 m.final[ch.job.id] = ch.state
@@ -263,7 +308,7 @@ def test_an_armed_job_is_kept_out_of_the_pass_until_disarmed() -> None:
     q.add(y, 0)
     q.schedule(0)
     q.arm(y)
-    assert q.next_after(x, armed=y) == (y, False)
+    assert q.next_after(x, armed=[y]) == (y, False)
     q.finish(x, S, 1)
     assert q.schedule(1) == []  # its keeper starts it, not the pass
     q.start_armed(y, 1)
@@ -275,3 +320,115 @@ def test_an_armed_job_is_kept_out_of_the_pass_until_disarmed() -> None:
     q.disarm(z)
     q.finish(y, S, 2)
     assert [j.id for j in q.schedule(2)] == [3]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.integers(2, 8),
+    st.sampled_from([None, 1000]),
+    st.lists(
+        st.tuples(
+            st.sampled_from([1, 1, 1, 2, 3]),  # procs: mostly alike, as real queues are
+            st.sampled_from([0, 0, 200, 500]),  # mem
+            st.integers(-1, 1),  # priority
+            st.one_of(st.none(), st.integers(0, 30)),  # a dependency on an earlier job
+            st.booleans(),  # submitted after the first pass (so it may wait on a runner)
+        ),
+        min_size=2,
+        max_size=25,
+    ),
+    ends,
+)
+def test_armed_tokens_start_what_the_passes_would(
+    maxprocs: int,
+    maxmem: int | None,
+    specs: list[tuple[int, int, int, int | None, bool]],
+    end_order: list[tuple[int, bool]],
+) -> None:
+    """Several jobs running and a queue of every shape, priority and dependency behind
+    them: whatever order the running jobs end in, the tokens start what the passes
+    after those ends would have started first."""
+    q = Queue(maxprocs=maxprocs, maxmem=maxmem)
+    late = []
+    for i, (procs, mem, prio, dep, after_pass) in enumerate(specs, start=1):
+        if procs > maxprocs:
+            continue
+        j = job(i, procs, mem, prio=prio)
+        deps = (dep % (i - 1) + 1,) if dep is not None and i > 1 else ()
+        if after_pass:
+            late.append((j, deps))
+            continue
+        unmet = tuple(d for d in deps if d in q.jobs)
+        j.state = H if unmet else Q
+        q.add(j, 0, unmet=unmet)
+    q.schedule(0)
+    for j, deps in late:
+        unmet = tuple(d for d in deps if d in q.jobs)
+        j.state = H if unmet else Q
+        q.add(j, 0, unmet=unmet)
+    check_arm_plan(q, 1, end_order)
+
+
+def test_arm_plan_with_several_runners_arms_the_queue_head_in_order() -> None:
+    q = Queue(maxprocs=2, maxmem=None)
+    for i in range(1, 13):
+        q.add(job(i, prio=1 if i == 12 else 0), 0)
+    runners = q.schedule(0)
+    assert [j.id for j in runners] == [12, 1]  # priority first
+    plan = q.arm_plan(runners)
+    assert [e.job.id for e in plan] == [2, 3, 4, 5, 6, 7, 8, 9]  # ARM_DEPTH (4) per runner
+    assert all(e.after is None and e.covered for e in plan)
+    for e in plan[:3]:
+        q.arm(e.job)
+    # armed jobs stay in their place; planning more continues behind them
+    more = q.arm_plan(runners, [e.job for e in plan[:3]], 2)
+    assert [e.job.id for e in more] == [2, 3, 4, 5, 6]
+
+
+def test_arm_plan_entries_never_grow_along_the_list() -> None:
+    """A job started from a token takes the next token when it ends, and until the daemon
+    hears of it, its own reservation is all it is known to hold: the next must fit in it."""
+    q = Queue(maxprocs=4, maxmem=None)
+    q.add(job(1, procs=2), 0)
+    q.add(job(2, procs=2), 0)
+    runners = q.schedule(0)
+    q.add(job(3, procs=1), 0)
+    q.add(job(4, procs=2), 0)
+    q.add(job(5, procs=1), 0)
+    assert [e.job.id for e in q.arm_plan(runners)] == [3]  # 4 is larger than 3: stop
+
+
+def test_arm_plan_stops_before_what_an_end_could_make_ready_first() -> None:
+    q = Queue(maxprocs=2, maxmem=None)
+    q.add(job(1), 0)
+    q.add(job(2), 0)
+    runners = q.schedule(0)
+    q.add(job(3), 0)
+    q.add(job(4, state=H), 0, unmet=(1,))  # ready the moment 1 succeeds, before 5
+    q.add(job(5), 0)
+    assert [e.job.id for e in q.arm_plan(runners)] == [3]
+    q.add(job(6, state=H), 0, unmet=(3,))  # an entry's dependent counts too
+    q2 = Queue(maxprocs=2, maxmem=None)
+    for j in (job(1), job(2)):
+        q2.add(j, 0)
+    r2 = q2.schedule(0)
+    q2.add(job(3), 0)
+    q2.add(job(4), 0)
+    q2.add(job(5, state=H), 0, unmet=(3,))
+    q2.add(job(6), 0)
+    assert [e.job.id for e in q2.arm_plan(r2)] == [3, 4]
+
+
+def test_could_start_counts_armed_jobs_as_ready() -> None:
+    q = Queue(maxprocs=2, maxmem=None)
+    q.add(job(1), 0)
+    q.add(job(2), 0)
+    q.schedule(0)
+    y = job(3)
+    q.add(y, 0)
+    q.arm(y)
+    assert not q.could_start([y])  # nothing is free
+    q.finish(q.jobs[1], S, 1)
+    assert q.schedule(1) == []  # the pass does not see it ...
+    assert q.could_start([y])  # ... but it would start if taken back
+    assert not q.could_start([])
