@@ -4,6 +4,7 @@ passes triggered by events (not by the periodic sjq.schedtime pass)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from conftest import Daemon, Gate, wait_for
 
@@ -137,3 +138,79 @@ def test_maxmem_none_turns_memory_accounting_off(
     assert states(d) == {a: "R", b: "R"}
     g.open()
     d.wait_state(b, "S")
+
+
+# -- armed tokens: jobs keepers start on their own as running ones end -------------------
+
+
+def test_armed_starts_never_overcommit_cpus_or_memory(
+    daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate], tmp_path: Path
+) -> None:
+    """Jobs of mixed sizes behind a queue long enough to arm many tokens: from the jobs'
+    own start and end records, what runs at once never needs more than there is."""
+    d = daemon_factory(maxprocs="4", maxmem="1G").start()
+    log = tmp_path / "events"
+    g = gate("all")
+    first = d.submit(SH + g.wait, procs="4")
+    sizes = [(1, 100), (1, 100), (2, 300), (1, 600), (3, 100), (1, 100), (2, 100)] * 6
+    ids = []
+    for procs, mem in sizes:
+        body = (
+            f'echo "s $SJQ_JOBID {procs} {mem}" >> {log}\nsleep 0.01\n'
+            f'echo "e $SJQ_JOBID {procs} {mem}" >> {log}\n'
+        )
+        ids.append(d.submit(SH + body, procs=str(procs), mem=f"{mem}M"))
+    d.wait_state(first, "R")
+    g.open()
+    for jobid in ids:
+        d.wait_state(jobid, "S")
+    procs_now = mem_now = 0
+    starts = 0
+    for line in log.read_text().splitlines():
+        kind, _, procs, mem = line.split()
+        sign = 1 if kind == "s" else -1
+        procs_now += sign * int(procs)
+        mem_now += sign * int(mem)
+        starts += kind == "s"
+        assert procs_now <= 4, f"{procs_now} CPUs in use at: {line}"
+        assert mem_now <= 1024, f"{mem_now} MB in use at: {line}"
+    assert starts == len(ids)
+
+
+def test_kill_and_hold_reach_armed_jobs_before_they_start(
+    daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate], tmp_path: Path
+) -> None:
+    d = daemon_factory(maxprocs="2").start()
+    g1, g2 = gate("one"), gate("two")
+    a, b = d.submit(SH + g1.wait), d.submit(SH + g2.wait)
+    d.wait_state(b, "R")
+    ran = tmp_path / "ran"
+    queued = [d.submit(SH + f"echo $SJQ_JOBID >> {ran}\n") for _ in range(6)]
+    killed, held = queued[0], queued[1]
+    assert d.req(f"KILL {killed}").startswith(b"OK")
+    assert d.req(f"HOLD {held}").startswith(b"OK")
+    assert d.state(killed) == "K"
+    g1.open()
+    g2.open()
+    for jobid in queued[2:]:
+        d.wait_state(jobid, "S")
+    assert d.state(held) == "U"
+    assert sorted(int(x) for x in ran.read_text().split()) == queued[2:]
+
+
+def test_a_higher_priority_job_goes_before_armed_ones(
+    daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate]
+) -> None:
+    d = daemon_factory(maxprocs="2").start()
+    g1, g2, gp = gate("one"), gate("two"), gate("urgent")
+    a, b = d.submit(SH + g1.wait), d.submit(SH + g2.wait)
+    d.wait_state(b, "R")
+    queued = [d.submit(SH + "true\n") for _ in range(4)]
+    urgent = d.submit(SH + gp.wait, priority="5")
+    g1.open()
+    d.wait_state(urgent, "R")
+    assert [d.state(j) for j in queued] == ["Q"] * 4  # b and urgent hold both CPUs
+    g2.open()
+    gp.open()
+    for jobid in queued:
+        d.wait_state(jobid, "S")
