@@ -51,12 +51,18 @@ log = logging.getLogger("sjq.runner")
 _FRAME = struct.Struct("!I")
 LAZY_DELAY = 0.02  # seconds a start notice may wait to share a send with other news
 # Signals a job must start with at their default action, whatever the keeper (a Python
-# process) ignores or handles: a shell pipeline whose SIGPIPE is ignored never ends.
-_DEFAULT_SIGNALS = frozenset(
+# process) ignores: a shell pipeline whose SIGPIPE is ignored never ends. (What it handles,
+# exec resets by itself.)
+_SIGNALS = frozenset(
     s
     for s in signal.Signals
     if s not in (signal.SIGKILL, signal.SIGSTOP) and s < getattr(signal, "SIGRTMIN", 34)
 )
+
+
+def _ignored_signals() -> frozenset[signal.Signals]:
+    """Each is one more system call in every job's start, before its exec."""
+    return frozenset(s for s in _SIGNALS if signal.getsignal(s) == signal.SIG_IGN)
 
 
 # Messages between the daemon and a keeper are NamedTuples: they pickle as plain tuples,
@@ -583,6 +589,7 @@ class _Keeper:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.sigdef = _ignored_signals()
         self.sel.register(wake_r, selectors.EVENT_READ)
         self._reap()
         while not (self.detached and not self.children):
@@ -813,7 +820,7 @@ class _Keeper:
                     (os.POSIX_SPAWN_DUP2, err, 2),
                 ],
                 setsid=True,
-                setsigdef=_DEFAULT_SIGNALS,
+                setsigdef=self.sigdef,
                 setsigmask=(),
             )
         except OSError as e:

@@ -19,8 +19,8 @@ S, A, K = JobState.SUCCESS, JobState.ABORT, JobState.KILLED
 
 
 _NO_KEY = (1 << 62, 0)  # sorts after every (-priority, id)
-ARM_DEPTH = 4  # entries armed per running job when several run: slack for a busy daemon
-ARM_LOW = 2  # ... and armed again once no more than this many per running job are left
+ARM_DEPTH = 16  # entries armed per running job when several run: slack for a busy daemon
+ARM_LOW = 6  # ... and armed again once no more than this many per running job are left
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,18 +311,27 @@ class Queue:
         return out
 
     def _first_ready(self, n: int, armed: list[Job]) -> list[Job]:
-        """The first ``n`` ready jobs in pass order, fitting or not, ``armed`` among them
-        (each heap is popped up to ``n`` deep and restored: O(shapes x n log size))."""
+        """The first ``n`` ready jobs in pass order, fitting or not, ``armed`` (in order)
+        among them. A heap is popped only as deep as can matter (the jobs before the last
+        armed one, then as many as are still wanted) and restored: with nothing more
+        wanted, a look at each head."""
         found: dict[int, Job] = {a.id: a for a in armed}
+        bound = (-armed[-1].priority, armed[-1].id) if armed else None
+        extra = n - len(armed)
         for shape, heap in list(self._ready.items()):
             taken: list[tuple[int, int]] = []
+            beyond = 0
             while heap and len(taken) < n:
+                if bound is not None and heap[0] > bound and beyond >= extra:
+                    break
                 entry = heapq.heappop(heap)
                 j = self.jobs.get(entry[1])
                 if _ready_job(j) and entry[1] not in found:
                     assert j is not None
                     taken.append(entry)
                     found[j.id] = j
+                    if bound is None or entry > bound:
+                        beyond += 1
             for entry in taken:
                 heapq.heappush(heap, entry)
             if not heap:

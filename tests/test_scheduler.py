@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sjq.jobs import TERMINAL, IllegalTransition, Job, JobState
-from sjq.scheduler import Queue
+from sjq.scheduler import ARM_DEPTH, Queue
 
 Q, H, U, R = JobState.QUEUED, JobState.HOLDING, JobState.USERHOLD, JobState.RUNNING
 S, F, A, K = JobState.SUCCESS, JobState.FAIL, JobState.ABORT, JobState.KILLED
@@ -371,18 +371,27 @@ def test_armed_tokens_start_what_the_passes_would(
 
 def test_arm_plan_with_several_runners_arms_the_queue_head_in_order() -> None:
     q = Queue(maxprocs=2, maxmem=None)
-    for i in range(1, 13):
-        q.add(job(i, prio=1 if i == 12 else 0), 0)
+    last = 2 * ARM_DEPTH + 5
+    for i in range(1, last + 1):
+        q.add(job(i, prio=1 if i == last else 0), 0)
     runners = q.schedule(0)
-    assert [j.id for j in runners] == [12, 1]  # priority first
+    assert [j.id for j in runners] == [last, 1]  # priority first
     plan = q.arm_plan(runners)
-    assert [e.job.id for e in plan] == [2, 3, 4, 5, 6, 7, 8, 9]  # ARM_DEPTH (4) per runner
+    assert [e.job.id for e in plan] == list(range(2, 2 + 2 * ARM_DEPTH))  # ARM_DEPTH each
     assert all(e.after is None and e.covered for e in plan)
     for e in plan[:3]:
         q.arm(e.job)
     # armed jobs stay in their place; planning more continues behind them
     more = q.arm_plan(runners, [e.job for e in plan[:3]], 2)
     assert [e.job.id for e in more] == [2, 3, 4, 5, 6]
+    assert [e.job.id for e in q.arm_plan(runners, [e.job for e in plan[:3]], 0)] == [2, 3, 4]
+    urgent = job(last + 1, prio=5)
+    q.add(urgent, 0)  # comes before the armed ones: the plan changes at its head
+    assert [e.job.id for e in q.arm_plan(runners, [e.job for e in plan[:3]], 0)] == [
+        last + 1,
+        2,
+        3,
+    ]
 
 
 def test_arm_plan_entries_never_grow_along_the_list() -> None:
