@@ -21,9 +21,8 @@ from typing import Any
 
 from sjq import __version__
 from sjq.config import Config, ConfigError, load_config
-from sjq.jobs import JobState
+from sjq.jobs import Job, JobState
 from sjq.recovery import Adoption, recover
-from sjq.scheduler import ARM_DEPTH, ARM_LOW, ArmEntry
 from sjq.runner import (
     ArmPipe,
     ExitRecord,
@@ -34,6 +33,7 @@ from sjq.runner import (
     proc_start_time,
 )
 from sjq.runner import signal_group as _signal_group
+from sjq.scheduler import ARM_DEPTH, ARM_LOW, ArmEntry
 from sjq.server import AlreadyRunning, Connection, bind_socket
 from sjq.state import State, Waiter
 from sjq.store import Store, StoreError
@@ -290,7 +290,7 @@ class Daemon:
         if self._unsent or not self._covered():
             return  # the next turn plans again, once these are settled
         q = self.state.queue
-        runners = []
+        runners: list[Job] = []
         if not self._stop.is_set():
             for jobid, link in self._owner.items():
                 job = q.get(jobid)
@@ -303,11 +303,9 @@ class Daemon:
             runners += [e.job for e in self._taken.values()]
         level = self.arm_pipe.level() if self._tokens else 0
         low = ARM_LOW * len(runners) if len(runners) > 1 else 0
-        if self._tokens and level > low:
-            more = 0  # enough left for every runner's next end: top up later, several at
-            # once, so that the keepers are woken once for many tokens, not once for each
-        else:
-            more = ARM_DEPTH * len(runners) - level
+        # While enough are left for every runner's next end, top up later, several at once,
+        # so that the keepers are woken once for many tokens, not once for each.
+        more = 0 if self._tokens and level > low else ARM_DEPTH * len(runners) - level
         armed = [e.job for e in self._tokens.values()]
         want = q.arm_plan(runners, armed, more) if runners else []
         del want[len(self._tokens) + ArmPipe.MAX - level :]
@@ -348,7 +346,9 @@ class Daemon:
         read yet (still in our buffer) would leave it a token it cannot use."""
         if not self._unsent:
             return
-        if any(k.transport is not None and k.transport.get_write_buffer_size() for k in self.keepers):
+        if any(
+            k.transport is not None and k.transport.get_write_buffer_size() for k in self.keepers
+        ):
             self.loop.call_later(0.001, self._put_tokens)
             return
         seqs, self._unsent = self._unsent, []
@@ -688,7 +688,12 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
         arm_pipe = ArmPipe()
         keepers = [
             KeeperHandle.fork(
-                cfg.spool, cfg.rundir, cfg.tmpdir, cfg.killgrace, cfg.logfile, arm_pipe.read_fd
+                cfg.spool,
+                cfg.rundir,
+                cfg.tmpdir,
+                cfg.killgrace,
+                cfg.logfile,
+                arm_fd=arm_pipe.read_fd,
             )
             for _ in range(cfg.keepers)
         ]

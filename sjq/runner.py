@@ -480,6 +480,7 @@ class KeeperHandle:
         tmpdir: str,
         killgrace: float,
         logfile: str | None,
+        *,
         arm_fd: int,
     ) -> KeeperHandle:
         """Fork the keeper. Call before the event loop exists and before any thread."""
@@ -934,16 +935,14 @@ class _Keeper:
                 rec.maxrss,
                 rec.reason,
             )
-            lazy = False
-            if successor is not None:
-                # Without waiting for the daemon: it armed us for exactly this moment. The
-                # plan it armed made the job a capable one too: its end takes the next token.
-                if self._spawn(successor):
-                    self.capable.add(successor.jobid)
-                    # The daemon needs this end in time only to arm more: while enough
-                    # tokens are left, it may wait to share a wake-up with later news.
-                    lazy = token_level(self.arm_fd) > self.arm_low
+            # The daemon needs this end in time only to arm more: while enough tokens are
+            # left, it may wait to share a wake-up with later news.
+            lazy = successor is not None and token_level(self.arm_fd) > self.arm_low
             self._send("exited", rec, urgent=not lazy)
+            # Without waiting for the daemon: it armed us for exactly this moment. The plan
+            # it armed made the job a capable one too: its end takes the next token.
+            if successor is not None and self._spawn(successor):
+                self.capable.add(successor.jobid)
             self.janitor.recycle(child.tmpdir)
             self.janitor.remove(child.script_path)
 

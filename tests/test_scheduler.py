@@ -199,7 +199,8 @@ def check_arm_plan(q: Queue, now: float, ends: list[tuple[int, bool]]) -> None:
         assert want, f"token for {y.id}, but nothing would start after {x.id} ended"
         assert want[0] == y.id, f"token for {y.id}, but the pass would start {want[0]}"
         if e.covered:
-            assert y.procs <= x.procs and (twin.maxmem is None or y.mem <= x.mem)
+            assert y.procs <= x.procs
+            assert twin.maxmem is None or y.mem <= x.mem
         twin.arm(y)
         twin.start_armed(y, now)
         assert twin.used_procs <= twin.maxprocs

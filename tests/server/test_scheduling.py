@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conftest import Daemon, Gate, wait_for
 
-from ._helpers import SH, states
+from ._helpers import SH, read_when, states
 
 PROMPT = 3.0  # seconds: "at once" for a loaded 2-core machine; sjq.schedtime is an hour
 
@@ -156,8 +156,8 @@ def test_armed_starts_never_overcommit_cpus_or_memory(
     ids = []
     for procs, mem in sizes:
         body = (
-            f'echo "s $SJQ_JOBID {procs} {mem}" >> {log}\nsleep 0.01\n'
-            f'echo "e $SJQ_JOBID {procs} {mem}" >> {log}\n'
+            f'echo "s $SJQ_JOBID {procs} {mem} $$" >> {log}\nsleep 0.01\n'
+            f'echo "e $SJQ_JOBID {procs} {mem} $$" >> {log}\n'
         )
         ids.append(d.submit(SH + body, procs=str(procs), mem=f"{mem}M"))
     d.wait_state(first, "R")
@@ -166,8 +166,10 @@ def test_armed_starts_never_overcommit_cpus_or_memory(
         d.wait_state(jobid, "S")
     procs_now = mem_now = 0
     starts = 0
+    pids = {}
     for line in log.read_text().splitlines():
-        kind, _, procs, mem = line.split()
+        kind, jobid, procs, mem, pid = line.split()
+        pids[int(jobid)] = int(pid)
         sign = 1 if kind == "s" else -1
         procs_now += sign * int(procs)
         mem_now += sign * int(mem)
@@ -175,6 +177,8 @@ def test_armed_starts_never_overcommit_cpus_or_memory(
         assert procs_now <= 4, f"{procs_now} CPUs in use at: {line}"
         assert mem_now <= 1024, f"{mem_now} MB in use at: {line}"
     assert starts == len(ids)
+    # however each was started (by a pass or by a keeper taking a token), its pid is known
+    assert {j: d.info(j)["pid"] for j in ids} == {j: pids[j] for j in ids}
 
 
 def test_kill_and_hold_reach_armed_jobs_before_they_start(
@@ -182,7 +186,8 @@ def test_kill_and_hold_reach_armed_jobs_before_they_start(
 ) -> None:
     d = daemon_factory(maxprocs="2").start()
     g1, g2 = gate("one"), gate("two")
-    a, b = d.submit(SH + g1.wait), d.submit(SH + g2.wait)
+    d.submit(SH + g1.wait)
+    b = d.submit(SH + g2.wait)
     d.wait_state(b, "R")
     ran = tmp_path / "ran"
     queued = [d.submit(SH + f"echo $SJQ_JOBID >> {ran}\n") for _ in range(6)]
@@ -203,7 +208,8 @@ def test_a_higher_priority_job_goes_before_armed_ones(
 ) -> None:
     d = daemon_factory(maxprocs="2").start()
     g1, g2, gp = gate("one"), gate("two"), gate("urgent")
-    a, b = d.submit(SH + g1.wait), d.submit(SH + g2.wait)
+    d.submit(SH + g1.wait)
+    b = d.submit(SH + g2.wait)
     d.wait_state(b, "R")
     queued = [d.submit(SH + "true\n") for _ in range(4)]
     urgent = d.submit(SH + gp.wait, priority="5")
@@ -214,3 +220,22 @@ def test_a_higher_priority_job_goes_before_armed_ones(
     gp.open()
     for jobid in queued:
         d.wait_state(jobid, "S")
+
+
+def test_a_job_a_keeper_started_on_its_own_shows_its_pid_while_it_runs(
+    daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate], tmp_path: Path
+) -> None:
+    d = daemon_factory(maxprocs="2").start()
+    g1, g2, gy = gate("one"), gate("two"), gate("next")
+    d.submit(SH + g1.wait)
+    b = d.submit(SH + g2.wait)
+    d.wait_state(b, "R")
+    pidfile = tmp_path / "pid"
+    y = d.submit(SH + f"echo $$ > {pidfile}\n" + gy.wait)  # armed behind the two
+    g1.open()
+    d.wait_state(y, "R")
+    pid = int(read_when(pidfile))
+    wait_for(lambda: d.info(y).get("pid") == pid, what=f"INFO {y} shows pid {pid}")
+    gy.open()
+    g2.open()
+    d.wait_state(y, "S")
