@@ -132,8 +132,9 @@ class Key:
 
 _TRUE = frozenset({"t", "true", "y", "yes", "1", "on"})
 _FALSE = frozenset({"f", "false", "n", "no", "0", "off"})
-_VAR_RE = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})")
-_COMMENT_RE = re.compile(r"(?:^|\s)#.*")
+# Compiled on first use: a client that reads no rc file never pays for them.
+_VAR = r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})"
+_COMMENT = r"(?:^|\s)#.*"
 _INT_MAX = 2**63 - 1  # values end up in SQLite and C calls
 
 
@@ -253,7 +254,7 @@ def _expand(text: str, environ: Mapping[str, str]) -> str:
             raise _Invalid(f"${name} is not set")
         return value
 
-    return head + _VAR_RE.sub(var, text)
+    return head + re.sub(_VAR, var, text)
 
 
 # --- detected defaults ("auto") ---------------------------------------------------------------
@@ -591,7 +592,7 @@ def _unquote(rest: str) -> str:
         if after and not after.startswith("#"):
             raise _Invalid(f"unexpected text after the closing quote: {_clip(after)}")
         return value[1:end]
-    return _COMMENT_RE.sub("", value).rstrip()
+    return re.sub(_COMMENT, "", value).rstrip()
 
 
 def _reconcile(values: dict[str, Any], settings: Mapping[str, _Setting]) -> None:

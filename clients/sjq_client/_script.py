@@ -1,6 +1,6 @@
 """What a job runs: script bytes from text, a file or a wrapped command, and the env it gets.
 
-Pure functions of their arguments; imports os and shlex only.
+Pure functions of their arguments; imports os, shlex and sjq's lexical rules only.
 """
 
 from __future__ import annotations
@@ -8,12 +8,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-__all__ = ["exportable", "script_body", "wrap_command"]
+from sjq.protocol._syntax import env_name
 
-# An env var the protocol cannot carry: a name outside [A-Za-z_][A-Za-z0-9_]* (bash exports
-# functions as BASH_FUNC_name%%), or a value with a line break.
-_ENV_NAME_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
-_ENV_NAME_REST = _ENV_NAME_FIRST | frozenset("0123456789")
+__all__ = ["exportable", "script_body", "wrap_command"]
 
 
 def wrap_command(argv: Sequence[str]) -> bytes:
@@ -32,18 +29,14 @@ def wrap_command(argv: Sequence[str]) -> bytes:
 
 
 def exportable(environ: Mapping[str, str]) -> list[tuple[str, str]]:
-    """The variables of ``environ`` that the protocol can carry, in order (see _ENV_NAME_*)."""
-    out = []
-    for name, value in environ.items():
-        if (
-            name
-            and name[0] in _ENV_NAME_FIRST
-            and _ENV_NAME_REST.issuperset(name)
-            and "\n" not in value
-            and "\0" not in value
-        ):
-            out.append((name, value))
-    return out
+    """The variables of ``environ`` that the protocol can carry, in order: not one whose
+    name is outside ``[A-Za-z_][A-Za-z0-9_]*`` (bash exports functions as
+    ``BASH_FUNC_name%%``) or whose value has a line break or a NUL."""
+    return [
+        (name, value)
+        for name, value in environ.items()
+        if env_name(name) and "\n" not in value and "\0" not in value
+    ]
 
 
 def script_body(

@@ -26,7 +26,7 @@ from ._events import (
     SubmitOptions,
     Wait,
 )
-from ._syntax import ENV_NAME, MAX_INT, MAX_UID, env_line_splits, parse_uint, plain_decimal
+from ._syntax import MAX_INT, MAX_UID, env_line_splits, env_name, parse_uint, plain_decimal
 
 __all__ = ["MAX_REPLY_LINE", "ReplyReader", "encode_request"]
 
@@ -115,7 +115,7 @@ def _option_lines(o: SubmitOptions) -> list[bytes]:
         if not o.env:
             lines.append(b"ENV\r\n")  # asks for an empty environment
         for name, value in o.env:
-            if not ENV_NAME.fullmatch(name):
+            if not env_name(name):
                 raise ValueError(f"not a valid environment variable name: {name!r}")
             # The 2014 comma form would split "A=x,B=y" in two; SETENV never splits.
             option = "SETENV" if env_line_splits(name, value) else "ENV"

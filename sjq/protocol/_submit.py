@@ -8,9 +8,9 @@ from sjq.units import UnitError, parse_duration, parse_mem
 
 from ._events import SubmitOptions
 from ._syntax import (
-    ENV_NAME,
     MAX_ERRORS,
     MAX_UID,
+    env_name,
     parse_int,
     parse_jobids,
     parse_uint,
@@ -200,7 +200,7 @@ def _env(b: SubmitBuilder, value: str) -> str | None:
 def _setenv(b: SubmitBuilder, value: str) -> str | None:
     # SETENV is ENV without the 2014 comma splitting: a value may contain ",X=".
     name, eq, val = value.partition("=")
-    if not eq or ENV_NAME.fullmatch(name) is None:
+    if not eq or not env_name(name):
         return (
             f"SETENV: expected NAME=VALUE, got {quote(value)}"
             " (NAME is letters, digits and _, not starting with a digit)"
