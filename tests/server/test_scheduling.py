@@ -143,6 +143,18 @@ def test_maxmem_none_turns_memory_accounting_off(
 # -- armed tokens: jobs keepers start on their own as running ones end -------------------
 
 
+def both_cpus_busy(
+    daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate]
+) -> tuple[Daemon, Gate, Gate]:
+    """A daemon with two CPUs, each held by a job that waits on its gate: whatever is
+    submitted next is armed behind them."""
+    d = daemon_factory(maxprocs="2").start()
+    g1, g2 = gate("one"), gate("two")
+    d.submit(SH + g1.wait)
+    d.wait_state(d.submit(SH + g2.wait), "R")
+    return d, g1, g2
+
+
 def test_armed_starts_never_overcommit_cpus_or_memory(
     daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate], tmp_path: Path
 ) -> None:
@@ -184,11 +196,7 @@ def test_armed_starts_never_overcommit_cpus_or_memory(
 def test_kill_and_hold_reach_armed_jobs_before_they_start(
     daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate], tmp_path: Path
 ) -> None:
-    d = daemon_factory(maxprocs="2").start()
-    g1, g2 = gate("one"), gate("two")
-    d.submit(SH + g1.wait)
-    b = d.submit(SH + g2.wait)
-    d.wait_state(b, "R")
+    d, g1, g2 = both_cpus_busy(daemon_factory, gate)
     ran = tmp_path / "ran"
     queued = [d.submit(SH + f"echo $SJQ_JOBID >> {ran}\n") for _ in range(6)]
     killed, held = queued[0], queued[1]
@@ -206,16 +214,13 @@ def test_kill_and_hold_reach_armed_jobs_before_they_start(
 def test_a_higher_priority_job_goes_before_armed_ones(
     daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate]
 ) -> None:
-    d = daemon_factory(maxprocs="2").start()
-    g1, g2, gp = gate("one"), gate("two"), gate("urgent")
-    d.submit(SH + g1.wait)
-    b = d.submit(SH + g2.wait)
-    d.wait_state(b, "R")
+    d, g1, g2 = both_cpus_busy(daemon_factory, gate)
+    gp = gate("urgent")
     queued = [d.submit(SH + "true\n") for _ in range(4)]
     urgent = d.submit(SH + gp.wait, priority="5")
     g1.open()
     d.wait_state(urgent, "R")
-    assert [d.state(j) for j in queued] == ["Q"] * 4  # b and urgent hold both CPUs
+    assert [d.state(j) for j in queued] == ["Q"] * 4  # urgent and the second hold both
     g2.open()
     gp.open()
     for jobid in queued:
@@ -225,11 +230,8 @@ def test_a_higher_priority_job_goes_before_armed_ones(
 def test_a_job_a_keeper_started_on_its_own_shows_its_pid_while_it_runs(
     daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate], tmp_path: Path
 ) -> None:
-    d = daemon_factory(maxprocs="2").start()
-    g1, g2, gy = gate("one"), gate("two"), gate("next")
-    d.submit(SH + g1.wait)
-    b = d.submit(SH + g2.wait)
-    d.wait_state(b, "R")
+    d, g1, g2 = both_cpus_busy(daemon_factory, gate)
+    gy = gate("next")
     pidfile = tmp_path / "pid"
     y = d.submit(SH + f"echo $$ > {pidfile}\n" + gy.wait)  # armed behind the two
     g1.open()
