@@ -414,7 +414,8 @@ class ArmPipe:
     MAX = select.PIPE_BUF // _TOKEN.size  # tokens one write puts in at once, whole
 
     def put(self, seqs: list[int]) -> None:
-        """Append tokens (at most MAX, and fewer than fill the pipe: one per CPU slot)."""
+        """Append tokens: at most MAX (the daemon arms a few per CPU slot, far fewer than
+        fill a pipe, so the write never blocks)."""
         if seqs:
             os.write(self.write_fd, b"".join(_TOKEN.pack(s) for s in seqs))
 
@@ -424,28 +425,20 @@ class ArmPipe:
 
     def drain(self) -> list[int]:
         """Take back every token still in the pipe."""
-        return drain_tokens(self.read_fd)
-
-    def close(self) -> None:
-        for fd in (self.read_fd, self.write_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-def drain_tokens(fd: int) -> list[int]:
-    data = b""
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
-            break
-        if not chunk:
-            break
-        data += chunk
-    return [t for (t,) in _TOKEN.iter_unpack(data)]
+        data = b""
+        while True:
+            try:
+                chunk = os.read(self.read_fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        return [t for (t,) in _TOKEN.iter_unpack(data)]
 
 
 def token_level(fd: int) -> int:
+    """How many tokens the pipe holds (FIONREAD: no read, nothing taken)."""
     n = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
     return int.from_bytes(n, sys.byteorder) // _TOKEN.size
 
@@ -957,8 +950,6 @@ class _Keeper:
             # The daemon writes a token only once what it stands for has reached our
             # socket: read that now.
             self._receive()
-        for older in [s for s in self.entries if s < seq]:
-            del self.entries[older]  # tokens are taken in order: those are gone
         entry = self.entries.pop(seq, None)
         if entry is None or self.detached:
             # A daemon that is gone no longer hears of what starts: the token is spent.

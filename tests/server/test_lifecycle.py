@@ -46,6 +46,22 @@ def test_socket_is_0600_and_pid_file_names_the_daemon(
     assert no_socket(d)
 
 
+def run_to_end(cmd: list[str], rc: Path) -> subprocess.CompletedProcess[str]:
+    """Run a daemon command line to its end, ``rc`` its only config file (an empty one is
+    made if it is missing: no ~/.sjqrc of the user's may count)."""
+    if not rc.exists():
+        rc.touch()
+    return subprocess.run(
+        cmd,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        env=dict(os.environ, SJQ_CONFIG=str(rc)),
+    )
+
+
 def second(d: Daemon, tmp_path: Path, **changes: str) -> subprocess.CompletedProcess[str]:
     """Run another daemon with ``d``'s settings but its own files, except ``changes``."""
     other = tmp_path / "other"
@@ -63,17 +79,7 @@ def second(d: Daemon, tmp_path: Path, **changes: str) -> subprocess.CompletedPro
     cmd = [sys.executable, "-m", "sjq.daemon", "-f"]
     for key, value in settings.items():
         cmd += ["--set", f"{key}={value}"]
-    rc = other / "none.rc"
-    rc.touch()
-    return subprocess.run(
-        cmd,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-        env=dict(os.environ, SJQ_CONFIG=str(rc)),
-    )
+    return run_to_end(cmd, other / "none.rc")
 
 
 def test_a_second_daemon_on_the_same_socket_refuses_to_start(
@@ -224,17 +230,7 @@ def test_daemonized_server_writes_its_pid_file_and_log(
 ) -> None:
     d = daemon_factory()
     cmd = [sys.executable, "-m", "sjq.daemon", "-d", *d.command()[4:]]
-    rc = d.dir / "none.rc"
-    rc.touch()
-    res = subprocess.run(
-        cmd,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-        env=dict(os.environ, SJQ_CONFIG=str(rc)),
-    )
+    res = run_to_end(cmd, d.dir / "none.rc")
     assert res.returncode == 0, res.stderr
     pid = int(Path(d.settings["sjq.pidfile"]).read_text())
     assert f"(pid {pid})" in res.stdout
@@ -263,17 +259,7 @@ def test_config_errors_at_start_name_the_key(
 ) -> None:
     d = daemon_factory()
     cmd = [*d.command(), "--set", setting]
-    rc = d.dir / "none.rc"
-    rc.touch()
-    res = subprocess.run(
-        cmd,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-        env=dict(os.environ, SJQ_CONFIG=str(rc)),
-    )
+    res = run_to_end(cmd, d.dir / "none.rc")
     assert res.returncode != 0
     assert words in res.stderr, res.stderr
     assert no_socket(d)
@@ -283,15 +269,7 @@ def test_config_file_error_names_file_and_line(daemon_factory: Callable[..., Dae
     d = daemon_factory()
     rc = d.dir / "bad.rc"
     rc.write_text("# a comment\nsjq.maxprocs = 2\nsjq.colour = blue\n")
-    res = subprocess.run(
-        d.command(),
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-        env=dict(os.environ, SJQ_CONFIG=str(rc)),
-    )
+    res = run_to_end(d.command(), rc)
     assert res.returncode != 0
     assert f"{rc}:3" in res.stderr, res.stderr
     assert "sjq.colour" in res.stderr
