@@ -245,7 +245,8 @@ class Daemon:
                 frames.setdefault(owner, []).append(
                     encode_frame(("kill", job.id, self.cfg.killgrace))
                 )
-        st.to_kill.clear()
+        if before is None:
+            st.to_kill.clear()
         for link, chunks in frames.items():
             link.send(b"".join(chunks))
 

@@ -254,3 +254,44 @@ def test_concurrent_submits_get_distinct_consecutive_ids(daemon: Daemon) -> None
         t.join(30)
     assert sorted(got) == list(range(1, 81))
     assert daemon.req("PING") == b"OK U:80\r\n"
+
+
+# Every verb (and a SUBMIT) pipelined in one write before a KILL of a running job: the
+# KILL must reach the job whatever shares its read or its turn. RELEASE of a held job that
+# can start at once used to let the turn send that start early and drop the kill.
+_BEFORE_KILL = {
+    "PING": "PING\n",
+    "STATUS": "STATUS\n",
+    "STATUS id": "STATUS {other}\n",
+    "INFO": "INFO {other}\n",
+    "HOLD": "HOLD {other}\n",
+    "RELEASE": "RELEASE {other}\n",
+    "KILL other": "KILL {other}\n",
+    "WAIT": "WAIT {done}\n",
+    "unknown verb": "FROB\n",
+    "bad id": "KILL x\n",
+    "SUBMIT": "SUBMIT\nSRC 10\n#!/bin/sh\n",
+}
+
+
+@pytest.mark.parametrize("verb", sorted(_BEFORE_KILL))
+def test_kill_pipelined_after_any_verb_signals_the_running_job(
+    daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate], verb: str
+) -> None:
+    d = daemon_factory(killgrace="5").start()
+    g = gate("g")
+    done = d.submit(SH + "exit 0\n")
+    d.wait_state(done, "S")
+    target = d.submit(SH + g.wait)
+    pid = job_pid(d, target)
+    # A held job that can start the moment it is released (one CPU of two is free).
+    other = d.submit(SH + "exit 0\n", hold=True)
+    line = _BEFORE_KILL[verb].format(other=other, done=done)
+    with Raw(d.socket) as c:
+        c.send(line.encode() + f"KILL {target}\n".encode())
+        d.wait_state(target, "K")
+    wait_dead(pid)
+    assert not g.path.exists()  # the gate never opened: only a signal can have ended it
+    info = d.info(target)
+    assert info["signal"] == 15, info  # SIGTERM from the KILL, not a natural end
+    assert info["exit_code"] is None
