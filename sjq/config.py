@@ -87,6 +87,7 @@ class Config:
     maxline: int
     conntimeout: float
     maxconns: int
+    backlog: int
     keep: float
     keepcount: int | None
     sync: str
@@ -399,6 +400,9 @@ _KEY_LIST = (
         "a connection idle this long in the middle of a request is closed", "limits"),
     Key("sjq.maxconns", "maxconns", "1024", _count(1),
         "most client connections served at once", "limits"),
+    Key("sjq.backlog", "backlog", "512", _count(1),
+        "connections the kernel queues until the daemon accepts them (a burst of clients);"
+        " the kernel caps it at net.core.somaxconn", "limits"),
     Key("sjq.keep", "keep", "7d", _seconds(),
         "how long finished jobs are remembered", "storage"),
     Key("sjq.keep.count", "keepcount", "none", _optional(_count(0)),

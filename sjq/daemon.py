@@ -552,7 +552,11 @@ class Daemon:
             await loop.create_unix_connection(functools.partial(_same, link), sock=link.handle.sock)
         for a in list(self._adopted.values()):
             self._adopt(a)
-        server = await loop.create_unix_server(lambda: Connection(self), sock=self.listen)
+        # asyncio listens again on the socket it is given, with a backlog of 100 unless told:
+        # a burst of clients connecting at once would be refused with EAGAIN.
+        server = await loop.create_unix_server(
+            lambda: Connection(self), sock=self.listen, backlog=self.cfg.backlog
+        )
         log.info(
             "sjq %s serving %s (pid %d, %d CPUs, %s memory)",
             __version__,
@@ -668,7 +672,7 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
                 os.set_inheritable(fd, False)
     # The socket first: "a daemon is already running on it" is the most useful thing to hear.
     try:
-        listen = bind_socket(cfg.socket)
+        listen = bind_socket(cfg.socket, cfg.backlog)
     except (AlreadyRunning, OSError) as e:
         return _fail(str(e), ready_fd)
     sock_ident = file_identity(cfg.socket)

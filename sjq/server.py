@@ -47,7 +47,7 @@ class AlreadyRunning(RuntimeError):
     """Another daemon answers on the socket."""
 
 
-def bind_socket(path: str) -> socket.socket:
+def bind_socket(path: str, backlog: int = 512) -> socket.socket:
     """Bind the listening socket with mode 0600, cleaning up a stale one left by a crash."""
     if os.path.lexists(path):
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
@@ -72,7 +72,7 @@ def bind_socket(path: str) -> socket.socket:
     finally:
         os.umask(old)
     os.chmod(path, 0o600)
-    sock.listen(512)
+    sock.listen(backlog)
     sock.setblocking(False)
     return sock
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 # The C module, not `socket`: socket.py builds four IntEnums on import, several ms of every
 # `sjq submit`; the plain socket object has every method used here.
 import _socket
+import time
 from collections.abc import Sequence
 
 from sjq.protocol import NEED_DATA, Info, Reply, ReplyReader, Request, Status, encode_request
@@ -23,6 +24,9 @@ __all__ = ["BATCH_BYTES", "Connection", "Dropped", "connect"]
 BATCH_BYTES = 32 * 1024
 _RECV = 256 * 1024
 LEFTOVER_WAIT = 1.0  # seconds to read what a daemon said before it closed the connection
+# A connect that would block (EAGAIN: the daemon's listen backlog is full, a burst of clients)
+# is tried again for this long when the client has no timeout of its own.
+BUSY_WAIT = 10.0
 
 
 class Dropped(Exception):
@@ -43,23 +47,42 @@ def connect(path: str, timeout: float | None) -> Connection:
     """A connection to the daemon on ``path``; DaemonNotRunning when nothing listens there."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(timeout)
-    try:
-        sock.connect(path)
-    except (FileNotFoundError, ConnectionRefusedError):
-        # No socket file, or one left behind by a daemon that died: nobody is listening.
-        sock.close()
-        raise DaemonNotRunning(path) from None
-    except TimeoutError:
-        sock.close()
-        raise ConnectionLost(
-            f"the sjq daemon on {path} did not accept a connection within {timeout:g} s;"
-            " it may be overloaded (sjq.maxconns), try again",
-            path,
-        ) from None
-    except OSError as e:
-        sock.close()
-        raise TransportError(f"cannot connect to {path}: {e.strerror or e}", path) from None
-    return Connection(sock, path)
+    deadline = None
+    delay = 0.001
+    while True:
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            # No socket file, or one left behind by a daemon that died: nobody is listening.
+            sock.close()
+            raise DaemonNotRunning(path) from None
+        except BlockingIOError:
+            # The daemon's backlog is full (many clients at once, or a daemon that is busy
+            # or stopped): it is there, so try again for a while before giving up.
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + (BUSY_WAIT if timeout is None else timeout)
+            if now >= deadline:
+                sock.close()
+                raise ConnectionLost(_busy(path, timeout), path) from None
+            time.sleep(min(delay, deadline - now))
+            delay = min(delay * 2, 0.05)
+            continue
+        except TimeoutError:
+            sock.close()
+            raise ConnectionLost(_busy(path, timeout), path) from None
+        except OSError as e:
+            sock.close()
+            raise TransportError(f"cannot connect to {path}: {e.strerror or e}", path) from None
+        return Connection(sock, path)
+
+
+def _busy(path: str, timeout: float | None) -> str:
+    wait = BUSY_WAIT if timeout is None else timeout
+    return (
+        f"the sjq daemon on {path} did not accept a connection within {wait:g} s;"
+        " it may be overloaded (sjq.maxconns, sjq.backlog) or stopped, try again"
+    )
 
 
 class Connection:
