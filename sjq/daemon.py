@@ -22,6 +22,7 @@ from typing import Any
 from sjq import __version__
 from sjq.config import Config, ConfigError, load_config
 from sjq.jobs import Job, JobState
+from sjq.paths import make_dirs, make_private_file
 from sjq.recovery import Adoption, recover
 from sjq.runner import (
     ArmPipe,
@@ -620,6 +621,11 @@ def _setup_logging(cfg: Config, foreground: bool) -> None:
     if foreground:
         handlers.append(logging.StreamHandler(sys.stderr))
     if cfg.logfile:
+        # Job names, paths and reasons are nobody else's business: owner only, as the
+        # database (an existing log keeps the mode its owner gave it).
+        with contextlib.suppress(OSError):
+            make_dirs(os.path.dirname(cfg.logfile))
+            make_private_file(cfg.logfile, tighten_existing=False)
         handlers.append(logging.FileHandler(cfg.logfile))
     for h in handlers:
         h.setFormatter(fmt)

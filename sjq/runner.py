@@ -35,6 +35,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, NoReturn
 
+from sjq.paths import make_dirs
+
 __all__ = [
     "ArmPipe",
     "ExitRecord",
@@ -164,7 +166,7 @@ def private_dir(path: str, owner: int | None = None) -> str:
     their own 0700 subdirectories (``owner``) without being able to list anyone else's.
     """
     mode = 0o711 if os.geteuid() == 0 and owner is None else 0o700
-    os.makedirs(path, mode=mode, exist_ok=True)
+    make_dirs(path, mode)
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (os.geteuid(), owner):
         raise OSError(f"{path} is not a directory of ours; remove it or choose another place")
@@ -477,7 +479,7 @@ class KeeperHandle:
         arm_fd: int,
     ) -> KeeperHandle:
         """Fork the keeper. Call before the event loop exists and before any thread."""
-        os.makedirs(spool, mode=0o700, exist_ok=True)
+        make_dirs(spool)
         private_dir(rundir)
         tmpbase = _own_tmp_base(tmpdir)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -17,6 +17,7 @@ import struct
 from collections import deque
 from typing import TYPE_CHECKING
 
+from sjq.paths import make_dirs
 from sjq.protocol import (
     NEED_DATA,
     BadRequest,
@@ -64,7 +65,7 @@ def bind_socket(path: str, backlog: int = 512) -> socket.socket:
             raise AlreadyRunning(f"an sjq daemon is already running on {path}")
         finally:
             probe.close()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    make_dirs(os.path.dirname(os.path.abspath(path)))
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sjq.jobs import Job, JobState
+from sjq.paths import make_dirs, make_private_file, tighten
 from sjq.scheduler import Change
 
 __all__ = ["SCHEMA_VERSION", "JobSpec", "Store", "StoreError"]
@@ -119,7 +120,7 @@ class Store:
         both believe they own every job."""
         lock_path = path + ".lock"
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            make_dirs(os.path.dirname(os.path.abspath(path)))
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as e:
             raise StoreError(f"cannot open lock file {lock_path}: {e.strerror}") from None
@@ -136,6 +137,15 @@ class Store:
         return fd
 
     def _open(self, path: str, sync: str) -> sqlite3.Connection:
+        # It holds every job's script and environment (tokens, passwords): owner only. SQLite
+        # gives the -wal and -shm files it creates the database file's mode; those an older
+        # sjq left readable by others are tightened too.
+        try:
+            make_private_file(path)
+            for suffix in ("-wal", "-shm"):
+                tighten(path + suffix)
+        except OSError as e:
+            raise StoreError(f"cannot create state database {path}: {e.strerror}") from None
         try:
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:

@@ -14,6 +14,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from sjq.paths import make_dirs
+
 from ._connection import Connection
 from ._exceptions import DaemonNotRunning, DaemonStartFailed, TransportError
 
@@ -50,7 +52,7 @@ def start_daemon(
     deadline = time.monotonic() + timeout
     lock_path = socket + ".start.lock"
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(socket)), exist_ok=True)
+        make_dirs(os.path.dirname(os.path.abspath(socket)))
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as e:
         reason = f"cannot open the lock file {lock_path}: {e.strerror or e}"
