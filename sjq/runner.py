@@ -52,6 +52,7 @@ log = logging.getLogger("sjq.runner")
 
 _FRAME = struct.Struct("!I")
 LAZY_DELAY = 0.02  # seconds a start notice may wait to share a send with other news
+MAX_WAIT = 3600.0  # longest single wait of the keeper's loop; a later timer is waited in parts
 # Signals a job must start with at their default action, whatever the keeper (a Python
 # process) ignores: a shell pipeline whose SIGPIPE is ignored never ends. (What it handles,
 # exec resets by itself.)
@@ -593,7 +594,8 @@ class _Keeper:
                 self.janitor.kick()  # idle: clean up after the jobs that ended now
             timeout = None
             if self.timers:
-                timeout = max(0.0, self.timers[0][0] - time.monotonic())
+                # epoll cannot wait longer than 2**31 ms (24.8 days) in one call
+                timeout = min(MAX_WAIT, max(0.0, self.timers[0][0] - time.monotonic()))
             if self.outbuf and not self.want_write:
                 # only lazy news is waiting: send it when it is due
                 due = max(0.0, self.lazy_due - time.monotonic())

@@ -295,3 +295,16 @@ def test_kill_pipelined_after_any_verb_signals_the_running_job(
     info = d.info(target)
     assert info["signal"] == 15, info  # SIGTERM from the KILL, not a natural end
     assert info["exit_code"] is None
+
+
+def test_a_time_limit_of_a_month_is_kept(daemon: Daemon, gate: Callable[[str], Gate]) -> None:
+    """A limit longer than epoll can wait for in one call (24.8 days) must not stop the
+    keeper that runs the job."""
+    g = gate("g")
+    long = daemon.submit(SH + g.wait, time="30d")
+    job_pid(daemon, long)  # its keeper has told of the start: next it waits for the limit
+    for _ in range(2):  # spawns go round the keepers: one of these to the same keeper
+        daemon.wait_state(daemon.submit(SH + "exit 0\n"), "S")
+    g.open()
+    daemon.wait_state(long, "S")
+    assert daemon.info(long)["time_limit"] == 30 * 86400
