@@ -14,6 +14,7 @@ import signal
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from sjq.access import path_problems
 from sjq.config import Config
 from sjq.jobs import TERMINAL, Job, JobState
 from sjq.protocol import (
@@ -185,7 +186,6 @@ class State:
             return Error("; ".join(errors))
 
         jobid = self.next_id
-        self.next_id += 1
         cwd = os.path.join(_home(peer.uid), o.cwd) if o.cwd else _home(peer.uid)
         spec = JobSpec(
             script=req.script,
@@ -195,6 +195,17 @@ class State:
             env=None if o.env is None else dict(o.env),
             time_limit=o.time_limit,
         )
+        if not (o.depends or o.hold):
+            # It could start at once, so a missing directory is a certain E: say so now.
+            # (A job that waits may find the directory made by an earlier job.)
+            outputs = (
+                ("stdout", spec.stdout, o.stdout is not None),
+                ("stderr", spec.stderr, o.stderr is not None),
+            )
+            problems = path_problems(spec.cwd, outputs, uid, gid)
+            if problems:
+                return Error("; ".join(problems))
+        self.next_id += 1
         state = JobState.USERHOLD if o.hold else JobState.HOLDING if unmet else JobState.QUEUED
         job = Job(
             id=jobid,

@@ -78,7 +78,10 @@ def _parse_clock(text: str, t: str) -> float:
         seconds = seconds * 60 + int(p)
     if len(parts) == 1 and days:
         seconds *= 3600  # "1-2" reads as one day and two hours, as in Slurm
-    return float(days * 86400 + seconds)
+    try:
+        return float(days * 86400 + seconds)
+    except OverflowError:
+        return float("inf")  # far too large: callers say so
 
 
 def format_duration(seconds: float) -> str:

@@ -26,7 +26,16 @@ from ._events import (
     SubmitOptions,
     Wait,
 )
-from ._syntax import MAX_INT, MAX_UID, env_line_splits, env_name, parse_uint, plain_decimal
+from ._syntax import (
+    MAX_INT,
+    MAX_TIME,
+    MAX_TIME_TEXT,
+    MAX_UID,
+    env_line_splits,
+    env_name,
+    parse_uint,
+    plain_decimal,
+)
 
 __all__ = ["MAX_REPLY_LINE", "ReplyReader", "encode_request"]
 
@@ -130,6 +139,8 @@ def _option_lines(o: SubmitOptions) -> list[bytes]:
     if o.time_limit is not None:
         if not 0 < o.time_limit < float("inf"):
             raise ValueError(f"TIME must be a number of seconds above zero, got {o.time_limit}")
+        if o.time_limit > MAX_TIME:
+            raise ValueError(f"TIME {o.time_limit:g} s is too large (at most {MAX_TIME_TEXT})")
         lines.append(b"TIME %s\r\n" % plain_decimal(o.time_limit).encode())
     if o.priority:
         if not -MAX_INT <= o.priority <= MAX_INT:

@@ -79,7 +79,9 @@ class Stop:
 
 @record
 class Status:
-    """``STATUS`` (every job) or ``STATUS <id>``."""
+    """``STATUS`` (every job) or ``STATUS <id>``. An argument that is not a job id
+    (``STATUS abc``, ``STATUS 0``) names no job: ``jobid`` 0, answered ``OK 0`` as the 2014
+    daemon did, because old scripts rely on STATUS never failing."""
 
     jobid: int | None = None
 

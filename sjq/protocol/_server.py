@@ -27,7 +27,7 @@ from ._events import (
     Submit,
     Wait,
 )
-from ._submit import MISSING_SHEBANG, SubmitBuilder, has_shebang
+from ._submit import CR_SHEBANG, MISSING_SHEBANG, SubmitBuilder, has_shebang, shebang_has_cr
 from ._syntax import parse_jobid, parse_jobids, parse_uint, quote
 
 __all__ = ["MAX_LINE", "MAX_SRC", "ServerConnection", "encode_reply"]
@@ -251,6 +251,8 @@ class ServerConnection:
         self._submit = None
         if not has_shebang(script):
             submit.errors.append(MISSING_SHEBANG)
+        elif shebang_has_cr(script):
+            submit.errors.append(CR_SHEBANG)
         message = submit.error_message()
         if message is not None:
             return BadRequest(message, False)
@@ -284,7 +286,7 @@ def _status(arg: str) -> ServerEvent:
     if not arg:
         return Status(None)
     jobid = parse_jobid(arg)
-    return BadRequest(BAD_JOBID, False) if jobid is None else Status(jobid)
+    return Status(0 if jobid is None else jobid)
 
 
 def _id_list(arg: str) -> tuple[int, ...] | BadRequest:

@@ -9,6 +9,8 @@ from sjq.units import UnitError, parse_duration, parse_mem
 from ._events import SubmitOptions
 from ._syntax import (
     MAX_ERRORS,
+    MAX_TIME,
+    MAX_TIME_TEXT,
     MAX_UID,
     env_name,
     parse_int,
@@ -18,9 +20,24 @@ from ._syntax import (
     split_env,
 )
 
-__all__ = ["MISSING_SHEBANG", "SubmitBuilder", "has_shebang"]
+__all__ = ["CR_SHEBANG", "MISSING_SHEBANG", "SubmitBuilder", "has_shebang", "shebang_has_cr"]
 
 MISSING_SHEBANG = "Don't know how to run script (missing shebang)"  # spec text, verbatim
+
+
+# The kernel would look for an interpreter named "sh\r": the job could never start.
+CR_SHEBANG = (
+    "the #! line ends in a carriage return (the script has Windows line endings);"
+    " convert it with dos2unix or sed -i 's/\\r$//'"
+)
+
+
+def shebang_has_cr(script: bytes) -> bool:
+    """Whether the ``#!`` line ends in CR (a script saved with Windows line ends)."""
+    head = script if script[:2] == b"#!" else script.lstrip()
+    end = head.find(b"\n")
+    line = head if end < 0 else head[:end]
+    return line.endswith(b"\r")
 
 
 def has_shebang(script: bytes) -> bool:
@@ -234,9 +251,11 @@ def _time(b: SubmitBuilder, value: str) -> str | None:
         seconds = parse_duration(value)
     except UnitError as e:
         return "TIME: " + str(e).replace(repr(value), quote(value))
-    # A zero limit would kill the job at once; an infinite one comes from 400 nines.
-    if not 0 < seconds < float("inf"):
+    # A zero limit would kill the job at once.
+    if seconds <= 0:
         return f"TIME must be a duration above zero, e.g. 90s or 1:00:00, got {quote(value)}"
+    if seconds > MAX_TIME:
+        return f"TIME {quote(value)} is too large (at most {MAX_TIME_TEXT})"
     b.time_limit = seconds
     return None
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 MAX_INT = 2**63 - 1
 # uid_t is 32 bits and (uid_t)-1 means "leave unchanged" to setreuid(), so it is not an id.
 MAX_UID = 2**32 - 2
+# A job's time limit, seconds: no job runs for a century, and a longer one hides a typo.
+MAX_TIME = 100 * 365 * 86400
+MAX_TIME_TEXT = "100 years, 36500-00:00:00"
 
 
 # How much of a client's value an error message quotes: enough to recognise it,

@@ -176,7 +176,8 @@ def test_export_none_and_names(cli: Cli, daemon: Daemon) -> None:
 
 
 def test_wait_exits_with_the_jobs_outcome(cli: Cli, daemon: Daemon) -> None:
-    assert cli("submit", "--wait", "--", "true").code == 0
+    ok = cli("submit", "--wait", "--", "true")
+    assert ok.code == 0
     r = cli("submit", "-w", "--", "sh", "-c", "exit 7")
     assert r.code == 7
     jid = int(r.out)
@@ -187,7 +188,14 @@ def test_wait_exits_with_the_jobs_outcome(cli: Cli, daemon: Daemon) -> None:
     r = cli("submit", "--wait", "--after", str(jid), "--", "true")  # its dependency failed
     assert r.code == 1
     assert "aborted" in r.err
-    r = cli("submit", "--wait", "--stdout", "/proc/no/such/dir", "--", "true")  # cannot start
+    # cannot start: refused at once when it could start at once ...
+    r = cli("submit", "--wait", "--stdout", "/proc/no/such/dir", "--", "true")
+    assert r.code == 1
+    assert "stdout => /proc/no/such/dir does not exist" in r.err
+    # ... and ends in E when it had to wait (an earlier job might have made the directory)
+    r = cli(
+        "submit", "-w", "--after", ok.out.strip(), "--stdout", "/proc/no/such/dir", "--", "true"
+    )
     assert r.code == 1
     assert "error" in r.err
 

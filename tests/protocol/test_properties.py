@@ -32,6 +32,8 @@ from sjq.protocol import (
     encode_reply,
     encode_request,
 )
+from sjq.protocol._submit import shebang_has_cr
+from sjq.protocol._syntax import MAX_TIME
 
 # Enough examples to find framing bugs, few enough that the protocol suite stays well
 # under 20 s; no deadline, since CI machines vary.
@@ -180,7 +182,7 @@ submit_options = st.builds(
     gid=st.none() | st.integers(0, 2**32 - 2),
     hold=st.booleans(),
     time_limit=st.none()
-    | st.floats(min_value=0, exclude_min=True, allow_nan=False, allow_infinity=False),
+    | st.floats(min_value=0, max_value=MAX_TIME, exclude_min=True, allow_nan=False),
     priority=st.integers(-(2**63) + 1, 2**63 - 1),
 )
 requests: st.SearchStrategy[Request] = st.one_of(
@@ -194,7 +196,12 @@ requests: st.SearchStrategy[Request] = st.one_of(
     st.builds(Hold, ids),
     st.builds(Info, st.just(()) | id_tuples),
     st.builds(Wait, id_tuples),
-    st.builds(Submit, submit_options, st.binary().map(lambda b: b"#!" + b)),
+    # a script the daemon can run: #! first, and no CR ending that line
+    st.builds(
+        Submit,
+        submit_options,
+        st.binary().map(lambda b: b"#!" + b).filter(lambda s: not shebang_has_cr(s)),
+    ),
 )
 
 

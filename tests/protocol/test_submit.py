@@ -14,6 +14,7 @@ from sjq.protocol import (
     Submit,
     SubmitOptions,
 )
+from sjq.protocol._submit import CR_SHEBANG
 
 SCRIPT = b"#!/bin/sh\necho hi\n"
 SHEBANG = "Don't know how to run script (missing shebang)"
@@ -238,6 +239,19 @@ def test_setenv_bad_name() -> None:
             "TIME: cannot read duration 'soon' (expected e.g. 30, 90s, 5m, 2h, 1-00:00:00)",
         ),
         (b"TIME 0", "TIME must be a duration above zero, e.g. 90s or 1:00:00, got '0'"),
+        (
+            b"TIME " + b"9" * 400,
+            "TIME '" + "9" * 40 + "'... is too large (at most 100 years, 36500-00:00:00)",
+        ),
+        (
+            b"TIME 99999999-00:00:00",
+            "TIME '99999999-00:00:00' is too large (at most 100 years, 36500-00:00:00)",
+        ),
+        (
+            b"TIME " + b"9" * 400 + b"-1",
+            "TIME '" + "9" * 40 + "'... is too large (at most 100 years, 36500-00:00:00)",
+        ),
+        (b"TIME 36501d", "TIME '36501d' is too large (at most 100 years, 36500-00:00:00)"),
         (b"PRIORITY high", "PRIORITY must be a whole number, e.g. 10 or -5, got 'high'"),
         (b"PRIORITY 1.5", "PRIORITY must be a whole number, e.g. 10 or -5, got '1.5'"),
         (b"NAME", "NAME needs a value"),
@@ -317,7 +331,7 @@ def test_error_comes_after_the_body() -> None:
     "script",
     [
         b"#!/bin/sh",
-        b"#!/bin/bash -e\r\necho a\r\necho b\r\n",
+        b"#!/bin/bash -e\necho a\r\necho b\r\n",  # CRs after the #! line are the job's
         b"#!/bin/sh\nPING\nSHUTDOWN\r\nSUBMIT\nSRC 5\n\n\r\nEXIT\n",
         b"#!/bin/sh\nexit 0\n\x00\xff\xfe binary \x80",
         b"  \n\t#!/bin/sh\n",
@@ -390,3 +404,13 @@ def test_large_body() -> None:
         assert conn.next_event() is NEED_DATA
         conn.receive_data(script[i : i + 65536])
     assert conn.next_event() == Submit(SubmitOptions(), script)
+
+
+@pytest.mark.parametrize(
+    "script", [b"#!/bin/sh\r\necho hi\r\n", b"  #!/bin/bash -e\r\n", b"#!/bin/sh\r"]
+)
+def test_a_shebang_line_with_windows_line_ends_is_refused_with_a_hint(script: bytes) -> None:
+    conn = ServerConnection()
+    conn.receive_data(b"SUBMIT\nSRC %d\n" % len(script) + script)
+    assert drain(conn) == [BadRequest(CR_SHEBANG)]
+    assert "dos2unix" in CR_SHEBANG

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Daemon, Gate, make_daemon, wait_for
+from conftest import Daemon, Gate, Raw, make_daemon, wait_for
 
 from ._helpers import SH, job_pid, read_when
 
@@ -412,8 +412,11 @@ def test_job_that_cannot_start_ends_in_e(
     plain = d.jobs_dir / "plain-file"  # exists, mode 0644: not an interpreter
     plain.write_text("data\n")
     script, reason = (s.replace("{plain}", str(plain)) for s in (script, reason))
-    jid = d.submit(script, **options)
+    # Held, then released: a job that could start at once with a missing path is refused at
+    # SUBMIT (tests/server/test_submit_errors.py); one that had to wait ends in E.
+    jid = d.submit(script, hold=True, **options)
     child = d.submit(SH, depends=str(jid))
+    d.req(f"RELEASE {jid}")
     d.wait_state(jid, "E")
     info = d.info(jid)
     assert reason in info["reason"], info
@@ -482,14 +485,14 @@ def test_two_daemons_of_one_user_do_not_share_script_files(
         other.stop()
 
 
-def test_crlf_shebang_gets_a_reason_that_names_the_carriage_return(
-    shared_daemon: Daemon,
-) -> None:
+def test_crlf_shebang_is_refused_at_submit_with_a_hint(shared_daemon: Daemon) -> None:
     d = shared_daemon
-    jid = d.submit("#!/bin/sh\r\necho hi\r\n")
-    assert d.wait_state(jid, "SFE") == "E"
-    reason = d.info(jid)["reason"]
-    assert any(w in reason for w in ("\\r", "carriage return", "CR", "CRLF")), reason
+    before = d.submit(SH, hold=True)
+    with Raw(d.socket) as c:
+        reply = c.submit("#!/bin/sh\r\necho hi\r\n", cwd=str(d.jobs_dir), hold=True)
+    assert reply.startswith(b"ERROR the #! line ends in a carriage return"), reply
+    assert b"dos2unix" in reply
+    assert d.submit(SH, hold=True) == before + 1  # no job was made of it
 
 
 def test_an_empty_tmpdir_is_gone_too_once_the_job_ends(shared_daemon: Daemon) -> None:

@@ -213,9 +213,10 @@ def test_garbage_lines_get_one_error_each(shared_daemon: Daemon) -> None:
     with Raw(shared_daemon.socket) as c:
         c.send(b"\n".join(GARBAGE_LINES) + b"\nPING\n")
         replies = [c.line() for _ in GARBAGE_LINES]
-        assert all(r.startswith(b"ERROR ") for r in replies), replies
         assert replies[:5] == [b"ERROR Unknown command\r\n"] * 5
-        assert replies[5:7] == [b"ERROR Bad jobid\r\n"] * 2
+        assert replies[5] == b"ERROR Bad jobid\r\n"
+        assert replies[6] == b"OK 0\r\n"  # STATUS of what is no job id names no job
+        assert replies[7].startswith(b"ERROR "), replies
         assert c.line().startswith(b"OK ")
 
 
@@ -242,3 +243,106 @@ def test_random_bytes_get_replies_or_a_clean_close(shared_daemon: Daemon) -> Non
     assert shared_daemon.req("PING").startswith(b"OK ")
     assert shared_daemon.proc is not None
     assert shared_daemon.proc.poll() is None
+
+
+# -- paths that would make a job fail at its start ------------------------------------------
+
+
+def test_missing_directories_of_a_job_that_could_start_at_once_are_refused(
+    shared_daemon: Daemon,
+) -> None:
+    d = shared_daemon
+    reply = submit_error(d, SH, stdout="/x/o", stderr="/x/e", cwd="/x")
+    assert reply == (
+        b"ERROR stdout => /x/o does not exist; stderr => /x/e does not exist;"
+        b" cwd => /x does not exist\r\n"
+    )
+    jobs = d.jobs_dir
+    assert submit_error(d, SH, cwd=str(jobs), stdout="no/such/dir/o") == (
+        f"ERROR stdout => {jobs}/no/such/dir/o does not exist\r\n".encode()
+    )
+    plain = jobs / "a-file"
+    plain.write_text("")
+    assert submit_error(d, SH, cwd=str(plain)) == (
+        f"ERROR cwd => {plain} is not a directory\r\n".encode()
+    )
+    assert submit_error(d, SH, cwd=str(jobs), stderr=str(jobs)) == (
+        f"ERROR stderr => {jobs} is a directory\r\n".encode()
+    )
+
+
+def test_a_refused_path_uses_no_job_id(shared_daemon: Daemon) -> None:
+    d = shared_daemon
+    first = d.submit(SH, hold=True)
+    submit_error(d, SH, cwd="/no/such/dir")
+    assert d.submit(SH, hold=True) == first + 1
+
+
+def test_a_job_that_waits_may_name_a_directory_an_earlier_job_makes(
+    shared_daemon: Daemon,
+) -> None:
+    d = shared_daemon
+    out = d.jobs_dir / "made-later"
+    maker = d.submit(SH + f"mkdir {out}\n", hold=True)
+    user = d.submit(SH + "echo hello\n", depends=str(maker), stdout=str(out / "o"))
+    held = d.submit(SH + "echo held\n", hold=True, stdout=str(out / "h"))
+    d.req(f"RELEASE {maker}")
+    d.wait_state(user, "S")
+    assert read_when(out / "o") == "hello\n"
+    d.req(f"RELEASE {held}")
+    d.wait_state(held, "S")
+    assert read_when(out / "h") == "held\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_paths_are_checked_as_the_user_the_job_runs_as(
+    public_daemon: Daemon, public_dir: Path
+) -> None:
+    d = public_daemon
+    private = public_dir / "roots-own"  # root can write here, nobody cannot
+    private.mkdir(mode=0o700)
+    shared = public_dir / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    work = public_dir / "work"
+    work.mkdir(mode=0o777)
+    work.chmod(0o777)
+    replies = as_nobody(
+        d.socket,
+        submit_bytes(SH.encode(), cwd=str(private))
+        + submit_bytes(SH.encode(), cwd=str(shared))
+        + submit_bytes(SH.encode(), cwd=str(work), stdout=str(shared / "o"))
+        + b"PING\n",
+        4,
+    )
+    assert replies[0] == (
+        f"ERROR cwd => {private} cannot be entered (permission denied)\r\n".encode()
+    )
+    assert (
+        replies[1]
+        == (  # it may enter, but its default output goes there too
+            f"ERROR stdout => {shared}/1.stdout cannot be created: {shared} is not writable;"
+            f" stderr => {shared}/1.stderr cannot be created: {shared} is not writable\r\n"
+        ).encode()
+    )
+    assert replies[2] == (
+        f"ERROR stdout => {shared}/o cannot be created: {shared} is not writable\r\n".encode()
+    )
+    assert replies[3] == b"OK \r\n"  # none of them became a job
+
+
+# -- STATUS never fails; TIME says when it is too large ---------------------------------------
+
+
+@pytest.mark.parametrize("arg", ["abc", "0", "-1", "3:4", "1 2", "\u0665"])
+def test_status_of_anything_that_names_no_job_is_ok_0(shared_daemon: Daemon, arg: str) -> None:
+    with Raw(shared_daemon.socket) as c:
+        assert c.request(f"STATUS {arg}") == b"OK 0\r\n"
+        assert c.request("PING").startswith(b"OK ")
+
+
+def test_a_time_limit_of_many_digits_is_too_large(shared_daemon: Daemon) -> None:
+    reply = submit_error(shared_daemon, SH, time="9" * 100)
+    assert reply == (
+        b"ERROR TIME '" + b"9" * 40 + b"'... is too large (at most 100 years, 36500-00:00:00)\r\n"
+    )
