@@ -37,7 +37,7 @@ from sjq.runner import signal_group as _signal_group
 from sjq.scheduler import ARM_DEPTH, ARM_LOW, ArmEntry
 from sjq.server import AlreadyRunning, Connection, bind_socket
 from sjq.state import State, Waiter
-from sjq.store import Store, StoreError
+from sjq.store import Store, StoreError, WriteFailed
 
 __all__ = ["Daemon", "main"]
 
@@ -45,11 +45,26 @@ log = logging.getLogger("sjq")
 
 PURGE_BATCH = 500  # finished jobs forgotten per loop turn: purging never stalls requests
 COMMIT_DELAY = 0.02  # seconds a commit of keeper news alone may wait to share a transaction
+WRITE_RETRY = 1.0  # seconds between tries to write state that could not be written (full disk)
 ROTATE_EVERY = 20_000  # keeper records between journal rotations (bounded journal size)
 
 
 def _same(link: _KeeperLink) -> _KeeperLink:
     return link
+
+
+class _Timer:
+    """One pending timer and the owner that cancels it."""
+
+    __slots__ = ("handle",)
+
+    def __init__(self) -> None:
+        self.handle: asyncio.TimerHandle | None = None
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
 
 
 class _KeeperLink(asyncio.Protocol):
@@ -116,6 +131,7 @@ class Daemon:
         self._dirty: dict[Connection, None] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._commit_handle: asyncio.TimerHandle | None = None
+        self._retry = _Timer()  # the next try to write what a failed commit left unwritten
         self._idle_handle: asyncio.TimerHandle | None = None
         self._adopted = {a.job.id: a for a in adopted}
         self._pidfds: dict[int, int] = {}
@@ -173,8 +189,9 @@ class Daemon:
                 # Only keeper news this turn (starts, exits): the keepers' journals already
                 # hold it durably, so its commit can wait a moment and share a transaction.
                 self._commit_handle = self.loop.call_later(COMMIT_DELAY, self._lazy_commit)
-        except Exception:
-            log.exception("cannot record state; stopping so that nothing is acknowledged unsaved")
+        except Exception as e:
+            log.exception("internal error; stopping so that nothing is acknowledged unsaved")
+            st.write_failed(f"internal error: {e}")  # unsaved SUBMITs get an ERROR
             self.request_stop(keep_running=True)
             return
         if st.to_spawn or st.to_kill:
@@ -182,8 +199,15 @@ class Daemon:
         # Before the replies: a HOLD or KILL of an armed job is answered once its token
         # is back (or known taken).
         self._update_arm()
-        ready, st.ready_waiters = st.ready_waiters, []
+        if st.write_error:
+            # A WAIT is answered once what it reports is on disk; one that names a job
+            # which was never recorded is answered now, with an error.
+            ready = [w for w in st.ready_waiters if w.error]
+            st.ready_waiters = [w for w in st.ready_waiters if not w.error]
+        else:
+            ready, st.ready_waiters = st.ready_waiters, []
         for w in ready:
+            w.done = True
             conn = self.waiting_conns.get(w)
             if conn is not None:
                 self._dirty[conn] = None
@@ -194,27 +218,62 @@ class Daemon:
             self._drained.set()
         self._check_idle()
 
-    def _commit(self) -> None:
-        self.state.sync()  # what the journals about to be deleted said must be in it
-        self.store.commit()
-        self._durable_below = self.state.next_id
+    def _commit(self) -> bool:
+        """Write and commit everything not yet on disk; whether that worked. A failure (a
+        full disk) costs the SUBMITs of this turn (they are answered with an ERROR) and
+        nothing else: the other changes stay in memory and are written by a later commit,
+        tried again every ``WRITE_RETRY`` seconds meanwhile."""
+        st = self.state
         if self._commit_handle is not None:
             self._commit_handle.cancel()
             self._commit_handle = None
+        ok = False
+        if st.sync():  # what the journals about to be deleted said must be in it
+            try:
+                self.store.commit()
+                ok = True
+            except WriteFailed as e:
+                st.write_failed(e.reason)
+        if not ok:
+            self._write_trouble()
+            return False
+        if self._retry.handle is not None:
+            log.info("state recorded again; accepting jobs")
+            self._retry.cancel()
+        st.committed()
+        self._durable_below = st.next_id
         # Journals are removed only once what they said is committed.
         for old in self._rotated:
             with contextlib.suppress(OSError):
                 os.unlink(old)
         self._rotated.clear()
+        return True
+
+    def _write_trouble(self) -> None:
+        if self._retry.handle is None:
+            log.error(
+                "cannot record state: %s; SUBMITs are refused until it can be written,"
+                " everything else goes on and is written then (trying every %g s)",
+                self.state.write_error,
+                WRITE_RETRY,
+            )
+            self._retry.handle = self.loop.call_later(WRITE_RETRY, self._retry_write)
+
+    def _retry_write(self) -> None:
+        self._retry.handle = None
+        self._lazy_commit()
+        if self.state.write_error:
+            return  # still failing: _write_trouble armed the next try
+        self.want_flush()  # WAITs and replies that waited for this commit
 
     def _lazy_commit(self) -> None:
         self._commit_handle = None
         try:
-            self._commit()
-            if self.state.ready_waiters:
+            if self._commit() and self.state.ready_waiters:
                 self.want_flush()  # WAITs that this commit's writes completed
-        except Exception:
-            log.exception("cannot record state; stopping so that nothing is acknowledged unsaved")
+        except Exception as e:
+            log.exception("internal error; stopping so that nothing is acknowledged unsaved")
+            self.state.write_failed(f"internal error: {e}")
             self.request_stop(keep_running=True)
 
     def _send_to_keeper(self, before: int | None = None) -> None:
@@ -575,6 +634,14 @@ class Daemon:
             purger.cancel()
         server.close()
         await self._shutdown()
+        self._retry.cancel()
+        if self.state.write_error:
+            log.error(
+                "stopping with changes not written (%s): the keepers' journals keep the"
+                " ends of jobs for the next start; kills and holds of waiting jobs since"
+                " the last write are lost",
+                self.state.write_error,
+            )
         for conn in list(self.connections):
             conn.flush()
             conn.abort()
@@ -596,9 +663,7 @@ class Daemon:
         after jobs end, and at least every minute."""
         interval = min(60.0, max(1.0, self.cfg.keep / 10))
         while True:
-            gone = self.store.purge(self.now() - self.cfg.keep, self.cfg.keepcount, PURGE_BATCH)
-            for letter, n in gone.items():
-                self.state.queue.forget_counts(JobState(letter), n)
+            gone = self.state.purge(self.now() - self.cfg.keep, self.cfg.keepcount, PURGE_BATCH)
             if gone:
                 self.want_flush()
                 await asyncio.sleep(0)

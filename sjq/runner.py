@@ -53,6 +53,7 @@ log = logging.getLogger("sjq.runner")
 _FRAME = struct.Struct("!I")
 LAZY_DELAY = 0.02  # seconds a start notice may wait to share a send with other news
 MAX_WAIT = 3600.0  # longest single wait of the keeper's loop; a later timer is waited in parts
+JOURNAL_RETRY = 0.5  # seconds between tries to write journal records a full disk held back
 # Signals a job must start with at their default action, whatever the keeper (a Python
 # process) ignores: a shell pipeline whose SIGPIPE is ignored never ends. (What it handles,
 # exec resets by itself.)
@@ -322,16 +323,78 @@ class Journal:
     could not start; ``D time``: the daemon is gone, nothing more will be started.
     """
 
+    # Space taken on disk ahead of the records (fallocate, the file's size unchanged), so
+    # that a full file system does not stop the journal: about 10,000 records.
+    RESERVE = 1 << 20
+
     def __init__(self, path: str) -> None:
         self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self.end = os.fstat(self.fd).st_size  # where the next record goes
+        self.reserved = self.end  # space is taken up to here
+        self.backlog: list[bytes] = []  # records the file system had no room for yet
+        self._reserve()
+
+    @property
+    def healthy(self) -> bool:
+        """Whether every record so far is in the file."""
+        return not self.backlog
 
     def write(self, *fields: object) -> None:
-        line = " ".join(str(f).replace("\n", " ") for f in fields) + "\n"
-        os.write(self.fd, line.encode())
+        """Append a record. If the file system is full the record is kept and written,
+        after those before it, as soon as there is room (``flush``): the keeper goes on."""
+        line = (" ".join(str(f).replace("\n", " ") for f in fields) + "\n").encode()
+        self.backlog.append(line)
+        self.flush()
+
+    def flush(self) -> bool:
+        """Write what is waiting; whether everything is in the file now."""
+        while self.backlog:
+            line = self.backlog[0]
+            try:
+                n = os.write(self.fd, line)
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                if len(self.backlog) == 1:
+                    log.error("%s: %s; records kept until there is room", self.path, e.strerror)
+                return False
+            if n < len(line):  # a short write into the last free bytes: the rest later
+                self.backlog[0] = line[n:]
+                self.end += n
+                continue
+            self.backlog.pop(0)
+            self.end += n
+        if self.reserved - self.end < self.RESERVE // 2:
+            self._reserve()
+        return True
+
+    def _reserve(self) -> None:
+        want = self.end + self.RESERVE
+        if _fallocate(self.fd, self.reserved, want - self.reserved):
+            self.reserved = want
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+_FALLOC_FL_KEEP_SIZE = 1
+_libc_fallocate: Any = None
+
+
+def _fallocate(fd: int, offset: int, length: int) -> bool:
+    """Take disk space for a file's future appends without changing its size; False where
+    the file system cannot (or is full): the journal then simply has no head start."""
+    global _libc_fallocate
+    if _libc_fallocate is None:
+        import ctypes  # noqa: PLC0415 - the keeper only, once
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.fallocate
+        fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+        fn.restype = ctypes.c_int
+        _libc_fallocate = fn
+    return bool(_libc_fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length) == 0)
 
 
 @dataclass(slots=True)
@@ -600,6 +663,9 @@ class _Keeper:
                 # only lazy news is waiting: send it when it is due
                 due = max(0.0, self.lazy_due - time.monotonic())
                 timeout = due if timeout is None else min(timeout, due)
+            if not self.journal.healthy and not self.journal.flush():
+                # a full file system: try again soon to write what waits
+                timeout = JOURNAL_RETRY if timeout is None else min(timeout, JOURNAL_RETRY)
             for key, mask in self.sel.select(timeout):
                 if key.fileobj == wake_r:
                     with contextlib.suppress(BlockingIOError):
@@ -649,6 +715,30 @@ class _Keeper:
                 h = logging.FileHandler(self.logfile)
                 h.setFormatter(logging.Formatter("%(asctime)s keeper[%(process)d] %(message)s"))
                 root.addHandler(h)
+
+    def _rotate(self) -> None:
+        """Go on in a new journal, so that the daemon can delete the old one. Not while the
+        file system is full: the new one must hold everything before the old one goes."""
+        if not self.journal.healthy:
+            return
+        old = self.journal
+        self.journal_seq += 1
+        try:
+            new = self._open_journal()
+        except OSError as e:
+            log.warning("cannot start a new journal (%s); going on in %s", e, old.path)
+            return
+        # The new journal alone must say what is still running, so the old one can go.
+        for pid, c in self.children.items():
+            new.write("S", c.req.jobid, pid, c.start, c.started, c.start_hi)
+        if not new.healthy:
+            new.close()
+            with contextlib.suppress(OSError):
+                os.unlink(new.path)
+            return
+        self.journal = new
+        old.close()
+        self._send("rotated", old.path)
 
     def _open_journal(self) -> Journal:
         me = os.getpid()
@@ -728,18 +818,20 @@ class _Keeper:
             # a job that has ended already: the daemon learns so from its exit record
             self.capable.update(j for j in capable if j in self.by_job)
         elif kind == "rotate":
-            old = self.journal
-            self.journal_seq += 1
-            self.journal = self._open_journal()
-            # The new journal alone must say what is still running, so the old one can go.
-            for pid, c in self.children.items():
-                self.journal.write("S", c.req.jobid, pid, c.start, c.started, c.start_hi)
-            old.close()
-            self._send("rotated", old.path)
+            self._rotate()
 
     # -- processes --
 
     def _spawn(self, req: SpawnRequest) -> bool:
+        if not self.journal.healthy and not self.journal.flush():
+            # Its start could not be recorded: after a daemon crash it might run twice.
+            now = time.time()
+            reason = (
+                f"cannot record its start: the file system of {self.spool} (sjq.spool) is full"
+            )
+            self._send("error", req.jobid, now, reason)
+            self.journal.write("E", req.jobid, now, reason)
+            return False
         tmpdir = self.janitor.take()
         rundir = self.rundir
         try:

@@ -177,6 +177,26 @@ class Queue:
         job.start_time = job.pid = job.pid_start = None
         self._set(job, Q, now)
 
+    def drop(self, job: Job) -> None:
+        """Forget a job whose submission was never recorded, as if it had never been added
+        (its id may be handed out again). Jobs that depend on it are new too and dropped by
+        the same caller."""
+        if self.jobs.pop(job.id, None) is not None and job.state is R:
+            self._unreserve(job)
+        self.counts[job.state] -= 1
+        for parent in job.depends:
+            children = self._children.get(parent)
+            if children and job.id in children:
+                children.remove(job.id)
+        self._children.pop(job.id, None)
+        self._child_key.pop(job.id, None)
+        shape = (job.procs, job.mem if self.maxmem is not None else 0)
+        heap = self._ready.get(shape)
+        if heap is not None:
+            # Its id may come back with another job: no stale entry may stand for that one.
+            heap[:] = [e for e in heap if e[1] != job.id]
+            heapq.heapify(heap)
+
     def forget_counts(self, state: JobState, n: int) -> None:
         """Finished jobs purged from history no longer count in PING's statistics."""
         self.counts[state] = max(0, self.counts[state] - n)

@@ -30,7 +30,7 @@ from sjq.protocol import (
     Stop,
     encode_reply,
 )
-from sjq.state import Peer, Waiter
+from sjq.state import Accepted, Peer, Waiter
 
 if TYPE_CHECKING:
     from sjq.daemon import Daemon
@@ -85,7 +85,8 @@ class Connection(asyncio.Protocol):
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.proto = ServerConnection(max_line=daemon.cfg.maxline, max_src=daemon.cfg.maxsrc)
-        self.out: deque[bytes | Waiter] = deque()
+        # Replies in request order; a SUBMIT's and a WAIT's are sent once they are final.
+        self.out: deque[bytes | Waiter | Accepted] = deque()
         self.closing = False
         self.paused = False
         self.last_data = 0.0
@@ -155,6 +156,8 @@ class Connection(asyncio.Protocol):
             if isinstance(reply, Waiter):
                 d.waiting_conns[reply] = self
                 self.out.append(reply)
+            elif isinstance(reply, Accepted):
+                self.out.append(reply)
             else:
                 self.out.append(encode_reply(reply))
         d.want_flush(self)
@@ -200,9 +203,13 @@ class Connection(asyncio.Protocol):
         while out:
             head = out[0]
             if isinstance(head, Waiter):
-                if head.pending:
-                    break
+                if not (head.done or head.error):
+                    break  # its jobs have not all ended, or that is not on disk yet
                 self.daemon.waiting_conns.pop(head, None)
+                chunks.append(encode_reply(head.reply()))
+            elif isinstance(head, Accepted):
+                if not head.ready:
+                    break  # OK <id> only once the job is on disk
                 chunks.append(encode_reply(head.reply()))
             else:
                 chunks.append(head)

@@ -31,11 +31,11 @@ from sjq.protocol import (
     Wait,
 )
 from sjq.runner import ExitRecord, SpawnRequest
-from sjq.scheduler import Queue
-from sjq.store import JobSpec, Store
+from sjq.scheduler import Change, Queue
+from sjq.store import JobSpec, Store, WriteFailed
 from sjq.units import format_mem
 
-__all__ = ["Peer", "State", "Waiter"]
+__all__ = ["Accepted", "Peer", "State", "Waiter"]
 
 R, S, F, K, E = (
     JobState.RUNNING,
@@ -57,14 +57,37 @@ class Peer:
 
 @dataclass(slots=True, eq=False)
 class Waiter:
-    """A WAIT whose reply is due once every listed job has ended."""
+    """A WAIT whose reply is due once every listed job has ended and that is on disk
+    (``done``, set by the daemon after the commit)."""
 
     ids: tuple[int, ...]
     letters: dict[int, str]
     pending: set[int] = field(default_factory=set)
+    done: bool = False
+    error: str = ""  # a listed job turned out never to have been recorded
 
-    def reply(self) -> Ok:
+    def reply(self) -> Ok | Error:
+        if self.error:
+            return Error(self.error)
         return Ok(" ".join(f"{i}:{self.letters[i]}" for i in self.ids))
+
+
+@dataclass(slots=True, eq=False)
+class Accepted:
+    """A SUBMIT's reply: ``OK <id>`` once the turn that recorded the job has been committed;
+    ``ERROR cannot record the job: <why>`` if the write or the commit failed (the job is then
+    forgotten, as if never submitted)."""
+
+    jobid: int
+    error: str = ""
+    durable: bool = False  # set once the job's record is committed
+
+    @property
+    def ready(self) -> bool:
+        return self.durable or bool(self.error)
+
+    def reply(self) -> Ok | Error:
+        return Error(self.error) if self.error else Ok(str(self.jobid))
 
 
 @lru_cache(maxsize=256)
@@ -107,6 +130,14 @@ class State:
         self.to_kill: list[Job] = []
         self.ready_waiters: list[Waiter] = []  # WAITs completed this turn, answered after commit
         self.accepting = True
+        # What is not yet committed, so that a failed write or commit (a full disk) can be
+        # undone in memory and written again: SQLite may roll the whole transaction back.
+        self.committed_next_id = self.next_id
+        self._new: list[tuple[Job, Accepted]] = []  # submitted since the last commit
+        self._written_touched: dict[int, Job] = {}  # written into the open transaction
+        self._written_changes: list[Change] = []
+        self._purged: dict[JobState, int] = {}
+        self.write_error = ""  # why the last write failed, until a commit succeeds
         for state, n in store.state_counts().items():
             if state in TERMINAL:
                 self.queue.counts[state] += n
@@ -114,7 +145,7 @@ class State:
 
     # -- dispatch ----------------------------------------------------------------------
 
-    def handle(self, req: object, peer: Peer, now: float) -> Ok | Data | Error | Waiter:
+    def handle(self, req: object, peer: Peer, now: float) -> Ok | Data | Error | Waiter | Accepted:
         self.now = now
         match req:
             case Submit():
@@ -144,7 +175,7 @@ class State:
         counts = self.queue.counts
         return Ok(" ".join(f"{s.value}:{counts[s]}" for s in sorted(counts) if counts[s]))
 
-    def submit(self, req: Submit, peer: Peer) -> Ok | Error:
+    def submit(self, req: Submit, peer: Peer) -> Accepted | Error:
         if not self.accepting:
             return Error("the daemon is shutting down; submit again in a moment")
         cfg, o = self.cfg, req.options
@@ -205,7 +236,6 @@ class State:
             problems = path_problems(spec.cwd, outputs, uid, gid)
             if problems:
                 return Error("; ".join(problems))
-        self.next_id += 1
         state = JobState.USERHOLD if o.hold else JobState.HOLDING if unmet else JobState.QUEUED
         job = Job(
             id=jobid,
@@ -219,9 +249,16 @@ class State:
             submit_time=self.now,
             priority=o.priority,
         )
-        self.store.insert(job, spec)
+        try:
+            self.store.insert(job, spec)
+        except WriteFailed as e:
+            self.write_failed(e.reason)
+            return Error(f"cannot record the job: {e.reason}")
+        self.next_id += 1
         self.queue.add(job, self.now, unmet=tuple(unmet), doomed=doomed)
-        return Ok(str(jobid))
+        accepted = Accepted(jobid)
+        self._new.append((job, accepted))
+        return accepted
 
     def kill(self, jobid: int) -> None:
         job = self.queue.kill(jobid, self.now)
@@ -240,18 +277,29 @@ class State:
 
     def wait(self, ids: tuple[int, ...]) -> Ok | Error | Waiter:
         self.sync()
+        # Ends not yet committed: reported only once they are on disk.
+        unsaved = {c.job.id: c.state for c in self._written_changes}
+        unsaved.update((c.job.id, c.state) for c in self.queue.changes)
         letters: dict[int, str] = {}
         pending: set[int] = set()
+        late = False
         for i in ids:
             if self.queue.get(i) is not None:
                 pending.add(i)
                 continue
-            st = self.store.state_of(i)
-            if st is None:
-                return Error(f"unknown job {i}")
+            st = unsaved.get(i)
+            if st is not None:
+                late = True
+            else:
+                st = self.store.state_of(i)
+                if st is None:
+                    return Error(f"unknown job {i}")
             letters[i] = st.value
         waiter = Waiter(ids, letters, pending=pending)
         if not pending:
+            if late:
+                self.ready_waiters.append(waiter)  # answered after the next commit
+                return waiter
             return waiter.reply()
         for i in pending:
             self.waiters.setdefault(i, []).append(waiter)
@@ -342,12 +390,19 @@ class State:
             gid=job.gid if as_user else None,
         )
 
-    def sync(self) -> None:
+    def sync(self) -> bool:
         """Write this turn's changes into the open transaction, so that what the database
-        says (a parent's final state, a STATUS) is never behind what memory says."""
+        says (a parent's final state, a STATUS) is never behind what memory says. Whether
+        that worked (False: the write failed, see ``write_failed``)."""
         q = self.queue
         if not (q.touched or q.changes):
-            return
+            if self.write_error:  # nothing to write: see whether there is room again
+                try:
+                    self.store.probe()
+                except WriteFailed as e:
+                    self.write_failed(e.reason)
+                    return False
+            return True
         for ch in q.changes:
             if ch.state in TERMINAL:
                 for w in self.waiters.pop(ch.job.id, ()):
@@ -355,9 +410,79 @@ class State:
                     w.pending.discard(ch.job.id)
                     if not w.pending:
                         self.ready_waiters.append(w)
-        self.store.write(q.touched.values(), q.changes)
+        try:
+            self.store.write(q.touched.values(), q.changes)
+        except WriteFailed as e:
+            self.write_failed(e.reason)
+            return False
+        self._written_touched.update(q.touched)
+        self._written_changes += q.changes
         q.touched.clear()
         q.changes.clear()
+        return True
+
+    # -- durability: what the last commit holds -------------------------------------------
+
+    def purge(self, ended_before: float, keep_count: int | None, limit: int) -> bool:
+        """Forget finished jobs past the history limits, a batch at a time; whether any went."""
+        try:
+            gone = self.store.purge(ended_before, keep_count, limit)
+        except WriteFailed as e:
+            self.write_failed(e.reason)
+            return False
+        for letter, n in gone.items():
+            state = JobState(letter)
+            self.queue.forget_counts(state, n)
+            self._purged[state] = self._purged.get(state, 0) + n
+        return bool(gone)
+
+    def committed(self) -> None:
+        """The open transaction is on disk: everything so far is durable."""
+        for _, accepted in self._new:
+            accepted.durable = True
+        self._new.clear()
+        self._written_touched.clear()
+        self._written_changes.clear()
+        self._purged.clear()
+        self.committed_next_id = self.next_id
+        self.write_error = ""
+
+    def write_failed(self, reason: str) -> None:
+        """A write or a commit failed and the database holds only what the last commit wrote.
+        The jobs submitted since are forgotten (their SUBMITs get an ERROR, their ids are
+        handed out again: nobody was told them); every other change is written again by the
+        next commit that succeeds."""
+        self.store.rollback()
+        self.write_error = reason
+        q = self.queue
+        for jobid, job in self._written_touched.items():
+            q.touched.setdefault(jobid, job)
+        q.changes[:0] = self._written_changes
+        self._written_touched.clear()
+        self._written_changes.clear()
+        for state, n in self._purged.items():
+            q.counts[state] += n  # the purge is undone on disk too; it runs again later
+        self._purged.clear()
+        if not self._new:
+            return
+        dropped = {job.id for job, _ in self._new}
+        for job, accepted in self._new:
+            accepted.error = f"cannot record the job: {reason}"
+            q.drop(job)
+        self._new.clear()
+        for jobid in dropped:
+            q.touched.pop(jobid, None)
+        q.changes[:] = [c for c in q.changes if c.job.id not in dropped]
+        self.to_spawn[:] = [r for r in self.to_spawn if r.jobid not in dropped]
+        self.to_kill[:] = [j for j in self.to_kill if j.id not in dropped]
+        for jobid in dropped:
+            for w in self.waiters.pop(jobid, ()):
+                w.error = f"unknown job {jobid}"
+                self.drop_waiter(w)
+                w.pending.clear()
+                if w not in self.ready_waiters:
+                    self.ready_waiters.append(w)
+        self.next_id = self.committed_next_id
 
 
 def _signame(sig: int | None) -> str:

@@ -13,17 +13,27 @@ import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from sjq.jobs import Job, JobState
 from sjq.paths import make_dirs, make_private_file, tighten
 from sjq.scheduler import Change
 
-__all__ = ["SCHEMA_VERSION", "JobSpec", "Store", "StoreError"]
+__all__ = ["SCHEMA_VERSION", "JobSpec", "Store", "StoreError", "WriteFailed"]
 
 
 class StoreError(RuntimeError):
     """The state database cannot be used; the message says which file and what to do."""
+
+
+class WriteFailed(StoreError):
+    """A write or a commit failed (a full disk, an I/O error). The open transaction has been
+    rolled back: the database holds what the last successful commit wrote, nothing since.
+    ``reason`` is SQLite's own words, e.g. ``database or disk is full``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,13 +206,43 @@ class Store:
 
     def _begin(self) -> None:
         if not self._in_txn:
-            self.db.execute("BEGIN")
+            try:
+                self.db.execute("BEGIN")
+            except sqlite3.Error as e:
+                raise WriteFailed(str(e)) from None
             self._in_txn = True
 
     def commit(self) -> None:
+        """Commit the open transaction. On failure it is rolled back whole (SQLite may have
+        done so already after SQLITE_FULL) and WriteFailed says why."""
         if self._in_txn:
-            self.db.execute("COMMIT")
+            try:
+                self.db.execute("COMMIT")
+            except sqlite3.Error as e:
+                self._failed(e)
             self._in_txn = False
+
+    def probe(self) -> None:
+        """Write something and take it back in the open transaction, so that its commit
+        tells whether the disk has room again (after a failed commit, with nothing else
+        waiting to be written)."""
+        self._begin()
+        try:
+            self.db.execute("INSERT INTO events VALUES (0, '-', 0)")
+            self.db.execute("DELETE FROM events WHERE job = 0")
+        except sqlite3.Error as e:
+            self._failed(e)
+
+    def rollback(self) -> None:
+        """Drop the open transaction, whatever state SQLite left it in."""
+        self._in_txn = False
+        if self.db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+
+    def _failed(self, e: sqlite3.Error) -> NoReturn:
+        self.rollback()
+        raise WriteFailed(str(e)) from None
 
     # -- writes --------------------------------------------------------------------------
 
@@ -213,6 +253,12 @@ class Store:
 
     def insert(self, job: Job, spec: JobSpec) -> None:
         self._begin()
+        try:
+            self._insert(job, spec)
+        except sqlite3.Error as e:
+            self._failed(e)
+
+    def _insert(self, job: Job, spec: JobSpec) -> None:
         self.db.execute(
             "INSERT INTO jobs (id, name, state, procs, mem, depends, uid, gid, cwd, stdout,"
             " stderr, env, script, submitted, priority, time_limit, reason)"
@@ -244,6 +290,12 @@ class Store:
     def write(self, touched: Iterable[Job], changes: Iterable[Change]) -> None:
         """Bring the rows of ``touched`` jobs up to date and log ``changes`` (same transaction)."""
         self._begin()
+        try:
+            self._write(touched, changes)
+        except sqlite3.Error as e:
+            self._failed(e)
+
+    def _write(self, touched: Iterable[Job], changes: Iterable[Change]) -> None:
         self.db.executemany(
             "UPDATE jobs SET state=?, started=?, ended=?, exit_code=?, signal=?, reason=?,"
             " pid=?, pid_start=?, cpu_user=?, cpu_sys=?, maxrss=?, priority=?, killing=?"
@@ -298,8 +350,11 @@ class Store:
             return {}
         self._begin()
         ids = [(r[0],) for r in rows]
-        self.db.executemany("DELETE FROM jobs WHERE id = ?", ids)
-        self.db.executemany("DELETE FROM events WHERE job = ?", ids)
+        try:
+            self.db.executemany("DELETE FROM jobs WHERE id = ?", ids)
+            self.db.executemany("DELETE FROM events WHERE job = ?", ids)
+        except sqlite3.Error as e:
+            self._failed(e)
         gone: dict[str, int] = {}
         for _, state in rows:
             gone[state] = gone.get(state, 0) + 1
