@@ -17,23 +17,17 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import assert_never
 
 from sjq import __version__
 from sjq.config import Config, ConfigError, load_config
-from sjq.jobs import Job, JobState
+from sjq.jobs import ExitRecord, Job, JobState
+from sjq.keeper import ArmPipe, KeeperHandle
+from sjq.keeper import messages as m
+from sjq.keeper.adopt import Adoption, Orphans
+from sjq.keeper.procs import proc_start_time
 from sjq.paths import make_dirs, make_private_file
-from sjq.recovery import Adoption, recover
-from sjq.runner import (
-    ArmPipe,
-    ExitRecord,
-    JournalState,
-    KeeperHandle,
-    decode_frames,
-    encode_frame,
-    proc_start_time,
-)
-from sjq.runner import signal_group as _signal_group
+from sjq.recovery import recover
 from sjq.scheduler import ARM_DEPTH, ARM_LOW, ArmEntry
 from sjq.server import AlreadyRunning, Connection, bind_socket
 from sjq.state import State, Waiter
@@ -83,7 +77,7 @@ class _KeeperLink(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
-        for msg in decode_frames(self.buf):
+        for msg in m.decode_from_keeper(self.buf):
             self.daemon.on_keeper(self, msg)
         # A job's exit is the event that starts the next job: act on it in this loop turn
         # rather than the next (the dispatch gap is what users of short jobs feel).
@@ -133,9 +127,13 @@ class Daemon:
         self._commit_handle: asyncio.TimerHandle | None = None
         self._retry = _Timer()  # the next try to write what a failed commit left unwritten
         self._idle_handle: asyncio.TimerHandle | None = None
-        self._adopted = {a.job.id: a for a in adopted}
-        self._pidfds: dict[int, int] = {}
-        self._rotated: list[str] = []
+        self._rotated: list[str] = []  # journals to delete after the next commit
+        self.orphans = Orphans(
+            adopted,
+            on_exit=self._orphan_exited,
+            on_lost=self._orphan_lost,
+            on_journal_done=self._rotated.append,
+        )
         self._durable_below = state.next_id  # every job id below this is committed
         self._stop: asyncio.Event
         self._keep_running = False
@@ -294,17 +292,15 @@ class Daemon:
             link = live[self._next_keeper % len(live)]
             self._next_keeper += 1
             self._owner[req.jobid] = link
-            frames.setdefault(link, []).append(encode_frame(("spawn", req)))
+            frames.setdefault(link, []).append(m.encode(m.Spawn(req)))
         if before is None:
             st.to_spawn.clear()
         for job in st.to_kill if before is None else ():
             owner = self._owner.get(job.id)
-            if job.id in self._adopted:
-                self._kill_adopted(job.id)
+            if job.id in self.orphans:
+                self.orphans.kill(job.id, self.cfg.killgrace)
             elif owner is not None:
-                frames.setdefault(owner, []).append(
-                    encode_frame(("kill", job.id, self.cfg.killgrace))
-                )
+                frames.setdefault(owner, []).append(m.encode(m.Kill(job.id, self.cfg.killgrace)))
         if before is None:
             st.to_kill.clear()
         for link, chunks in frames.items():
@@ -312,29 +308,28 @@ class Daemon:
 
     # -- keeper events ---------------------------------------------------------------------
 
-    def on_keeper(self, link: _KeeperLink, msg: tuple[Any, ...]) -> None:
+    def on_keeper(self, link: _KeeperLink, msg: m.FromKeeper) -> None:
         st = self.state
-        kind = msg[0]
         st.now = self.now()
-        if kind == "started":
-            _, jobid, pid, pid_start, t = msg
-            st.started(jobid, pid, pid_start, t)
-        elif kind == "exited":
-            rec: ExitRecord = msg[1]
-            self._owner.pop(rec.jobid, None)
-            st.exited(rec)
-            self._armed_exit(link, rec)
-        elif kind == "error":
-            _, jobid, t, reason = msg
-            self._owner.pop(jobid, None)
-            log.warning("job %d could not start: %s", jobid, reason)
-            st.failed_to_start(jobid, reason, t)
-        elif kind == "rotated":
-            self._rotated.append(msg[1])
+        match msg:
+            case m.Started(jobid, pid, start_tick, t):
+                st.started(jobid, pid, start_tick, t)
+            case m.Exited(rec):
+                self._owner.pop(rec.jobid, None)
+                st.exited(rec)
+                self._armed_exit(link, msg)
+            case m.SpawnFailed(jobid, t, reason):
+                self._owner.pop(jobid, None)
+                log.warning("job %d could not start: %s", jobid, reason)
+                st.failed_to_start(jobid, reason, t)
+            case m.Rotated(path):
+                self._rotated.append(path)
+            case _:
+                assert_never(msg)
         link.records += 1
         if link.records >= ROTATE_EVERY:
             link.records = 0
-            link.send(encode_frame(("rotate",)))
+            link.send(m.encode(m.Rotate()))
         self.want_flush()
 
     # -- arming: keepers start the next jobs the moment running ones end ---------------
@@ -388,12 +383,14 @@ class Daemon:
             seq = next(self._seq)
             self._tokens[seq] = e
             q.arm(e.job)
-            entries.append((seq, self.state.spawn_request(e.job), e.after, e.need_success))
+            entries.append(
+                m.ArmedStart(seq, self.state.spawn_request(e.job), e.after, e.need_success)
+            )
         live = frozenset(self._tokens)
         for link in self.keepers:
             if link.transport is not None:
                 capable = [r.id for r in runners if self._owner.get(r.id) is link]
-                link.send(encode_frame(("arm", live, capable, entries, low)))
+                link.send(m.encode(m.Arm(live, tuple(capable), tuple(entries), low)))
         self._capable.update(r.id for r in runners)
         self._unsent = [seq for seq, *_ in entries]
         self._put_tokens()
@@ -428,26 +425,26 @@ class Daemon:
                 self._taken[seq] = e
         self._tokens.clear()
 
-    def _armed_exit(self, link: _KeeperLink, rec: ExitRecord) -> None:
+    def _armed_exit(self, link: _KeeperLink, msg: m.Exited) -> None:
         """A running job ended; its keeper may have taken a token, and started its job."""
         q = self.state.queue
-        self._capable.discard(rec.jobid)
-        if rec.claimed is not None:
-            e = self._tokens.pop(rec.claimed, None) or self._taken.pop(rec.claimed, None)
-            if e is not None and rec.started_next != e.job.id:
+        self._capable.discard(msg.record.jobid)
+        if msg.claimed is not None:
+            e = self._tokens.pop(msg.claimed, None) or self._taken.pop(msg.claimed, None)
+            if e is not None and msg.started_next != e.job.id:
                 q.disarm(e.job)  # back among the ready jobs, for the pass that follows
-        if rec.started_next is None:
+        if msg.started_next is None:
             return
-        self._owner[rec.started_next] = link
-        started = q.get(rec.started_next)
+        self._owner[msg.started_next] = link
+        started = q.get(msg.started_next)
         if started is None:
             # Killed while the keeper was starting it: it ends as the daemon recorded.
-            link.send(encode_frame(("kill", rec.started_next, self.cfg.killgrace)))
+            link.send(m.encode(m.Kill(msg.started_next, self.cfg.killgrace)))
             return
         if started.state is JobState.USERHOLD:
-            q.release(started.id, rec.time)  # held too late: it has started
+            q.release(started.id, msg.record.time)  # held too late: it has started
         if started.state is JobState.QUEUED:
-            q.start_armed(started, rec.time)
+            q.start_armed(started, msg.record.time)
             self._capable.add(started.id)  # its keeper made it so
             if self._stop.is_set() and not self._keep_running:
                 started.killing = True  # started as the shutdown began: it ends with it
@@ -462,82 +459,13 @@ class Daemon:
 
     # -- jobs of an earlier daemon ----------------------------------------------------------
 
-    def _adopt(self, a: Adoption) -> None:
-        job = a.job
-        self._adopted[job.id] = a
-        assert job.pid is not None
-        try:
-            fd = os.pidfd_open(job.pid)
-        except OSError:
-            self._resolve_adopted(job.id, 0)
-            return
-        self._pidfds[job.id] = fd
-        self.loop.add_reader(fd, self._adopted_exit, job.id)
-
-    def _adopted_exit(self, jobid: int) -> None:
-        fd = self._pidfds.pop(jobid, None)
-        if fd is not None:
-            self.loop.remove_reader(fd)
-            os.close(fd)
-        self._resolve_adopted(jobid, 0)
-
-    def _resolve_adopted(self, jobid: int, tries: int) -> None:
-        a = self._adopted.get(jobid)
-        if a is None:
-            return
-        j = a.journal
-        if j is not None:
-            # Liveness first, then the journal: a keeper that was already gone before the
-            # read has written all it ever will. (The other order loses an exit written
-            # by a keeper that reaped its last job and ended between the two.)
-            keeper_alive = j.keeper_alive()
-            j.read()
-            rec = j.exited.get(jobid)
-            if rec is not None:
-                self._adopted.pop(jobid)
-                self.state.exited(rec)
-                self._forget_journal(j)
-                self.want_flush()
-                return
-            if keeper_alive and tries < 2000:
-                # The old keeper reaps within milliseconds of the exit; give it that.
-                self.loop.call_later(0.005, self._resolve_adopted, jobid, tries + 1)
-                return
-        self._adopted.pop(jobid)
-        log.warning(
-            "job %d ended but %s holds no exit record for it (keeper %s, alive: %s, tries %d)",
-            jobid,
-            j.path if j is not None else "no journal",
-            j.keeper_pid if j is not None else "-",
-            j.keeper_alive() if j is not None else "-",
-            tries,
-        )
-        self.state.lost(a.job, "exit status lost: no keeper was left to record it", self.now())
-        if j is not None:
-            self._forget_journal(j)
+    def _orphan_exited(self, rec: ExitRecord) -> None:
+        self.state.exited(rec)
         self.want_flush()
 
-    def _forget_journal(self, j: JournalState) -> None:
-        if any(a.journal is j for a in self._adopted.values()) or j.keeper_alive():
-            return
-        self._rotated.append(j.path)  # deleted after the commit that records its last exit
-
-    def _kill_adopted(self, jobid: int) -> None:
-        a = self._adopted.get(jobid)
-        fd = self._pidfds.get(jobid)
-        if a is None or fd is None or a.job.pid is None:
-            return
-        pid = a.job.pid
-        with contextlib.suppress(OSError):
-            signal.pidfd_send_signal(fd, signal.SIGTERM)
-        _signal_group(pid, signal.SIGTERM)
-        _signal_group(pid, signal.SIGCONT)
-
-        def escalate() -> None:
-            if jobid in self._pidfds:
-                _signal_group(pid, signal.SIGKILL)
-
-        self.loop.call_later(self.cfg.killgrace, escalate)
+    def _orphan_lost(self, job: Job, reason: str) -> None:
+        self.state.lost(job, reason, self.now())
+        self.want_flush()
 
     # -- stopping --------------------------------------------------------------------------
 
@@ -550,7 +478,7 @@ class Daemon:
     def _check_idle(self) -> None:
         if not self.cfg.autoshutdown or self._stop.is_set():
             return
-        idle = not self.state.queue.busy and not self._adopted
+        idle = not self.state.queue.busy and not self.orphans
         if idle and self._idle_handle is None:
             self._idle_handle = self.loop.call_later(self.cfg.waittime, self._idle_expired)
         elif not idle and self._idle_handle is not None:
@@ -559,7 +487,7 @@ class Daemon:
 
     def _idle_expired(self) -> None:
         self._idle_handle = None
-        if not self.state.queue.busy and not self._adopted:
+        if not self.state.queue.busy and not self.orphans:
             log.info("idle for %g s: shutting down (sjq.autoshutdown)", self.cfg.waittime)
             self.request_stop(keep_running=False)
 
@@ -610,8 +538,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
         for link in self.keepers:
             await loop.create_unix_connection(functools.partial(_same, link), sock=link.handle.sock)
-        for a in list(self._adopted.values()):
-            self._adopt(a)
+        self.orphans.start(loop)
         # asyncio listens again on the socket it is given, with a backlog of 100 unless told:
         # a burst of clients connecting at once would be refused with EAGAIN.
         server = await loop.create_unix_server(
@@ -645,9 +572,7 @@ class Daemon:
         for conn in list(self.connections):
             conn.flush()
             conn.abort()
-        for fd in self._pidfds.values():
-            loop.remove_reader(fd)
-            os.close(fd)
+        self.orphans.close()
         for link in self.keepers:
             if link.transport is not None:
                 link.transport.close()  # the keeper sees EOF: it detaches (STOP) or exits

@@ -7,8 +7,18 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
-__all__ = ["TERMINAL", "TRANSITIONS", "IllegalTransition", "Job", "JobState"]
+__all__ = [
+    "TERMINAL",
+    "TRANSITIONS",
+    "Change",
+    "ExitRecord",
+    "IllegalTransition",
+    "Job",
+    "JobLaunch",
+    "JobState",
+]
 
 
 class JobState(enum.StrEnum):
@@ -106,3 +116,44 @@ class Job:
         if new not in TRANSITIONS[self.state]:
             raise IllegalTransition(f"job {self.id}: {self.state.value} -> {new.value}")
         self.state = new
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One state change, as it must be recorded durably."""
+
+    job: Job
+    state: JobState
+    time: float
+
+
+# What crosses to and from the keeper processes: NamedTuples, because they pickle as plain
+# tuples, several times cheaper than slotted dataclasses, and thousands cross every second.
+
+
+class JobLaunch(NamedTuple):
+    """Everything a keeper needs to start one job."""
+
+    jobid: int
+    script: bytes
+    cwd: str
+    stdout: str
+    stderr: str
+    env: dict[str, str]  # TMPDIR is added by the keeper
+    time_limit: float | None = None
+    uid: int | None = None  # set only when a root daemon runs a job as another user
+    gid: int | None = None
+
+
+class ExitRecord(NamedTuple):
+    """How a job's process ended, as its keeper saw it."""
+
+    jobid: int
+    pid: int
+    exit_code: int | None  # None when a signal ended it
+    signal: int | None
+    time: float
+    cpu_user: float
+    cpu_sys: float
+    maxrss: int  # bytes
+    reason: str = ""  # "time limit" when the keeper enforced one

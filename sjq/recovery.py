@@ -3,7 +3,7 @@
 Runs before the event loop. Decides, for every job the database records as running, whether
 it ended while no daemon was there (its real status is in a journal), is still running
 (re-adopted: watched until it ends), or provably never started (queued again). Touches no
-socket; reads /proc only through ``sjq.runner``.
+socket; reads journals and /proc only through ``sjq.keeper``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from sjq.jobs import Job, JobState
-from sjq.runner import JournalState, process_alive
-from sjq.scheduler import Change
+from sjq.jobs import Change, JobState
+from sjq.keeper.adopt import Adoption
+from sjq.keeper.journal import JournalState
+from sjq.keeper.procs import process_alive
 from sjq.state import State
 
 __all__ = ["Adoption", "recover"]
@@ -26,14 +27,6 @@ log = logging.getLogger("sjq.recovery")
 # How long to wait for a surviving keeper to notice its daemon is gone and say so in its
 # journal: until then it might still act on a start request the dead daemon sent.
 DETACH_WAIT = 10.0
-
-
-@dataclass(slots=True)
-class Adoption:
-    """A job still running under a previous daemon's keeper (or orphaned)."""
-
-    job: Job
-    journal: JournalState | None  # None: no keeper records it any more; status will be lost
 
 
 @dataclass(slots=True)
@@ -79,7 +72,7 @@ def recover(state: State, spool: str, now: float) -> Recovered:
             # Started by a daemon that died before it could record so: it is running.
             job.state = JobState.RUNNING
             rec = started[job.id].started.get(job.id)
-            t = rec[2] if rec is not None else now
+            t = rec.time if rec is not None else now
             q.changes.append(Change(job, JobState.RUNNING, t))
             q.touched[job.id] = job
             out.started_late += 1
@@ -98,26 +91,27 @@ def recover(state: State, spool: str, now: float) -> Recovered:
     for job in [x for x in q.jobs.values() if x.state is JobState.RUNNING]:
         jl = started.get(job.id)
         if jl is not None and job.id in jl.started:
-            pid0, _, t0, _ = jl.started[job.id]
-            job.pid = job.pid or pid0
-            job.start_time = job.start_time or t0
+            s = jl.started[job.id]
+            job.pid = job.pid or s.pid
+            job.start_time = job.start_time or s.time
         if jl is not None and job.id in jl.exited:
             state.exited(jl.exited[job.id])
             out.ended += 1
         elif jl is not None and job.id in jl.errors:
-            t, reason = jl.errors[job.id]
-            state.failed_to_start(job.id, reason, t)
+            refusal = jl.errors[job.id]
+            state.failed_to_start(job.id, refusal.reason, refusal.time)
             out.ended += 1
         elif jl is not None or job.pid is not None:
             pid: int | None
             pid_start: int | None
             start_hi: int | None = None
             if jl is not None:
-                pid, pid_start, _, start_hi = jl.started[job.id]
+                s = jl.started[job.id]
+                pid, pid_start, start_hi = s.pid, s.tick_lo, s.tick_hi
             else:
                 pid, pid_start = job.pid, job.pid_start
             assert pid is not None  # by the branch condition
-            t_start = jl.started[job.id][2] if jl is not None else job.start_time or now
+            t_start = jl.started[job.id].time if jl is not None else job.start_time or now
             q.started(job, pid, pid_start or 0, t_start)
             live_keeper = jl is not None and jl.keeper_alive()
             if jl is not None and not live_keeper:

@@ -10,7 +10,7 @@ import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from sjq.jobs import TERMINAL, Job, JobState
+from sjq.jobs import TERMINAL, Change, Job, JobState
 
 __all__ = ["ArmEntry", "Change", "Queue"]
 
@@ -35,15 +35,6 @@ class ArmEntry:
     # runner's reservation until the runner's end is known. Not so when it may use the
     # free resources too (one runner): a pass must not spend those meanwhile.
     covered: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One state change, as it must be recorded durably."""
-
-    job: Job
-    state: JobState
-    time: float
 
 
 class Queue:

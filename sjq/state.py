@@ -16,7 +16,7 @@ from functools import lru_cache
 
 from sjq.access import path_problems
 from sjq.config import Config
-from sjq.jobs import TERMINAL, Job, JobState
+from sjq.jobs import TERMINAL, Change, ExitRecord, Job, JobLaunch, JobState
 from sjq.protocol import (
     Data,
     Error,
@@ -30,8 +30,7 @@ from sjq.protocol import (
     Submit,
     Wait,
 )
-from sjq.runner import ExitRecord, SpawnRequest
-from sjq.scheduler import Change, Queue
+from sjq.scheduler import Queue
 from sjq.store import JobSpec, Store, WriteFailed
 from sjq.units import format_mem
 
@@ -126,7 +125,7 @@ class State:
         self.default_env = default_environment()
         self.is_root = os.geteuid() == 0
         self.waiters: dict[int, list[Waiter]] = {}
-        self.to_spawn: list[SpawnRequest] = []
+        self.to_spawn: list[JobLaunch] = []
         self.to_kill: list[Job] = []
         self.ready_waiters: list[Waiter] = []  # WAITs completed this turn, answered after commit
         self.accepting = True
@@ -364,7 +363,7 @@ class State:
         for job in self.queue.schedule(self.now):
             self.to_spawn.append(self.spawn_request(job))
 
-    def spawn_request(self, job: Job) -> SpawnRequest:
+    def spawn_request(self, job: Job) -> JobLaunch:
         spec = self.store.spec(job.id)
         env = dict(self.default_env if spec.env is None else spec.env)
         for name in _PROTECTED:
@@ -378,7 +377,7 @@ class State:
             SJQ_SOCKET=self.cfg.socket,
         )
         as_user = self.is_root and job.uid not in (-1, 0)
-        return SpawnRequest(
+        return JobLaunch(
             jobid=job.id,
             script=spec.script,
             cwd=spec.cwd,

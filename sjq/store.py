@@ -15,9 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from sjq.jobs import Job, JobState
+from sjq.jobs import Change, Job, JobState
 from sjq.paths import make_dirs, make_private_file, tighten
-from sjq.scheduler import Change
 
 __all__ = ["SCHEMA_VERSION", "JobSpec", "Store", "StoreError", "WriteFailed"]
 

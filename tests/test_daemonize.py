@@ -65,12 +65,13 @@ def test_stop_with_no_daemon(daemon_factory: Callable[..., Daemon]) -> None:
 def test_root_daemon_runs_job_as_requested_user(daemon_factory: Callable[..., Daemon]) -> None:
     # tmp_path is 0700, which the job's user cannot enter: use a world-traversable place.
     base = Path(tempfile.mkdtemp(prefix="sjq-test-"))
+    d = daemon_factory(rundir=str(base / "run"), tmpdir=str(base / "tmp"))
     try:
         base.chmod(0o711)
         out = base / "out"
         out.mkdir()
         out.chmod(0o777)
-        d = daemon_factory(rundir=str(base / "run"), tmpdir=str(base / "tmp")).start()
+        d.start()
         with Raw(d.socket) as c:
             reply = c.submit(
                 '#!/bin/sh\nid -u; id -g; echo $TMPDIR; test -w "$TMPDIR" && echo writable\n',
@@ -85,4 +86,5 @@ def test_root_daemon_runs_job_as_requested_user(daemon_factory: Callable[..., Da
         assert lines[-1] == "writable"
         assert (out / f"{jid}.stdout").stat().st_uid == 65534, "output is opened as the user"
     finally:
+        d.stop()  # its keepers' janitors keep TMPDIRs ready under base until then
         shutil.rmtree(base)

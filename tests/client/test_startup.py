@@ -23,7 +23,7 @@ HEAVY = {
     "argparse",  # replaced by sjq_client._args: several ms per run
     "sjq.daemon",
     "sjq.store",
-    "sjq.runner",
+    "sjq.keeper",
     "sjq.state",
     "sjq.server",
     "sjq.scheduler",

@@ -18,7 +18,8 @@ import pytest
 from conftest import Daemon, Gate, Raw, wait_for
 from server._helpers import SH, job_pid, wait_dead
 
-from sjq.runner import Journal, JournalState
+from sjq.jobs import ExitRecord
+from sjq.keeper.journal import Header, Journal, JournalState
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 
@@ -169,10 +170,10 @@ def test_a_journal_on_a_full_disk_keeps_its_records_and_writes_them_when_there_i
     small_fs: Path,
 ) -> None:
     j = _NoHeadStart(str(small_fs / "keeper-1-0.journal"))
-    j.write("K", 1, 100)
+    j.write(Header(1, 100))
     filler = fill_fs(small_fs)
     for jobid in range(1, 200):  # more than fits in the page the header started
-        j.write("X", jobid, 4000 + jobid, 0, "-", 1.5, 0.1, 0.2, 1024, "")
+        j.write(ExitRecord(jobid, 4000 + jobid, 0, None, 1.5, 0.1, 0.2, 1024))
     assert not j.healthy
     assert not j.flush()
     filler.unlink()
@@ -188,7 +189,7 @@ def test_a_journal_takes_room_ahead_so_a_full_disk_does_not_stop_it(small_fs: Pa
     assert os.path.getsize(j.path) == 0  # the room taken ahead does not change its size
     fill_fs(small_fs)
     for jobid in range(1, 2000):
-        j.write("X", jobid, 4000 + jobid, 0, "-", 1.5, 0.1, 0.2, 1024, "")
+        j.write(ExitRecord(jobid, 4000 + jobid, 0, None, 1.5, 0.1, 0.2, 1024))
     assert j.healthy
     j.close()
     state = JournalState(j.path)

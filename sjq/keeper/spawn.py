@@ -1,0 +1,167 @@
+"""Starting one job: its script file, output files, environment and identity, then
+``posix_spawn`` (or, for a root daemon running a job as another user, a shell that switches
+identity first). Raises StartError with the reason a job that cannot start ends in E.
+
+The only module that execs job processes. Imports nothing of asyncio or sqlite3.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+
+from sjq.jobs import JobLaunch
+
+__all__ = ["StartError", "check_interpreter", "ignored_signals", "spawn"]
+
+# Signals a job must start with at their default action, whatever the keeper (a Python
+# process) ignores: a shell pipeline whose SIGPIPE is ignored never ends. (What it handles,
+# exec resets by itself.)
+_SIGNALS = frozenset(
+    s
+    for s in signal.Signals
+    if s not in (signal.SIGKILL, signal.SIGSTOP) and s < getattr(signal, "SIGRTMIN", 34)
+)
+
+
+def ignored_signals() -> frozenset[signal.Signals]:
+    """Each is one more system call in every job's start, before its exec."""
+    return frozenset(s for s in _SIGNALS if signal.getsignal(s) == signal.SIG_IGN)
+
+
+class StartError(Exception):
+    """A job could not be started; the message is the reason recorded with state E."""
+
+
+def spawn(req: JobLaunch, script_path: str, tmpdir: str, sigdef: frozenset[signal.Signals]) -> int:
+    """Write the job's script to ``script_path``, open its outputs and start it in a new
+    session; its pid. ``sigdef``: signals to reset to their default action."""
+    check_interpreter(req.script)
+    try:
+        os.chdir(req.cwd)
+    except OSError as e:
+        raise StartError(f"working directory {req.cwd}: {e.strerror}") from None
+    try:
+        fd = os.open(script_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o700)
+        try:
+            # exec needs '#!' at byte 0; the protocol allows whitespace before it
+            os.write(fd, req.script.lstrip())
+        finally:
+            os.close(fd)
+        if req.uid is not None:
+            gid = req.gid if req.gid is not None else -1
+            os.chown(tmpdir, req.uid, gid)
+            os.chown(script_path, req.uid, gid)
+    except OSError as e:
+        raise StartError(f"cannot prepare job files: {e.filename}: {e.strerror}") from None
+    env = dict(req.env, TMPDIR=tmpdir)
+    if req.uid is not None:
+        return _start_as_user(req, script_path, env)
+    out = _open_output(req.stdout, "stdout")
+    try:
+        err = out if _same_file(out, req.stdout, req.stderr) else _open_output(req.stderr, "stderr")
+    except StartError:
+        os.close(out)
+        raise
+    try:
+        return os.posix_spawn(
+            script_path,
+            [script_path],
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, out, 1),
+                (os.POSIX_SPAWN_DUP2, err, 2),
+            ],
+            setsid=True,
+            setsigdef=sigdef,
+            setsigmask=(),
+        )
+    except OSError as e:
+        raise StartError(_exec_error(req.script, e)) from None
+    finally:
+        os.close(out)
+        if err != out:
+            os.close(err)
+        os.chdir("/")  # do not keep the job's directory busy (it may be unmounted)
+
+
+def _start_as_user(req: JobLaunch, script_path: str, env: dict[str, str]) -> int:
+    # A root daemon opens the output files as the job's user, so it cannot be used to
+    # write where that user may not: the redirections happen after the identity switch.
+    try:
+        proc = subprocess.Popen(
+            [
+                "/bin/sh",
+                "-c",
+                'exec "$1" >"$2" 2>"$3"',
+                "sjq",
+                script_path,
+                req.stdout,
+                req.stderr,
+            ],
+            cwd=req.cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            user=req.uid,
+            group=req.gid,
+            extra_groups=[],
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as e:
+        raise StartError(_exec_error(req.script, e)) from None
+    # The Popen object must not reap the process behind our back.
+    proc.returncode = 0
+    return proc.pid
+
+
+def _same_file(fd: int, path: str, other: str) -> bool:
+    """Whether ``other`` names the file open as ``fd`` (however it is spelled): opening it
+    again with truncation would make stdout and stderr overwrite each other."""
+    if os.path.normpath(other) == os.path.normpath(path):
+        return True
+    try:
+        a, b = os.fstat(fd), os.stat(other)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _open_output(path: str, what: str) -> int:
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        raise StartError(f"cannot open {what} file {path}: {e.strerror}") from None
+
+
+def _shebang(script: bytes) -> bytes:
+    return script.lstrip().split(b"\n", 1)[0]
+
+
+def _interpreter(script: bytes) -> str:
+    parts = _shebang(script)[2:].split()
+    return parts[0].decode(errors="replace") if parts else ""
+
+
+def check_interpreter(script: bytes) -> None:
+    if _shebang(script).endswith(b"\r"):
+        raise StartError(
+            "the #! line ends in a carriage return (the script has Windows line endings);"
+            " convert it with dos2unix or sed -i 's/\\r$//'"
+        )
+    interp = _interpreter(script)
+    if not interp:
+        raise StartError("the script's #! line names no interpreter")
+    if interp.startswith("/") and not os.access(interp, os.X_OK):
+        why = "not found" if not os.path.exists(interp) else "not executable"
+        raise StartError(f"bad interpreter {interp}: {why}")
+
+
+def _exec_error(script: bytes, e: OSError) -> str:
+    interp = _interpreter(script)
+    if e.errno in (errno.ENOENT, errno.EACCES, errno.ENOEXEC):
+        return f"cannot execute the script with interpreter {interp}: {e.strerror}"
+    return f"cannot execute the script: {e.strerror}"
