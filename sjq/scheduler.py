@@ -7,34 +7,17 @@ same code runs in the daemon, in Hypothesis tests and in simulations.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 from sjq.jobs import TERMINAL, Change, Job, JobState
 
-__all__ = ["ArmEntry", "Change", "Queue"]
+__all__ = ["NO_KEY", "Queue", "ready_job"]
 
 Q, H, U, R = JobState.QUEUED, JobState.HOLDING, JobState.USERHOLD, JobState.RUNNING
 S, A, K = JobState.SUCCESS, JobState.ABORT, JobState.KILLED
 
 
-_NO_KEY = (1 << 62, 0)  # sorts after every (-priority, id)
-ARM_DEPTH = 16  # entries armed per running job when several run: slack for a busy daemon
-ARM_LOW = 6  # ... and armed again once no more than this many per running job are left
-
-
-@dataclass(frozen=True, slots=True)
-class ArmEntry:
-    """A job a keeper may start on its own when a running job ends. ``after``: only when
-    that job ends, and (``need_success``) only if it succeeded; None: any runner's end."""
-
-    job: Job
-    after: int | None
-    need_success: bool
-    # It fits in what any runner it may follow holds: once started, it is covered by that
-    # runner's reservation until the runner's end is known. Not so when it may use the
-    # free resources too (one runner): a pass must not spend those meanwhile.
-    covered: bool = True
+NO_KEY = (1 << 62, 0)  # sorts after every (-priority, id)
 
 
 class Queue:
@@ -64,9 +47,18 @@ class Queue:
         self._child_key: dict[int, tuple[int, int]] = {}
         # (procs, mem) -> heap of (-priority, id); entries go stale when a job leaves Q
         # and are dropped lazily when they reach the top.
-        self._ready: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        self.ready: dict[tuple[int, int], list[tuple[int, int]]] = {}
 
     # -- queries ---------------------------------------------------------------
+
+    def child_key(self, parent: int) -> tuple[int, int]:
+        """The smallest ``(-priority, id)`` of the jobs that waited on ``parent`` (never
+        larger than the true minimum), or NO_KEY."""
+        return self._child_key.get(parent, NO_KEY)
+
+    def children_of(self, parent: int) -> list[int]:
+        """The ids of the jobs waiting on ``parent``."""
+        return self._children.get(parent, [])
 
     def get(self, jobid: int) -> Job | None:
         return self.jobs.get(jobid)
@@ -107,7 +99,7 @@ class Queue:
         key = (-job.priority, job.id)
         for parent in unmet:
             self._children.setdefault(parent, []).append(job.id)
-            if key < self._child_key.get(parent, _NO_KEY):
+            if key < self._child_key.get(parent, NO_KEY):
                 self._child_key[parent] = key
         if job.state is H and not job.waiting:
             self._set(job, Q, now)
@@ -130,16 +122,17 @@ class Queue:
         self._set(job, H if job.waiting else Q, now)
         return True
 
-    def kill(self, jobid: int, now: float) -> Job | None:
+    def kill(self, jobid: int, now: float, *, reason: str | None = None) -> Job | None:
         """Kill a job. A waiting one ends in K at once; a running one is returned, marked
-        ``killing``, for the caller to signal (it ends in K when its exit is reported)."""
+        ``killing``, for the caller to signal (it ends in K when its exit is reported).
+        ``reason``: the daemon's own (a shutdown), which replaces any earlier one."""
         job = self.jobs.get(jobid)
         if job is None:
             return None
         if job.state is R:
             job.killing = True
-            if not job.reason:
-                job.reason = "killed by request"
+            if reason is not None or not job.reason:
+                job.reason = reason or "killed by request"
             self.touched[job.id] = job
             return job
         job.reason = "killed by request"
@@ -182,7 +175,7 @@ class Queue:
         self._children.pop(job.id, None)
         self._child_key.pop(job.id, None)
         shape = (job.procs, job.mem if self.maxmem is not None else 0)
-        heap = self._ready.get(shape)
+        heap = self.ready.get(shape)
         if heap is not None:
             # Its id may come back with another job: no stale entry may stand for that one.
             heap[:] = [e for e in heap if e[1] != job.id]
@@ -200,13 +193,13 @@ class Queue:
         order and skipping those that do not fit (FCFS with backfill), in O(starts x shapes).
         """
         started: list[Job] = []
-        ready = self._ready
+        ready = self.ready
         while ready:
             free_procs = self.maxprocs - self.used_procs
             if free_procs <= 0:
                 break
             free_mem = None if self.maxmem is None else self.maxmem - self.used_mem
-            best_shape = self._best(free_procs, free_mem)
+            best_shape = self.best_shape(free_procs, free_mem)
             if best_shape is None:
                 break
             heap = ready[best_shape]
@@ -220,16 +213,16 @@ class Queue:
             started.append(job)
         return started
 
-    def _best(self, free_procs: int, free_mem: int | None) -> tuple[int, int] | None:
+    def best_shape(self, free_procs: int, free_mem: int | None) -> tuple[int, int] | None:
         """The shape whose first ready job comes first among those that fit (stale heap
         tops, of jobs no longer ready or armed, are dropped on the way)."""
         best_key: tuple[int, int] | None = None
         best_shape: tuple[int, int] | None = None
-        for shape, heap in list(self._ready.items()):
-            while heap and not _ready_job(self.jobs.get(heap[0][1])):
+        for shape, heap in list(self.ready.items()):
+            while heap and not ready_job(self.jobs.get(heap[0][1])):
                 heapq.heappop(heap)
             if not heap:
-                del self._ready[shape]
+                del self.ready[shape]
                 continue
             procs, mem = shape
             if procs > free_procs or (free_mem is not None and mem > free_mem):
@@ -238,116 +231,7 @@ class Queue:
                 best_key, best_shape = heap[0], shape
         return best_shape
 
-    # -- arming: jobs keepers start on their own, without a round trip -----------------
-
-    def could_start(self, armed: Iterable[Job] = ()) -> bool:
-        """Whether a pass now would start anything, counting ``armed`` jobs (which the
-        ready heaps no longer show) as the ready jobs they are."""
-        free_procs = self.maxprocs - self.used_procs
-        if free_procs <= 0:
-            return False
-        free_mem = None if self.maxmem is None else self.maxmem - self.used_mem
-        for j in armed:
-            if j.state is Q and j.procs <= free_procs and (free_mem is None or j.mem <= free_mem):
-                return True
-        return self._best(free_procs, free_mem) is not None
-
-    def next_after(self, x: Job, armed: Iterable[Job] = ()) -> tuple[Job, bool] | None:
-        """The job a pass would start first once ``x`` (running) has ended, and whether
-        that needs ``x`` to succeed (it waits on ``x`` alone). ``armed`` are jobs already
-        armed, which the ready heaps no longer show. Meant for when ``x`` is the only job
-        running: the resources free now are counted as its."""
-        free_procs = self.maxprocs - self.used_procs + x.procs
-        free_mem = None if self.maxmem is None else self.maxmem - self.used_mem + x.mem
-
-        def fits(j: Job) -> bool:
-            return j.procs <= free_procs and (free_mem is None or j.mem <= free_mem)
-
-        candidates: list[tuple[Job, bool]] = []
-        shape = self._best(free_procs, free_mem)
-        if shape is not None:
-            candidates.append((self.jobs[self._ready[shape][0][1]], False))
-        candidates.extend((a, False) for a in armed if a.state is Q and fits(a))
-        for cid in self._children.get(x.id, ()):
-            child = self.jobs.get(cid)
-            if child is not None and child.state is H and child.waiting == 1 and fits(child):
-                candidates.append((child, True))
-        if not candidates:
-            return None
-        return min(candidates, key=lambda c: (-c[0].priority, c[0].id))
-
-    def arm_plan(
-        self, runners: list[Job], armed: Iterable[Job] = (), more: int | None = None
-    ) -> list[ArmEntry]:
-        """The jobs the keepers of ``runners`` may start on their own as those end, in the
-        order they must take them: the first runner to end takes the first entry, the next
-        the second. Every prefix taken, in any order of ends, is what the passes after
-        those ends would have started first.
-
-        A job started from an entry takes the next token in turn when it ends.
-
-        One runner: the single job ``next_after`` names (it may use the free resources
-        too, and may be a job waiting on that runner alone). Several: the first ready jobs
-        in pass order, ``ARM_DEPTH`` per runner, each no larger than every runner and every
-        entry before it (so whichever of those ends makes room for it), cut before the
-        first job that is larger, and before anything a job waiting on a runner or an
-        entry would come after (that one's end could make it ready first). ``armed``: the
-        jobs armed now, in order; ``more``: how many to plan beyond them (by default
-        ``ARM_DEPTH`` per runner in all)."""
-        armed = [a for a in armed if a.state is Q]
-        if not runners:
-            return []
-        if len(runners) == 1:
-            x = runners[0]
-            nxt = self.next_after(x, armed)
-            if nxt is None:
-                return []
-            y = nxt[0]
-            covered = y.procs <= x.procs and (self.maxmem is None or y.mem <= x.mem)
-            return [ArmEntry(y, x.id if nxt[1] else None, nxt[1], covered)]
-        # Each entry must fit in what any runner, or any entry before it (which takes a
-        # token in turn when it ends), leaves free: no larger than any of them.
-        min_procs = min(r.procs for r in runners)
-        min_mem = min(r.mem for r in runners)
-        cut = min((self._child_key.get(r.id, _NO_KEY) for r in runners), default=_NO_KEY)
-        out: list[ArmEntry] = []
-        depth = ARM_DEPTH * len(runners) if more is None else len(armed) + more
-        for j in self._first_ready(depth, armed):
-            key = (-j.priority, j.id)
-            if key > cut or j.procs > min_procs or (self.maxmem is not None and j.mem > min_mem):
-                break
-            out.append(ArmEntry(j, None, False))
-            min_procs, min_mem = j.procs, j.mem
-            cut = min(cut, self._child_key.get(j.id, _NO_KEY))
-        return out
-
-    def _first_ready(self, n: int, armed: list[Job]) -> list[Job]:
-        """The first ``n`` ready jobs in pass order, fitting or not, ``armed`` (in order)
-        among them. A heap is popped only as deep as can matter (the jobs before the last
-        armed one, then as many as are still wanted) and restored: with nothing more
-        wanted, a look at each head."""
-        found: dict[int, Job] = {a.id: a for a in armed}
-        bound = (-armed[-1].priority, armed[-1].id) if armed else None
-        extra = n - len(armed)
-        for shape, heap in list(self._ready.items()):
-            taken: list[tuple[int, int]] = []
-            beyond = 0
-            while heap and len(taken) < n:
-                if bound is not None and heap[0] > bound and beyond >= extra:
-                    break
-                entry = heapq.heappop(heap)
-                j = self.jobs.get(entry[1])
-                if _ready_job(j) and entry[1] not in found:
-                    assert j is not None
-                    taken.append(entry)
-                    found[j.id] = j
-                    if bound is None or entry > bound:
-                        beyond += 1
-            for entry in taken:
-                heapq.heappush(heap, entry)
-            if not heap:
-                del self._ready[shape]
-        return sorted(found.values(), key=lambda j: (-j.priority, j.id))[:n]
+    # -- arming: the planner is sjq.arming; these mark what it armed ----------------
 
     def arm(self, job: Job) -> None:
         job.armed = True  # its ready-heap entry is dropped when it reaches the top
@@ -382,7 +266,7 @@ class Queue:
         if job.armed:
             return
         shape = (job.procs, job.mem if self.maxmem is not None else 0)
-        heapq.heappush(self._ready.setdefault(shape, []), (-job.priority, job.id))
+        heapq.heappush(self.ready.setdefault(shape, []), (-job.priority, job.id))
 
     def _reserve(self, job: Job) -> None:
         self.used_procs += job.procs
@@ -414,5 +298,5 @@ class Queue:
                 todo.append(child)
 
 
-def _ready_job(job: Job | None) -> bool:
+def ready_job(job: Job | None) -> bool:
     return job is not None and job.state is Q and not job.armed

@@ -15,16 +15,19 @@ import socket
 import stat
 import struct
 from collections import deque
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Protocol
 
 from sjq.paths import make_dirs
 from sjq.protocol import (
     NEED_DATA,
     BadRequest,
     Closed,
+    Data,
     Error,
     Exit,
     Ok,
+    Request,
     ServerConnection,
     Shutdown,
     Stop,
@@ -32,10 +35,15 @@ from sjq.protocol import (
 )
 from sjq.state import Accepted, Peer, Waiter
 
-if TYPE_CHECKING:
-    from sjq.daemon import Daemon
-
-__all__ = ["AlreadyRunning", "Connection", "bind_socket"]
+__all__ = [
+    "AlreadyRunning",
+    "Connection",
+    "Host",
+    "Limits",
+    "bind_socket",
+    "file_identity",
+    "remove_socket",
+]
 
 log = logging.getLogger("sjq.server")
 
@@ -46,6 +54,23 @@ _HIGH_WATER = 4 * 1024 * 1024
 
 class AlreadyRunning(RuntimeError):
     """Another daemon answers on the socket."""
+
+
+def file_identity(path: str) -> tuple[int, int] | None:
+    """The (device, inode) of a file, to tell later whether it is still the same one."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def remove_socket(path: str, ident: tuple[int, int] | None) -> None:
+    """Remove our socket file, unless it is no longer ours: a daemon started while this one
+    was stopping may have bound a new one at the same path."""
+    if ident is not None and file_identity(path) == ident:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def bind_socket(path: str, backlog: int = 512) -> socket.socket:
@@ -78,13 +103,48 @@ def bind_socket(path: str, backlog: int = 512) -> socket.socket:
     return sock
 
 
-class Connection(asyncio.Protocol):
-    """One client. Replies are queued in request order and written after the turn's commit,
-    so an ``OK <id>`` never reaches a client before its job is on disk."""
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one connection may send: request line and script sizes, and how long it may
+    stop in the middle of a request."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.proto = ServerConnection(max_line=daemon.cfg.maxline, max_src=daemon.cfg.maxsrc)
+    max_line: int
+    max_src: int
+    idle_timeout: float
+
+
+class Host(Protocol):
+    """What a connection needs of the daemon, and nothing more."""
+
+    def connected(self, conn: Connection) -> str | None:
+        """Take a new client (None), or say why not (the refusal is sent, then closed)."""
+        ...
+
+    def disconnected(self, conn: Connection, waits: list[Waiter]) -> None:
+        """The client is gone; ``waits`` are its WAITs still unanswered."""
+        ...
+
+    def handle(
+        self, conn: Connection, req: Request, peer: Peer
+    ) -> Ok | Data | Error | Waiter | Accepted: ...
+
+    def want_turn(self, conn: Connection) -> None:
+        """This connection has replies for the end of the turn."""
+        ...
+
+    def answered(self, waiter: Waiter) -> None:
+        """A WAIT's reply was sent."""
+        ...
+
+
+class Connection(asyncio.Protocol):
+    """One client. Replies are queued in request order and written at the end of the turn,
+    after its commit, so an ``OK <id>`` never reaches a client before its job is on disk."""
+
+    def __init__(self, host: Host, limits: Limits) -> None:
+        self.host = host
+        self.limits = limits
+        self.proto = ServerConnection(max_line=limits.max_line, max_src=limits.max_src)
         # Replies in request order; a SUBMIT's and a WAIT's are sent once they are final.
         self.out: deque[bytes | Waiter | Accepted] = deque()
         self.closing = False
@@ -92,7 +152,7 @@ class Connection(asyncio.Protocol):
         self.last_data = 0.0
         self.peer = Peer(0, -1, -1)
         self.transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio callbacks --
 
@@ -104,25 +164,16 @@ class Connection(asyncio.Protocol):
             sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
         )
         self.peer = Peer(pid, uid, gid)
-        d = self.daemon
-        if uid != os.geteuid() and os.geteuid() != 0:
-            self._refuse(f"permission denied: this daemon serves uid {os.geteuid()} only")
-        elif len(d.connections) >= d.cfg.maxconns:
-            self._refuse(f"too many connections (sjq.maxconns = {d.cfg.maxconns})")
-        else:
-            d.connections.add(self)
-
-    def _refuse(self, message: str) -> None:
-        assert self.transport is not None
-        self.transport.write(encode_reply(Error(message)))
-        self.transport.close()
-        self.closing = True
+        refusal = self.host.connected(self)
+        if refusal is not None:
+            self.transport.write(encode_reply(Error(refusal)))
+            self.transport.close()
+            self.closing = True
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        d = self.daemon
-        self.last_data = d.loop.time()
+        self.last_data = asyncio.get_running_loop().time()
         proto = self.proto
         proto.receive_data(data)
         while True:
@@ -138,31 +189,22 @@ class Connection(asyncio.Protocol):
                     self.closing = True
                     break
                 continue
-            if isinstance(ev, Exit):
-                self.out.append(encode_reply(Ok("BYE")))
-                self.closing = True
-                break
-            if isinstance(ev, Shutdown | Stop):
-                self.out.append(encode_reply(Ok()))
-                self.closing = True
-                d.request_stop(keep_running=isinstance(ev, Stop))
-                break
             try:
-                reply = d.state.handle(ev, self.peer, d.now())
+                reply = self.host.handle(self, ev, self.peer)
             except Exception as e:
                 # A bug must cost one request, not the connection or the daemon.
                 log.exception("internal error handling %r", ev)
                 reply = Error(f"internal error: {type(e).__name__}: {e}; see the daemon log")
-            if isinstance(reply, Waiter):
-                d.waiting_conns[reply] = self
-                self.out.append(reply)
-            elif isinstance(reply, Accepted):
+            if isinstance(reply, Waiter | Accepted):
                 self.out.append(reply)
             else:
                 self.out.append(encode_reply(reply))
-        d.want_flush(self)
-        if proto.in_request and self._timer is None:
-            self._timer = d.loop.call_later(d.cfg.conntimeout, self._check_idle)
+            if isinstance(ev, Exit | Shutdown | Stop):
+                self.closing = True  # nothing after these is read
+                break
+        self.host.want_turn(self)
+        if proto.in_request and self._idle_timer is None:
+            self._watch_idle(self.limits.idle_timeout)
 
     def eof_received(self) -> bool:
         self.data_received(b"")
@@ -170,16 +212,11 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        d = self.daemon
-        d.connections.discard(self)
-        for item in self.out:
-            if isinstance(item, Waiter):
-                d.state.drop_waiter(item)
-                d.waiting_conns.pop(item, None)
+        self.host.disconnected(self, [w for w in self.out if isinstance(w, Waiter)])
         self.out.clear()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
 
     def pause_writing(self) -> None:
         if self.transport is not None and not self.paused:
@@ -191,9 +228,9 @@ class Connection(asyncio.Protocol):
             self.paused = False
             self.transport.resume_reading()
 
-    # -- daemon callbacks --
+    # -- the daemon's calls --
 
-    def flush(self) -> None:
+    def send_replies(self) -> None:
         """Write every reply that is ready, in order; close once the last one is out."""
         t = self.transport
         if t is None or t.is_closing():
@@ -205,7 +242,7 @@ class Connection(asyncio.Protocol):
             if isinstance(head, Waiter):
                 if not (head.done or head.error):
                     break  # its jobs have not all ended, or that is not on disk yet
-                self.daemon.waiting_conns.pop(head, None)
+                self.host.answered(head)
                 chunks.append(encode_reply(head.reply()))
             elif isinstance(head, Accepted):
                 if not head.ready:
@@ -221,22 +258,25 @@ class Connection(asyncio.Protocol):
         elif t.get_write_buffer_size() > _HIGH_WATER:
             self.pause_writing()
 
-    def _check_idle(self) -> None:
-        self._timer = None
-        if self.closing or not self.proto.in_request:
-            return
-        d = self.daemon
-        idle = d.loop.time() - self.last_data
-        if idle >= d.cfg.conntimeout:
-            self.out.append(
-                encode_reply(Error(f"request incomplete after {d.cfg.conntimeout:g} s; closing"))
-            )
-            self.closing = True
-            self.flush()
-        else:
-            self._timer = d.loop.call_later(d.cfg.conntimeout - idle, self._check_idle)
-
     def abort(self) -> None:
         with contextlib.suppress(Exception):
             if self.transport is not None:
                 self.transport.close()
+
+    # -- a request left half-way --
+
+    def _watch_idle(self, delay: float) -> None:
+        self._idle_timer = asyncio.get_running_loop().call_later(delay, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        if self.closing or not self.proto.in_request:
+            return
+        limit = self.limits.idle_timeout
+        idle = asyncio.get_running_loop().time() - self.last_data
+        if idle >= limit:
+            self.out.append(encode_reply(Error(f"request incomplete after {limit:g} s; closing")))
+            self.closing = True
+            self.send_replies()
+        else:
+            self._watch_idle(limit - idle)

@@ -13,6 +13,7 @@ import pwd
 import signal
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Literal, assert_never
 
 from sjq.access import path_problems
 from sjq.config import Config
@@ -20,13 +21,17 @@ from sjq.jobs import TERMINAL, Change, ExitRecord, Job, JobLaunch, JobState
 from sjq.protocol import (
     Data,
     Error,
+    Exit,
     Hold,
     Info,
     Kill,
     Ok,
     Ping,
     Release,
+    Request,
+    Shutdown,
     Status,
+    Stop,
     Submit,
     Wait,
 )
@@ -129,6 +134,8 @@ class State:
         self.to_kill: list[Job] = []
         self.ready_waiters: list[Waiter] = []  # WAITs completed this turn, answered after commit
         self.accepting = True
+        # SHUTDOWN (running jobs are killed) or STOP (they carry on), for the daemon to act on
+        self.stop_requested: Literal["shutdown", "stop"] | None = None
         # What is not yet committed, so that a failed write or commit (a full disk) can be
         # undone in memory and written again: SQLite may roll the whole transaction back.
         self.committed_next_id = self.next_id
@@ -144,8 +151,10 @@ class State:
 
     # -- dispatch ----------------------------------------------------------------------
 
-    def handle(self, req: object, peer: Peer, now: float) -> Ok | Data | Error | Waiter | Accepted:
-        self.now = now
+    def handle(self, req: Request, peer: Peer) -> Ok | Data | Error | Waiter | Accepted:
+        """Answer one request (``self.now`` is the time it is handled). EXIT, SHUTDOWN and
+        STOP close the connection after their reply; the last two also ask the daemon to
+        stop (``stop_requested``)."""
         match req:
             case Submit():
                 return self.submit(req, peer)
@@ -157,16 +166,25 @@ class State:
                 self.kill(jobid)
                 return Ok()
             case Release(jobid):
-                self.queue.release(jobid, now)
+                self.queue.release(jobid, self.now)
                 return Ok()
             case Hold(jobid):
-                self.queue.hold(jobid, now)
+                self.queue.hold(jobid, self.now)
                 return Ok()
             case Info(ids):
                 return self.info(ids)
             case Wait(ids):
                 return self.wait(ids)
-        return Error("Unknown command")
+            case Exit():
+                return Ok("BYE")
+            case Shutdown():
+                self.stop_requested = "shutdown"
+                return Ok()
+            case Stop():
+                self.stop_requested = "stop"
+                return Ok()
+            case _:
+                assert_never(req)
 
     # -- handlers ------------------------------------------------------------------------
 
@@ -201,7 +219,7 @@ class State:
         unmet: list[int] = []
         doomed = ""
         if o.depends:
-            self.sync()
+            self.write_changes()
         for dep in o.depends:
             parent = self.queue.get(dep)
             if parent is not None:
@@ -265,17 +283,17 @@ class State:
             self.to_kill.append(job)
 
     def status(self, jobid: int | None) -> Data:
-        self.sync()
+        self.write_changes()
         rows = self.store.status_lines(jobid)
         return Data("".join(f"{i}\t{n}\t{s}\t{d}\r\n" for i, n, s, d in rows).encode())
 
     def info(self, ids: tuple[int, ...]) -> Data:
-        self.sync()
+        self.write_changes()
         rows = self.store.info(ids)
         return Data("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
 
     def wait(self, ids: tuple[int, ...]) -> Ok | Error | Waiter:
-        self.sync()
+        self.write_changes()
         # Ends not yet committed: reported only once they are on disk.
         unsaved = {c.job.id: c.state for c in self._written_changes}
         unsaved.update((c.job.id, c.state) for c in self.queue.changes)
@@ -349,6 +367,24 @@ class State:
         job.reason = reason
         self.queue.finish(job, E, now)
 
+    def armed_start(self, jobid: int, now: float) -> Job | None:
+        """A keeper started an armed job as a running one ended: it runs now. None if the
+        job is gone (killed meanwhile) or cannot run: its process must be killed."""
+        job = self.queue.get(jobid)
+        if job is None:
+            return None
+        if job.state is JobState.USERHOLD:
+            self.queue.release(jobid, now)  # held too late: it has started
+        if job.state is not JobState.QUEUED:
+            return None
+        self.queue.start_armed(job, now)
+        return job
+
+    def kill_running(self, job: Job, reason: str) -> None:
+        """Kill a running job for the daemon's own reasons (a shutdown)."""
+        self.queue.kill(job.id, self.now, reason=reason)
+        self.to_kill.append(job)
+
     def lost(self, job: Job, reason: str, now: float) -> None:
         """A running job whose exit status cannot be known any more."""
         job.reason = reason
@@ -389,10 +425,11 @@ class State:
             gid=job.gid if as_user else None,
         )
 
-    def sync(self) -> bool:
-        """Write this turn's changes into the open transaction, so that what the database
-        says (a parent's final state, a STATUS) is never behind what memory says. Whether
-        that worked (False: the write failed, see ``write_failed``)."""
+    def write_changes(self) -> bool:
+        """Write the changes made since the last call into the open transaction, so that
+        what the database says (a parent's final state, a STATUS) is never behind what
+        memory says; WAITs whose jobs have all ended are ready for the next commit. Whether
+        the write worked (False: it failed, see ``write_failed``)."""
         q = self.queue
         if not (q.touched or q.changes):
             if self.write_error:  # nothing to write: see whether there is room again
@@ -402,13 +439,7 @@ class State:
                     self.write_failed(e.reason)
                     return False
             return True
-        for ch in q.changes:
-            if ch.state in TERMINAL:
-                for w in self.waiters.pop(ch.job.id, ()):
-                    w.letters[ch.job.id] = ch.state.value
-                    w.pending.discard(ch.job.id)
-                    if not w.pending:
-                        self.ready_waiters.append(w)
+        self._complete_waits(q.changes)
         try:
             self.store.write(q.touched.values(), q.changes)
         except WriteFailed as e:
@@ -419,6 +450,15 @@ class State:
         q.touched.clear()
         q.changes.clear()
         return True
+
+    def _complete_waits(self, changes: list[Change]) -> None:
+        for ch in changes:
+            if ch.state in TERMINAL:
+                for w in self.waiters.pop(ch.job.id, ()):
+                    w.letters[ch.job.id] = ch.state.value
+                    w.pending.discard(ch.job.id)
+                    if not w.pending:
+                        self.ready_waiters.append(w)
 
     # -- durability: what the last commit holds -------------------------------------------
 

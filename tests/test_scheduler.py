@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sjq.arming import ARM_DEPTH, arm_plan, could_start, next_after
 from sjq.jobs import TERMINAL, IllegalTransition, Job, JobState
-from sjq.scheduler import ARM_DEPTH, Queue
+from sjq.scheduler import Queue
 
 Q, H, U, R = JobState.QUEUED, JobState.HOLDING, JobState.USERHOLD, JobState.RUNNING
 S, F, A, K = JobState.SUCCESS, JobState.FAIL, JobState.ABORT, JobState.KILLED
@@ -159,7 +160,7 @@ def expected_starts(q: Queue) -> list[int]:
 def check_next_after(q: Queue, x: Job, now: float) -> None:
     """What a keeper is armed with when ``x`` runs alone must be what the pass would start
     first once ``x`` has succeeded."""
-    nxt = q.next_after(x)
+    nxt = next_after(q, x)
     twin = copy.deepcopy(q)
     twin.changes.clear()
     twin.finish(twin.jobs[x.id], S, now)
@@ -179,7 +180,7 @@ def check_arm_plan(q: Queue, now: float, ends: list[tuple[int, bool]]) -> None:
     runners = sorted((j for j in q.jobs.values() if j.state is R), key=lambda j: j.id)
     if not runners:
         return
-    plan = q.arm_plan(runners)
+    plan = arm_plan(q, runners)
     if len(runners) > 1:
         assert all(e.after is None and e.covered for e in plan)
     twin = copy.deepcopy(q)
@@ -289,15 +290,15 @@ def test_next_after_names_the_first_job_of_the_next_pass() -> None:
     x = job(1, procs=2)
     q.add(x, 0)
     q.schedule(0)
-    assert q.next_after(x) is None
+    assert next_after(q, x) is None
     q.add(job(2, procs=2), 0)
     q.add(job(3, procs=1, prio=5), 0)
-    nxt = q.next_after(x)
+    nxt = next_after(q, x)
     assert nxt is not None
     assert (nxt[0].id, nxt[1]) == (3, False)  # priority first, whatever x's outcome
     child = job(4, state=H, prio=9)
     q.add(child, 0, unmet=(1,))
-    nxt = q.next_after(x)
+    nxt = next_after(q, x)
     assert nxt is not None
     assert (nxt[0].id, nxt[1]) == (4, True)  # x's dependent: only if x succeeds
 
@@ -309,7 +310,7 @@ def test_an_armed_job_is_kept_out_of_the_pass_until_disarmed() -> None:
     q.add(y, 0)
     q.schedule(0)
     q.arm(y)
-    assert q.next_after(x, armed=[y]) == (y, False)
+    assert next_after(q, x, armed=[y]) == (y, False)
     q.finish(x, S, 1)
     assert q.schedule(1) == []  # its keeper starts it, not the pass
     q.start_armed(y, 1)
@@ -377,18 +378,18 @@ def test_arm_plan_with_several_runners_arms_the_queue_head_in_order() -> None:
         q.add(job(i, prio=1 if i == last else 0), 0)
     runners = q.schedule(0)
     assert [j.id for j in runners] == [last, 1]  # priority first
-    plan = q.arm_plan(runners)
+    plan = arm_plan(q, runners)
     assert [e.job.id for e in plan] == list(range(2, 2 + 2 * ARM_DEPTH))  # ARM_DEPTH each
     assert all(e.after is None and e.covered for e in plan)
     for e in plan[:3]:
         q.arm(e.job)
     # armed jobs stay in their place; planning more continues behind them
-    more = q.arm_plan(runners, [e.job for e in plan[:3]], 2)
+    more = arm_plan(q, runners, [e.job for e in plan[:3]], 2)
     assert [e.job.id for e in more] == [2, 3, 4, 5, 6]
-    assert [e.job.id for e in q.arm_plan(runners, [e.job for e in plan[:3]], 0)] == [2, 3, 4]
+    assert [e.job.id for e in arm_plan(q, runners, [e.job for e in plan[:3]], 0)] == [2, 3, 4]
     urgent = job(last + 1, prio=5)
     q.add(urgent, 0)  # comes before the armed ones: the plan changes at its head
-    assert [e.job.id for e in q.arm_plan(runners, [e.job for e in plan[:3]], 0)] == [
+    assert [e.job.id for e in arm_plan(q, runners, [e.job for e in plan[:3]], 0)] == [
         last + 1,
         2,
         3,
@@ -405,7 +406,7 @@ def test_arm_plan_entries_never_grow_along_the_list() -> None:
     q.add(job(3, procs=1), 0)
     q.add(job(4, procs=2), 0)
     q.add(job(5, procs=1), 0)
-    assert [e.job.id for e in q.arm_plan(runners)] == [3]  # 4 is larger than 3: stop
+    assert [e.job.id for e in arm_plan(q, runners)] == [3]  # 4 is larger than 3: stop
 
 
 def test_arm_plan_stops_before_what_an_end_could_make_ready_first() -> None:
@@ -416,7 +417,7 @@ def test_arm_plan_stops_before_what_an_end_could_make_ready_first() -> None:
     q.add(job(3), 0)
     q.add(job(4, state=H), 0, unmet=(1,))  # ready the moment 1 succeeds, before 5
     q.add(job(5), 0)
-    assert [e.job.id for e in q.arm_plan(runners)] == [3]
+    assert [e.job.id for e in arm_plan(q, runners)] == [3]
     q.add(job(6, state=H), 0, unmet=(3,))  # an entry's dependent counts too
     q2 = Queue(maxprocs=2, maxmem=None)
     for j in (job(1), job(2)):
@@ -426,7 +427,7 @@ def test_arm_plan_stops_before_what_an_end_could_make_ready_first() -> None:
     q2.add(job(4), 0)
     q2.add(job(5, state=H), 0, unmet=(3,))
     q2.add(job(6), 0)
-    assert [e.job.id for e in q2.arm_plan(r2)] == [3, 4]
+    assert [e.job.id for e in arm_plan(q2, r2)] == [3, 4]
 
 
 def test_could_start_counts_armed_jobs_as_ready() -> None:
@@ -437,8 +438,8 @@ def test_could_start_counts_armed_jobs_as_ready() -> None:
     y = job(3)
     q.add(y, 0)
     q.arm(y)
-    assert not q.could_start([y])  # nothing is free
+    assert not could_start(q, [y])  # nothing is free
     q.finish(q.jobs[1], S, 1)
     assert q.schedule(1) == []  # the pass does not see it ...
-    assert q.could_start([y])  # ... but it would start if taken back
-    assert not q.could_start([])
+    assert could_start(q, [y])  # ... but it would start if taken back
+    assert not could_start(q, [])

@@ -1,0 +1,150 @@
+"""The arming planner, pure: which jobs keepers may start on their own, in what order, as
+running jobs end (docs/architecture.md, "Arming"). Functions of a `Queue`; no I/O, no clock.
+
+`arm_plan` is checked by a Hypothesis property against the passes the scheduler would
+make: in any order of ends, each entry taken is what the pass after that end would start
+first, within the resources.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sjq.jobs import Job, JobState
+from sjq.scheduler import NO_KEY, Queue, ready_job
+
+__all__ = ["ARM_DEPTH", "ARM_LOW", "ArmEntry", "arm_plan", "could_start", "next_after"]
+
+Q, H = JobState.QUEUED, JobState.HOLDING
+
+ARM_DEPTH = 16  # entries armed per running job when several run: slack for a busy daemon
+ARM_LOW = 6  # ... and armed again once no more than this many per running job are left
+
+
+@dataclass(frozen=True, slots=True)
+class ArmEntry:
+    """A job a keeper may start on its own when a running job ends. ``after``: only when
+    that job ends, and (``need_success``) only if it succeeded; None: any runner's end."""
+
+    job: Job
+    after: int | None
+    need_success: bool
+    # It fits in what any runner it may follow holds: once started, it is covered by that
+    # runner's reservation until the runner's end is known. Not so when it may use the
+    # free resources too (one runner): a pass must not spend those meanwhile.
+    covered: bool = True
+
+
+def could_start(q: Queue, armed: Iterable[Job] = ()) -> bool:
+    """Whether a pass now would start anything, counting ``armed`` jobs (which the
+    ready heaps no longer show) as the ready jobs they are."""
+    free_procs = q.maxprocs - q.used_procs
+    if free_procs <= 0:
+        return False
+    free_mem = None if q.maxmem is None else q.maxmem - q.used_mem
+    for j in armed:
+        if j.state is Q and j.procs <= free_procs and (free_mem is None or j.mem <= free_mem):
+            return True
+    return q.best_shape(free_procs, free_mem) is not None
+
+
+def next_after(q: Queue, x: Job, armed: Iterable[Job] = ()) -> tuple[Job, bool] | None:
+    """The job a pass would start first once ``x`` (running) has ended, and whether
+    that needs ``x`` to succeed (it waits on ``x`` alone). ``armed`` are jobs already
+    armed, which the ready heaps no longer show. Meant for when ``x`` is the only job
+    running: the resources free now are counted as its."""
+    free_procs = q.maxprocs - q.used_procs + x.procs
+    free_mem = None if q.maxmem is None else q.maxmem - q.used_mem + x.mem
+
+    def fits(j: Job) -> bool:
+        return j.procs <= free_procs and (free_mem is None or j.mem <= free_mem)
+
+    candidates: list[tuple[Job, bool]] = []
+    shape = q.best_shape(free_procs, free_mem)
+    if shape is not None:
+        candidates.append((q.jobs[q.ready[shape][0][1]], False))
+    candidates.extend((a, False) for a in armed if a.state is Q and fits(a))
+    for cid in q.children_of(x.id):
+        child = q.jobs.get(cid)
+        if child is not None and child.state is H and child.waiting == 1 and fits(child):
+            candidates.append((child, True))
+    if not candidates:
+        return None
+    return min(candidates, key=lambda c: (-c[0].priority, c[0].id))
+
+
+def arm_plan(
+    q: Queue, runners: list[Job], armed: Iterable[Job] = (), more: int | None = None
+) -> list[ArmEntry]:
+    """The jobs the keepers of ``runners`` may start on their own as those end, in the
+    order they must take them: the first runner to end takes the first entry, the next
+    the second. Every prefix taken, in any order of ends, is what the passes after
+    those ends would have started first.
+
+    A job started from an entry takes the next token in turn when it ends.
+
+    One runner: the single job ``next_after`` names (it may use the free resources
+    too, and may be a job waiting on that runner alone). Several: the first ready jobs
+    in pass order, ``ARM_DEPTH`` per runner, each no larger than every runner and every
+    entry before it (so whichever of those ends makes room for it), cut before the
+    first job that is larger, and before anything a job waiting on a runner or an
+    entry would come after (that one's end could make it ready first). ``armed``: the
+    jobs armed now, in order; ``more``: how many to plan beyond them (by default
+    ``ARM_DEPTH`` per runner in all)."""
+    armed = [a for a in armed if a.state is Q]
+    if not runners:
+        return []
+    if len(runners) == 1:
+        x = runners[0]
+        nxt = next_after(q, x, armed)
+        if nxt is None:
+            return []
+        y = nxt[0]
+        covered = y.procs <= x.procs and (q.maxmem is None or y.mem <= x.mem)
+        return [ArmEntry(y, x.id if nxt[1] else None, nxt[1], covered)]
+    # Each entry must fit in what any runner, or any entry before it (which takes a
+    # token in turn when it ends), leaves free: no larger than any of them.
+    min_procs = min(r.procs for r in runners)
+    min_mem = min(r.mem for r in runners)
+    cut = min((q.child_key(r.id) for r in runners), default=NO_KEY)
+    out: list[ArmEntry] = []
+    depth = ARM_DEPTH * len(runners) if more is None else len(armed) + more
+    for j in _first_ready(q, depth, armed):
+        key = (-j.priority, j.id)
+        if key > cut or j.procs > min_procs or (q.maxmem is not None and j.mem > min_mem):
+            break
+        out.append(ArmEntry(j, None, False))
+        min_procs, min_mem = j.procs, j.mem
+        cut = min(cut, q.child_key(j.id))
+    return out
+
+
+def _first_ready(q: Queue, n: int, armed: list[Job]) -> list[Job]:
+    """The first ``n`` ready jobs in pass order, fitting or not, ``armed`` (in order)
+    among them. A heap is popped only as deep as can matter (the jobs before the last
+    armed one, then as many as are still wanted) and restored: with nothing more
+    wanted, a look at each head."""
+    found: dict[int, Job] = {a.id: a for a in armed}
+    bound = (-armed[-1].priority, armed[-1].id) if armed else None
+    extra = n - len(armed)
+    for shape, heap in list(q.ready.items()):
+        taken: list[tuple[int, int]] = []
+        beyond = 0
+        while heap and len(taken) < n:
+            if bound is not None and heap[0] > bound and beyond >= extra:
+                break
+            entry = heapq.heappop(heap)
+            j = q.jobs.get(entry[1])
+            if ready_job(j) and entry[1] not in found:
+                assert j is not None
+                taken.append(entry)
+                found[j.id] = j
+                if bound is None or entry > bound:
+                    beyond += 1
+        for entry in taken:
+            heapq.heappush(heap, entry)
+        if not heap:
+            del q.ready[shape]
+    return sorted(found.values(), key=lambda j: (-j.priority, j.id))[:n]
