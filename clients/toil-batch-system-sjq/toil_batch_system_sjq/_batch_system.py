@@ -93,9 +93,9 @@ class SjqBatchSystem(BatchSystemCleanupSupport):
             dest="sjq_socket",
             default=None,
             metavar="PATH",
-            help="The sjq daemon's socket (sjq batch system). Default: sjq.socket from the"
-            " sjq config file, $SJQ_SOCKET, else ~/.sjq.sock. A daemon is started there if"
-            " none answers.",
+            help="The sjq daemon's socket (sjq batch system). Default: $SJQ_SOCKET, else"
+            " sjq.socket from the sjq config file, else ~/.sjq.sock. A daemon is started there"
+            " if none answers.",
         )
         parser.add_argument(
             "--sjqConfig",
