@@ -26,7 +26,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from sjq_client import Client, DaemonNotRunning, JobTimeout, RequestRejected, SjqError
+from sjq_client import (
+    Client,
+    DaemonNotRunning,
+    JobTimeout,
+    RequestRejected,
+    SjqError,
+    TransportError,
+)
 from toil.batchSystems.abstractBatchSystem import (
     BatchJobExitReason,
     InsufficientSystemResources,
@@ -155,10 +162,10 @@ class SjqBatchSystem(BatchSystemCleanupSupport):
             self._start_daemon(e)
             return call(client)
 
-    def _start_daemon(self, why: SjqError) -> None:
+    def _start_daemon(self, why: DaemonNotRunning) -> None:
         # Through the `sjq server -d` command, as a user would; the client starts one only
         # for a submit, and a daemon that stopped after being idle still holds our records.
-        logger.warning("%s; starting one", why)
+        logger.warning("no sjq daemon answers on %s; starting one (sjq server -d)", why.socket)
         command = [sys.executable, "-m", "sjq_client"]
         if self._rcfile is not None:
             command += ["-c", self._rcfile]
@@ -291,7 +298,7 @@ class SjqBatchSystem(BatchSystemCleanupSupport):
             wanted = list(self._jobs.values())
         try:
             infos = self._client().status([r.sjq_id for r in wanted])
-        except DaemonNotRunning as e:
+        except TransportError as e:  # no daemon, or it stopped or hung mid-request
             self._unreachable(e)
             return
         self._unreachable_since = None
@@ -326,7 +333,9 @@ class SjqBatchSystem(BatchSystemCleanupSupport):
         for rec, info, result in ended:
             self._tell(rec, info, result)
 
-    def _unreachable(self, error: DaemonNotRunning) -> None:
+    def _unreachable(self, error: TransportError) -> None:
+        """Poll again later; start a daemon if none runs; fail the run after
+        --statePollingTimeout seconds without an answer."""
         now = time.monotonic()
         if self._unreachable_since is None:
             self._unreachable_since = now
@@ -335,7 +344,10 @@ class SjqBatchSystem(BatchSystemCleanupSupport):
                 f"{error}: it has not answered for {now - self._unreachable_since:.0f} s"
                 " (--statePollingTimeout); the state of this workflow's sjq jobs is unknown"
             ) from None
-        self._start_daemon(error)
+        if isinstance(error, DaemonNotRunning):
+            self._start_daemon(error)
+        else:
+            logger.warning("%s; asking again", error)
         with self._lock:
             self._interval = min(max(self._interval * 2, 1.0), self._max_poll)
             self._next_poll = time.monotonic() + self._interval
