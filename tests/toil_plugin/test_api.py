@@ -104,7 +104,7 @@ def test_an_ended_job_reports_its_exit_status_reason_and_wall_time(
 
 
 def test_signals_time_limits_and_start_errors_have_their_exit_reasons(
-    batch_system: Any, sjq_home: SjqHome
+    batch_system: Any, sjq_home: SjqHome, gate: Callable[[str], Gate]
 ) -> None:
     from toil.batchSystems.abstractBatchSystem import BatchJobExitReason
 
@@ -122,13 +122,19 @@ def test_signals_time_limits_and_start_errors_have_their_exit_reasons(
     assert (info.time_limit, info.reason) == (1.0, "time limit")
     assert updates[limited].exitStatus != 0
 
-    # Output files that cannot be opened (the log directory is now a file): the job cannot
-    # start (E), and has no wall time.
+    # Output files that cannot be opened when the job starts (its log directory became a
+    # file while it waited for CPUs): it ends in E, and has no wall time. (The daemon
+    # checks the paths at submit too, and refuses a job whose directory is missing then.)
+    g = gate("go")
+    blocker = batch_system.issueBatchJob(f"sh -c '{g.wait.strip()}'", job(cores=4))
+    wait_for(lambda: blocker in batch_system.getRunningBatchJobIDs(), 30, what="the blocker")
+    broken = batch_system.issueBatchJob("true", job())
     logs = Path(batch_system.get_batch_logs_dir())
     shutil.rmtree(logs)
     logs.write_text("")
-    broken = batch_system.issueBatchJob("true", job())
-    update = next_update(batch_system)
+    g.open()
+    updates = {u.jobID: u for u in (next_update(batch_system), next_update(batch_system))}
+    update = updates[broken]
     logs.unlink()
     logs.mkdir()
     assert (update.jobID, update.exitStatus, update.exitReason, update.wallTime) == (
