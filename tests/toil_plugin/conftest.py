@@ -113,17 +113,19 @@ def _default_sigint() -> None:
 
 def toil_env(home: Path, rc: Path, **extra: str) -> dict[str, str]:
     """The environment of a Toil leader: the plugin's sources on PYTHONPATH, an sjq config,
-    a private HOME and TMPDIR (Toil keeps its history under HOME and its work directory and
-    the batch system's log files under TMPDIR)."""
+    a private HOME, TMPDIR and coordination directory (Toil keeps its history under HOME, its
+    work directory and the batch system's log files under TMPDIR, and its lock files in
+    /run/lock, where a killed worker leaves its own behind)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SJQ_", "TOIL_"))}
     path = [str(PLUGIN_SRC), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
-    (home / "home").mkdir(exist_ok=True)
-    (home / "tmp").mkdir(exist_ok=True)
+    for name in ("home", "tmp", "coord"):
+        (home / name).mkdir(exist_ok=True)
     env.update(
         PYTHONPATH=os.pathsep.join(path),
         SJQ_CONFIG=str(rc),
         HOME=str(home / "home"),
         TMPDIR=str(home / "tmp"),
+        TOIL_COORDINATION_DIR=str(home / "coord"),
         **extra,
     )
     return env

@@ -39,9 +39,10 @@ def batch_system(
     from toil.job import Job
     from toil_batch_system_sjq import factory
 
-    for name in [n for n in os.environ if n.startswith("SJQ_")]:
+    for name in [n for n in os.environ if n.startswith(("SJQ_", "TOIL_"))]:
         monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for name in ("HOME", "TMPDIR", "TOIL_COORDINATION_DIR"):
+        monkeypatch.setenv(name, sjq_home.env[name])
     monkeypatch.chdir(sjq_home.work)
     options = Job.Runner.getDefaultOptions(str(tmp_path / "js"))
     options.batchSystem = "sjq"
