@@ -69,6 +69,14 @@ def sh(script: str) -> list[str]:
     return ["/bin/sh", "-c", script]
 
 
+def hold(mb: int, seconds: float = 0.0) -> str:
+    """A shell command: a Python process that touches ``mb`` MB and then sleeps."""
+    return (
+        f"{PY} -c 'import time; b = bytearray({mb} * 2**20);"
+        f' b[::4096] = b"x" * len(b[::4096]); time.sleep({seconds})\''
+    )
+
+
 def gate_wait(path: Path) -> str:
     """Shell lines that wait (bounded, 30 s) for a gate file."""
     return f'i=0; while [ ! -e "{path}" ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done; '
@@ -144,12 +152,16 @@ def _close(b: Backend) -> None:
     assert not left, f"groups left behind: {left}"
 
 
-def needs_v2_memory(b: V2Backend) -> None:
-    if not b.memory:
-        with open(os.path.join(b.own, "cgroup.controllers")) as f:
-            have = f.read().split()
-        pytest.skip(
-            "cgroup v2 memory controller not available here (cgroup.controllers of"
-            f" {b.own}: {' '.join(have) or 'none'}): v2 memory limits, memory.peak and"
-            " OOM kills cannot be tested on this machine (its memory controller is on v1)"
-        )
+def needs_v2_controller(b: V2Backend, ctrl: str, what: str) -> None:
+    """Skip, saying exactly why, when the v2 group has no ``ctrl`` controller."""
+    if ctrl in b.controllers:
+        return
+    with open(os.path.join(b.own, "cgroup.controllers")) as f:
+        have = f.read().split()
+    with open("/proc/self/mountinfo") as f:
+        v1 = [m.point for m in parse_mountinfo(f.read()) if ctrl in m.options]
+    where = f"; it is bound to the cgroup v1 hierarchy at {v1[0]}" if v1 else ""
+    pytest.skip(
+        f"no cgroup v2 {ctrl} controller (cgroup.controllers of {b.own}:"
+        f" {' '.join(have) or 'none'}{where}): v2 {what} cannot be tested on this machine"
+    )

@@ -17,7 +17,7 @@ from sjq.contain.cgroup import CgroupError, GroupPool, V1Backend, parse_proc_cgr
 from sjq.contain.procfs import keeper_peak
 from sjq.contain.watch import OomKill, Watcher, WatchPolicy
 
-from .conftest import PY, gate_wait, sh, spawn
+from .conftest import PY, gate_wait, hold, sh, spawn
 
 MB = 1 << 20
 ALLOC = (  # a Python process that holds N MB of anonymous memory until the gate opens
@@ -139,7 +139,7 @@ def test_a_job_within_its_limit_never_notices(
 ) -> None:
     g = v1_pool.take(100 * MB, None)
     pid = spawn(
-        sh(f"{PY} -c 'b = bytearray(60 * 2**20); b[::4096] = b\"x\" * len(b[::4096])'"),
+        sh(hold(60)),
         backend=v1,
         group=g,
     )
