@@ -18,10 +18,16 @@ daemon). Three ways a job gets devices:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from typing import Generic, TypeVar
 
-__all__ = ["AllocationError", "Allocator", "pick_hand_over"]
+from .cpus import format_cpulist
+
+__all__ = ["THREAD_VARS", "AllocationError", "Allocator", "device_env", "pick_hand_over"]
+
+# Thread-pool sizes of the usual numeric libraries: set to the job's CPUs unless the job
+# sets them itself (a job that reserved 4 CPUs should not start 64 OpenMP threads).
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 D = TypeVar("D", bound=Hashable)  # a device id: a CPU number or a GPU id
 
@@ -94,6 +100,8 @@ class Allocator(Generic[D]):
 
     def reserve(self, entry: Hashable, n: int) -> tuple[D, ...]:
         """Set ``n`` free devices aside for an armed start (``hand_over``'s ``extra``)."""
+        if entry in self.reserved:
+            raise AllocationError(f"entry {entry} already has {self.reserved[entry]} set aside")
         got = self.take(entry, n)
         self.reserved[entry] = self.held.pop(entry)
         return got
@@ -114,3 +122,28 @@ class Allocator(Generic[D]):
 
     def _free_in_order(self) -> list[D]:
         return [d for d in self.devices if d in self.free]
+
+
+def device_env(
+    env: Mapping[str, str],
+    *,
+    procs: int,
+    cpus: Sequence[int] | None = None,
+    gpus: Sequence[str] | None = None,
+) -> dict[str, str]:
+    """The job's environment with its devices: ``SJQ_CPUS`` (``0,2-3``) and the thread
+    variables when it is pinned (a variable the job's own environment sets is kept);
+    ``CUDA_VISIBLE_DEVICES``, ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` and ``SJQ_GPUS`` when it
+    has GPUs (an empty ``CUDA_VISIBLE_DEVICES`` when it asked for none, so that it cannot
+    use a GPU another job holds)."""
+    out = dict(env)
+    if cpus is not None:
+        out["SJQ_CPUS"] = format_cpulist(cpus)
+        for var in THREAD_VARS:
+            out.setdefault(var, str(procs))
+    if gpus is not None:
+        ids = ",".join(gpus)
+        out["CUDA_VISIBLE_DEVICES"] = ids
+        out["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        out["SJQ_GPUS"] = ids
+    return out

@@ -10,16 +10,21 @@ only where it changes the answer (several processes sharing pages) and at a boun
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import resource
+import time
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 __all__ = [
     "PAGE",
     "ProcStat",
+    "boot_ticks",
     "keeper_peak",
     "marker_in_environ",
+    "pinned",
     "read_pss",
     "read_resident",
     "read_stat",
@@ -141,3 +146,26 @@ def set_child_subreaper() -> bool:
         return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
+
+
+def boot_ticks() -> int:
+    """Now, in the clock ticks since boot that /proc/<pid>/stat uses for start times: read
+    just before a spawn, a lower bound of the new process's start."""
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * CLK_TCK)
+
+
+@contextlib.contextmanager
+def pinned(cpus: Collection[int] | None) -> Iterator[None]:
+    """Run the body with the calling thread's CPU affinity set to ``cpus`` (nothing if
+    None), then restore it: a process spawned inside starts with that affinity, pinned
+    from its first instruction (the watcher's way to pin; under cgroups the job's cpuset
+    does it). Costs two system calls (~5 us each here)."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)

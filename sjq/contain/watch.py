@@ -61,6 +61,7 @@ from .procfs import marker_in_environ, read_pss, read_resident, read_stat
 __all__ = ["Judge", "OomKill", "OverLimit", "ProcTree", "WatchPolicy", "Watcher", "next_due"]
 
 COALESCE = 0.005  # seconds: jobs due this soon are sampled in the same tick (one /proc scan)
+START_SLACK = 100  # clock ticks a process may start after the lower bound given for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,17 +122,25 @@ class ProcTree:
         self.markers: dict[Hashable, tuple[bytes, ...]] = {}
         self.since: dict[Hashable, int] = {}  # job -> its first process's start tick
 
-    def add(self, job: Hashable, pid: int, marker: tuple[bytes, ...] = ()) -> bool:
-        """Track ``job`` from its first process; False if that is gone already."""
-        st = read_stat(pid, self.proc)
-        self.members[job] = {}
+    def add(
+        self, job: Hashable, pid: int, marker: tuple[bytes, ...] = (), start: int | None = None
+    ) -> bool:
+        """Track ``job`` from its first process; False if that is gone already. ``start``:
+        its start in clock ticks since boot, or a lower bound (the keeper's tick before the
+        spawn): reading /proc/<pid>/stat of a process in the middle of its exec costs
+        ~45 us here, more than the rest of this."""
+        if start is None:
+            st = read_stat(pid, self.proc)
+            if st is None:
+                self.members[job] = {}
+                self.markers[job] = marker
+                self.since[job] = 1 << 62
+                return False
+            start = st.start
+        self.members[job] = {pid: start}
         self.markers[job] = marker
-        if st is None:
-            self.since[job] = 1 << 62
-            return False
-        self.since[job] = st.start
-        self.seen[pid] = (st.start, job)
-        self.members[job][pid] = st.start
+        self.since[job] = start
+        self.seen[pid] = (start, job)
         return True
 
     def drop(self, job: Hashable) -> dict[int, int]:
@@ -255,11 +264,15 @@ class Watcher:
         limit: int | None,
         marker: tuple[bytes, ...] = (),
         group: Group | None = None,
+        start_tick: int | None = None,
     ) -> None:
-        """Watch ``job``, whose first process ``pid`` started at ``start`` (monotonic)."""
+        """Watch ``job``, whose first process ``pid`` started at ``start`` (monotonic;
+        ``start_tick``: in clock ticks since boot, or a lower bound, see ``ProcTree.add``).
+        ``marker``: ``NAME=value`` items of the job's environment that recognise its
+        orphans. ``group``: its cgroup, if it has one."""
         self.jobs[job] = _Job(start, Judge(limit, self.policy.over), group)
         if group is None:
-            self.tree.add(job, pid, marker)
+            self.tree.add(job, pid, marker, start_tick)
         self._push(job, next_due(self.policy, start, None))
 
     def due(self) -> float | None:
@@ -317,10 +330,14 @@ class Watcher:
         w = self.jobs.get(job)
         if w is not None and w.group is not None:
             return w.group.pids()
+        # A start may be a lower bound (``ProcTree.add``): the same process starts at
+        # most START_SLACK later; a recycled pid, only after the pid space has wrapped.
         return [
             pid
             for pid, start in self.tree.pids(job).items()
-            if (st := read_stat(pid, self.proc)) is not None and st.start == start
+            if (st := read_stat(pid, self.proc)) is not None
+            and start <= st.start <= start + START_SLACK
+            and st.state not in "ZX"
         ]
 
     def kill(self, job: Hashable, sig: int = signal.SIGKILL) -> int:

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sjq.contain.alloc import AllocationError, Allocator, pick_hand_over
+from sjq.contain.alloc import AllocationError, Allocator, device_env, pick_hand_over
 from sjq.contain.cpus import CpuListError, Topology, choose_cpus, format_cpulist, parse_cpulist
+from sjq.contain.procfs import pinned
 
 cpu_sets = st.frozensets(st.integers(0, 300), max_size=60)
 
@@ -191,3 +192,42 @@ def test_assign_refuses_held_cpus() -> None:
     with pytest.raises(AllocationError, match="not free"):
         alloc.assign(8, [1, 0])
     assert alloc.free == {0}
+
+
+def test_a_job_spawned_while_pinned_starts_on_its_cpus(tmp_path: Path) -> None:
+    """Pinning without cgroups: the spawning thread takes the job's affinity around the
+    spawn, so the job runs nowhere else from its first instruction."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs")
+    before = os.sched_getaffinity(0)
+    want = {max(before)}
+    out = tmp_path / "cpus"
+    with pinned(want):
+        assert os.sched_getaffinity(0) == want
+        pid = os.posix_spawn(
+            "/bin/sh", ["sh", "-c", f"grep Cpus_allowed_list /proc/self/status > {out}"], {}
+        )
+    assert os.sched_getaffinity(0) == before
+    _, status = os.waitpid(pid, 0)
+    assert status == 0
+    assert parse_cpulist(out.read_text().split()[-1]) == tuple(want)
+    with pinned(None):
+        assert os.sched_getaffinity(0) == before
+
+
+def test_device_env() -> None:
+    env = device_env(
+        {"PATH": "/bin", "OMP_NUM_THREADS": "8"}, procs=2, cpus=[0, 2, 3], gpus=["1", "MIG-x"]
+    )
+    assert env == {
+        "PATH": "/bin",
+        "SJQ_CPUS": "0,2-3",
+        "OMP_NUM_THREADS": "8",  # the job's own setting stays
+        "MKL_NUM_THREADS": "2",
+        "OPENBLAS_NUM_THREADS": "2",
+        "CUDA_VISIBLE_DEVICES": "1,MIG-x",
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        "SJQ_GPUS": "1,MIG-x",
+    }
+    assert device_env({"A": "b"}, procs=1) == {"A": "b"}  # not pinned, no GPU setting
+    assert device_env({}, procs=1, gpus=[])["CUDA_VISIBLE_DEVICES"] == ""

@@ -16,6 +16,7 @@ from conftest import wait_for
 
 from sjq.contain.account import usage
 from sjq.contain.procfs import (
+    boot_ticks,
     keeper_peak,
     marker_in_environ,
     read_pss,
@@ -89,8 +90,9 @@ def test_tree_includes_what_left_the_group_session_and_parent(tmp_path: Path) ->
         f"setsid sleep 60 & (sleep 61 &) ; sh -c 'sleep 62' & touch {ready}; sleep 63"
     )
     w = Watcher(WatchPolicy())
+    lo = boot_ticks()  # as the keeper does: a lower bound of the start, no /proc read
     pid = spawn(sh(script), env=job_env())
-    w.add("j", pid, start=time.monotonic(), limit=None, marker=MARK)
+    w.add("j", pid, start=time.monotonic(), limit=None, marker=MARK, start_tick=lo)
     wait_for(ready.exists, what="the job's processes")
     w.sample("j")
     pids = wait_for(
