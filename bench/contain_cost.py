@@ -41,7 +41,7 @@ from sjq.contain.cgroup import (
     detect,
     parse_mountinfo,
 )
-from sjq.contain.procfs import keeper_peak, read_pss
+from sjq.contain.procfs import boot_ticks, keeper_peak, read_pss
 from sjq.contain.watch import Watcher, WatchPolicy
 
 ARGV = ["/bin/true"]
@@ -90,10 +90,11 @@ def run_watch(row: Row, n: int) -> None:
     t_round = time.perf_counter()
     for i in range(n):
         t0 = time.perf_counter_ns()
+        lo = boot_ticks()
         pid = _spawn()
         t1 = time.perf_counter_ns()
         kp = keeper_peak()
-        w.add(i, pid, start=time.monotonic(), limit=100 * MB)
+        w.add(i, pid, start=time.monotonic(), limit=100 * MB, start_tick=lo)
         t2 = time.perf_counter_ns()
         _, _, ru = os.wait4(pid, 0)
         t3 = time.perf_counter_ns()

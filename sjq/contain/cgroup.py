@@ -137,22 +137,31 @@ def _read(path: str) -> str:
         return f.read()
 
 
-def _kv(text: str, *keys: str) -> dict[str, int]:
+def _kv(text: bytes, *keys: str) -> dict[str, int]:
     """``key value`` lines (memory.stat, cpu.stat, memory.events): only ``keys``."""
-    want = set(keys)
+    want = {k.encode() for k in keys}
     out: dict[str, int] = {}
     for line in text.splitlines():
-        k, _, v = line.partition(" ")
+        k, _, v = line.partition(b" ")
         if k in want:
-            out[k] = int(v)
+            out[k.decode()] = int(v)
     return out
 
 
 def _pids(path: str) -> list[int]:
     try:
-        return [int(p) for p in _read(path).split()]
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return []
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return [int(p) for p in b"".join(chunks).split()]
     except (OSError, ValueError):
         return []
+    finally:
+        os.close(fd)
 
 
 def _alive(pid: int) -> bool:
@@ -176,7 +185,7 @@ class GroupUsage:
     """A group's figures once its job has ended."""
 
     peak_charge: int | None  # the kernel's peak: resident + page cache + kernel memory
-    cache: int  # page cache still charged at the end
+    cache: int  # what is still charged once every process has gone: page cache, mostly
     cpu_user: float | None  # seconds; None without CPU accounting
     cpu_sys: float | None
     oom_kills: int
@@ -281,7 +290,12 @@ def _remove_tree(path: str) -> bool:
 
 class Group:
     """One job's group (in every hierarchy of its backend). Made by ``Backend.create``,
-    reused through ``GroupPool``."""
+    reused through ``GroupPool``.
+
+    Its control files stay open for its whole life and are read with pread at offset 0
+    (the kernel regenerates the text): ~1 us a read here, against ~17 us for an
+    open/read/close in Python. A pooled group costs about a dozen descriptors. The one
+    exception is cgroup.procs (``pids``)."""
 
     def __init__(self, backend: Backend, name: str, dirs: dict[str, str]) -> None:
         self.backend = backend
@@ -290,25 +304,67 @@ class Group:
         self.mem: int | None = None  # the memory limit now set (None: none)
         self.cpus: tuple[int, ...] | None = None  # the CPU set now set (None: the parent's)
         self.oom0 = 0  # the OOM-kill count when the current job began
-        self.res0 = 0  # resident charge left from before the current job (kilobytes, usually 0)
+        self.res0 = 0  # resident charge left from before the current job (usually 0)
         self.cpu0 = (0.0, 0.0)  # CPU counters when the current job began (v2: no reset)
         self.fresh = True  # never held a job (v2 memory.peak covers its whole life)
         self.used = 0  # jobs it has held
         self.busy = 0  # tidy passes that found processes still in it
-        self.enter_fds: dict[str, int] = {}
+        self.fds: dict[tuple[str, str, bool], int] = {}
         self.peak_fd: int | None = None  # v2: memory.peak opened and reset for this job
         self.oom_fd: int | None = None  # v1: an eventfd readable when the kernel OOM-kills
+        self.oom_flag = False  # that eventfd fired during the current job
 
     @property
     def path(self) -> str:
         return next(iter(self.dirs.values()))
 
+    def _fd(self, ctrl: str, name: str, write: bool = False) -> int:
+        key = (ctrl, name, write)
+        fd = self.fds.get(key)
+        if fd is None:
+            flags = (os.O_WRONLY if write else os.O_RDONLY) | os.O_CLOEXEC
+            fd = os.open(os.path.join(self.dirs[ctrl], name), flags)
+            self.fds[key] = fd
+        return fd
+
+    def _get(self, ctrl: str, name: str) -> bytes:
+        fd = self._fd(ctrl, name)
+        size = 8192
+        while True:
+            data = os.pread(fd, size, 0)
+            if len(data) < size:
+                return data
+            size *= 4  # a long cgroup.procs
+
+    def _put(self, ctrl: str, name: str, value: str) -> None:
+        os.write(self._fd(ctrl, name, True), value.encode())
+
+    def _int(self, ctrl: str, name: str) -> int:
+        return int(self._get(ctrl, name))
+
     def pids(self) -> list[int]:
-        """Every process in the group (v1: of its memory hierarchy, which holds the job)."""
+        """Every process in the group (v1: of its memory hierarchy, which holds the job).
+
+        Opened afresh each time: v1 caches a cgroup.procs listing per open file for a
+        second, so a kept descriptor would show processes that are gone."""
         return _pids(os.path.join(self.path, "cgroup.procs"))
 
     def populated(self) -> bool:
         return bool(self.pids())
+
+    def oom_fired(self) -> bool:
+        """Whether the kernel signalled an OOM in this group during the current job (v1:
+        its eventfd; the keeper may select on ``oom_fd`` and call this when it is
+        readable). The notification comes as the OOM begins; the kill is counted a
+        moment later (``sample().oom_kills``)."""
+        if self.oom_fd is not None and not self.oom_flag:
+            try:
+                os.eventfd_read(self.oom_fd)
+            except BlockingIOError:
+                pass
+            else:
+                self.oom_flag = True
+        return self.oom_flag
 
     # implemented per backend
     def configure(self, mem: int | None, cpus: Sequence[int] | None) -> None:
@@ -350,11 +406,11 @@ class Group:
         return ok
 
     def close(self) -> None:
-        for fd in [*self.enter_fds.values(), self.peak_fd, self.oom_fd]:
+        for fd in [*self.fds.values(), self.peak_fd, self.oom_fd]:
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self.enter_fds.clear()
+        self.fds.clear()
         self.peak_fd = self.oom_fd = None
 
     def state(self) -> str:
@@ -362,13 +418,6 @@ class Group:
         crash finds the group and knows its baselines (``Backend.group_from_state``)."""
         u, s = self.cpu0
         return f"{self.name}:{self.oom0}:{self.res0}:{u!r}:{s!r}"
-
-    def _open_enter(self, ctrl: str, file: str) -> int:
-        fd = self.enter_fds.get(ctrl)
-        if fd is None:
-            fd = os.open(os.path.join(self.dirs[ctrl], file), os.O_WRONLY | os.O_CLOEXEC)
-            self.enter_fds[ctrl] = fd
-        return fd
 
 
 def _start(pid: int) -> int:
@@ -446,7 +495,7 @@ class V1Backend(Backend):
         tid = str(threading.get_native_id()).encode()
         try:
             for ctrl in group.dirs:
-                os.write(group._open_enter(ctrl, "tasks"), tid)
+                os.write(group._fd(ctrl, "tasks", True), tid)
         except OSError as e:
             self.leave()
             raise CgroupError(e.errno, f"cannot enter {group.name}: {e.strerror}") from None
@@ -498,7 +547,8 @@ class V1Group(Group):
 
     def arm_oom_event(self) -> None:
         """An eventfd the kernel signals when this group hits an OOM (cgroup.event_control
-        on memory.oom_control): the keeper can poll it instead of waiting for a sample."""
+        on memory.oom_control): the keeper can poll it instead of waiting for a sample,
+        and a job whose eventfd never fired needs no read of the OOM count."""
         d = self.dirs.get("memory")
         if d is None:
             return
@@ -519,42 +569,39 @@ class V1Group(Group):
         try:
             if "memory" in d and mem != self.mem:
                 limit = str(mem) if mem is not None else "-1"
-                memsw = os.path.join(d["memory"], "memory.memsw.limit_in_bytes")
-                plain = os.path.join(d["memory"], "memory.limit_in_bytes")
                 # memsw (memory + swap) may never be below the plain limit: raise it first,
-                # lower it last
+                # lower it last. It is absent when swap accounting is off.
                 raising = mem is None or (self.mem is not None and mem > self.mem)
-                order = [memsw, plain] if raising else [plain, memsw]
-                for path in order:
+                order = ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+                for name in reversed(order) if raising else order:
                     try:
-                        _write(path, limit)
+                        self._put("memory", name, limit)
                     except FileNotFoundError:
-                        if path == plain:
-                            raise  # memsw is absent when swap accounting is off
+                        if name == "memory.limit_in_bytes":
+                            raise
                 self.mem = mem
             want = tuple(cpus) if cpus is not None else None
             if "cpuset" in d and want != self.cpus:
                 text = format_cpulist(want) if want is not None else self.backend.all_cpus
-                _write(os.path.join(d["cpuset"], "cpuset.cpus"), text)
+                self._put("cpuset", "cpuset.cpus", text)
                 self.cpus = want
         except OSError as e:
             raise CgroupError(e.errno, f"cannot configure {self.path}: {e.strerror}") from None
 
     def _oom_count(self) -> int:
         try:
-            return _kv(_read(os.path.join(self.dirs["memory"], "memory.oom_control")), "oom_kill")[
-                "oom_kill"
-            ]
-        except (OSError, KeyError):
+            return _kv(self._get("memory", "memory.oom_control"), "oom_kill").get("oom_kill", 0)
+        except OSError:
             return 0
 
     def _stat(self) -> dict[str, int]:
-        return _kv(
-            _read(os.path.join(self.dirs["memory"], "memory.stat")),
-            "total_rss",
-            "total_shmem",
-            "total_cache",
-        )
+        return _kv(self._get("memory", "memory.stat"), "total_rss", "total_shmem", "total_cache")
+
+    def _ooms(self) -> int:
+        # the count needs reading only once the eventfd said so (or if there is none)
+        if self.oom_fd is not None and not self.oom_fired():
+            return 0
+        return self._oom_count() - self.oom0
 
     def sample(self) -> GroupSample:
         if "memory" not in self.dirs:
@@ -564,65 +611,64 @@ class V1Group(Group):
         except OSError:
             return GroupSample(None, 0, 0)
         resident = st.get("total_rss", 0) + st.get("total_shmem", 0) - self.res0
-        return GroupSample(
-            max(0, resident), st.get("total_cache", 0), self._oom_count() - self.oom0
-        )
+        return GroupSample(max(0, resident), st.get("total_cache", 0), self._ooms())
 
     def finish(self) -> GroupUsage:
         peak: int | None = None
-        cache = 0
+        left = 0
         oom = 0
         if "memory" in self.dirs:
             with contextlib.suppress(OSError, ValueError):
-                peak = int(_read(os.path.join(self.dirs["memory"], "memory.max_usage_in_bytes")))
-            with contextlib.suppress(OSError):
-                cache = self._stat().get("total_cache", 0)
-            oom = self._oom_count() - self.oom0
+                peak = self._int("memory", "memory.max_usage_in_bytes")
+                # with every process gone, what is still charged is page cache (and a
+                # little kernel memory)
+                left = self._int("memory", "memory.usage_in_bytes")
+            oom = self._ooms()
         user = sys_ = None
         if "cpuacct" in self.dirs:
             with contextlib.suppress(OSError, ValueError):
-                d = self.dirs["cpuacct"]
-                total = int(_read(os.path.join(d, "cpuacct.usage"))) / 1e9
+                total = self._int("cpuacct", "cpuacct.usage") / 1e9
                 # The total is exact (ns of run time); the user/system split is counted in
                 # clock ticks. Scale the split to the total, as the kernel does for v2's
                 # cpu.stat and for getrusage (cputime_adjust).
-                ticks = _kv(_read(os.path.join(d, "cpuacct.stat")), "user", "system")
+                ticks = _kv(self._get("cpuacct", "cpuacct.stat"), "user", "system")
                 u, s = ticks.get("user", 0), ticks.get("system", 0)
                 user = total * u / (u + s) if u + s else total
                 sys_ = total - user
-        return GroupUsage(peak, cache, user, sys_, oom)
+        return GroupUsage(peak, left, user, sys_, oom)
 
     def reset(self) -> bool:
         """Make a used group ready for the next job; False if it must be retired (it still
-        holds processes, or more memory than ``KEEP_CHARGE``: shmem files, or page cache
-        that a small limit would have to reclaim on the next job's start)."""
+        holds processes, or more than ``KEEP_CHARGE``, or shmem: tmpfs files a job left,
+        which no reclaim can take back without swap)."""
         if self.pids():
             return False
         d = self.dirs
         try:
             if "memory" in d:
-                m = d["memory"]
-                usage = int(_read(os.path.join(m, "memory.usage_in_bytes")))
-                st = self._stat()
-                if usage > KEEP_CHARGE or st.get("total_shmem", 0) > 0:
+                usage = self._int("memory", "memory.usage_in_bytes")
+                if usage > KEEP_CHARGE:
                     return False
-                if st.get("total_cache", 0):
-                    # so that setting the next job's limit never has to reclaim on the
-                    # keeper's critical path (a few MB of cache at most: cheap here)
-                    with contextlib.suppress(OSError):
-                        _write(os.path.join(m, "memory.force_empty"), "0")
+                self.res0 = 0
+                if usage:
                     st = self._stat()
-                _write(os.path.join(m, "memory.max_usage_in_bytes"), "0")
+                    if st.get("total_shmem", 0) > 0:
+                        return False
+                    if st.get("total_cache", 0):
+                        # so that setting the next job's limit never has to reclaim on the
+                        # keeper's critical path (a few MB of cache at most: cheap here)
+                        with contextlib.suppress(OSError):
+                            self._put("memory", "memory.force_empty", "0")
+                        st = self._stat()
+                    self.res0 = st.get("total_rss", 0)
+                self._put("memory", "memory.max_usage_in_bytes", "0")
                 with contextlib.suppress(FileNotFoundError):
-                    _write(os.path.join(m, "memory.memsw.max_usage_in_bytes"), "0")
-                _write(os.path.join(m, "memory.failcnt"), "0")
-                self.oom0 = self._oom_count()
-                self.res0 = st.get("total_rss", 0)
-                if self.oom_fd is not None:
-                    with contextlib.suppress(BlockingIOError):
-                        os.eventfd_read(self.oom_fd)
+                    self._put("memory", "memory.memsw.max_usage_in_bytes", "0")
+                if self.oom_fired() or self.oom_fd is None:
+                    self.oom0 = self._oom_count()
+                self.oom_flag = False
             if "cpuacct" in d:
-                _write(os.path.join(d["cpuacct"], "cpuacct.usage"), "0")
+                self._put("cpuacct", "cpuacct.usage", "0")
                 self.cpu0 = (0.0, 0.0)
         except (OSError, ValueError):
             return False
@@ -725,7 +771,7 @@ class V2Backend(Backend):
 
     def enter(self, group: Group) -> None:
         try:
-            os.write(group._open_enter("", "cgroup.procs"), str(os.getpid()).encode())
+            os.write(group._fd("", "cgroup.procs", True), str(os.getpid()).encode())
         except OSError as e:
             raise CgroupError(e.errno, f"cannot enter {group.path}: {e.strerror}") from None
 
@@ -771,28 +817,26 @@ class V2Group(Group):
     def configure(self, mem: int | None, cpus: Sequence[int] | None) -> None:
         try:
             if self.backend.memory and mem != self.mem:
-                _write(os.path.join(self.path, "memory.max"), "max" if mem is None else str(mem))
+                self._put("", "memory.max", "max" if mem is None else str(mem))
                 self.mem = mem
             want = tuple(cpus) if cpus is not None else None
             if self.backend.cpuset and want != self.cpus:
                 text = format_cpulist(want) if want is not None else ""  # "": the parent's
-                _write(os.path.join(self.path, "cpuset.cpus"), text)
+                self._put("", "cpuset.cpus", text)
                 self.cpus = want
         except OSError as e:
             raise CgroupError(e.errno, f"cannot configure {self.path}: {e.strerror}") from None
 
     def _cpu_now(self) -> tuple[float, float]:
         try:
-            st = _kv(_read(os.path.join(self.path, "cpu.stat")), "user_usec", "system_usec")
+            st = _kv(self._get("", "cpu.stat"), "user_usec", "system_usec")
         except OSError:
             return (0.0, 0.0)
         return (st.get("user_usec", 0) / 1e6, st.get("system_usec", 0) / 1e6)
 
     def _oom_count(self) -> int:
         try:
-            return _kv(_read(os.path.join(self.path, "memory.events")), "oom_kill").get(
-                "oom_kill", 0
-            )
+            return _kv(self._get("", "memory.events"), "oom_kill").get("oom_kill", 0)
         except OSError:
             return 0
 
@@ -800,7 +844,7 @@ class V2Group(Group):
         if not self.backend.memory:
             return GroupSample(None, 0, 0)
         try:
-            st = _kv(_read(os.path.join(self.path, "memory.stat")), "anon", "shmem", "file")
+            st = _kv(self._get("", "memory.stat"), "anon", "shmem", "file")
         except OSError:
             return GroupSample(None, 0, 0)
         resident = st.get("anon", 0) + st.get("shmem", 0) - self.res0
@@ -810,7 +854,7 @@ class V2Group(Group):
 
     def finish(self) -> GroupUsage:
         peak: int | None = None
-        cache = 0
+        left = 0
         oom = 0
         if self.backend.memory:
             if self.peak_fd is not None:
@@ -818,18 +862,17 @@ class V2Group(Group):
                     peak = int(os.pread(self.peak_fd, 64, 0))
             elif self.fresh:
                 with contextlib.suppress(OSError, ValueError):
-                    peak = int(_read(os.path.join(self.path, "memory.peak")))
-            with contextlib.suppress(OSError):
-                st = _kv(_read(os.path.join(self.path, "memory.stat")), "file", "shmem")
-                cache = st.get("file", 0) - st.get("shmem", 0)
+                    peak = self._int("", "memory.peak")
+            with contextlib.suppress(OSError, ValueError):
+                left = self._int("", "memory.current")
             oom = self._oom_count() - self.oom0
         u, s = self._cpu_now()
-        return GroupUsage(peak, cache, u - self.cpu0[0], s - self.cpu0[1], oom)
+        return GroupUsage(peak, left, u - self.cpu0[0], s - self.cpu0[1], oom)
 
     def kill(self) -> int:
         n = len(self.pids())
         try:
-            _write(os.path.join(self.path, "cgroup.kill"), "1")  # kernel >= 5.14
+            self._put("", "cgroup.kill", "1")  # kernel >= 5.14
         except OSError:
             return super().kill()
         return n
@@ -839,8 +882,8 @@ class V2Group(Group):
             return False
         try:
             if self.backend.memory:
-                cur = int(_read(os.path.join(self.path, "memory.current")))
-                st = _kv(_read(os.path.join(self.path, "memory.stat")), "anon", "shmem")
+                cur = self._int("", "memory.current")
+                st = _kv(self._get("", "memory.stat"), "anon", "shmem")
                 if cur > KEEP_CHARGE or st.get("shmem", 0) > 0:
                     return False
                 self.res0 = st.get("anon", 0)
