@@ -122,7 +122,7 @@ def v2_root() -> Iterator[str]:
     mount = _v2_mount()
     if mount is None:
         pytest.skip("no cgroup v2 mount on this machine")
-    path = os.path.join(mount, f"sjq-test-{_unique()}")
+    path = os.path.join(mount, f"sjq-test.{os.getpid()}-{next(_names)}")
     try:
         os.mkdir(path)
     except OSError as e:

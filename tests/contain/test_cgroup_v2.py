@@ -14,7 +14,7 @@ import pytest
 from conftest import wait_for
 
 from sjq.contain.account import usage
-from sjq.contain.cgroup import GroupPool, V2Backend, detect, parse_proc_cgroup
+from sjq.contain.cgroup import CgroupError, GroupPool, V2Backend, detect, parse_proc_cgroup
 from sjq.contain.procfs import keeper_peak
 from sjq.contain.watch import Watcher, WatchPolicy
 
@@ -160,3 +160,33 @@ def test_cpuset(v2: V2Backend, tmp_path: Path) -> None:
     assert out.read_text().split()[-1] == "0"
     pool.give_back(g)
     assert pool.close()
+
+
+def test_setup_moves_the_daemon_into_a_leaf_to_enable_controllers(v2_root: str) -> None:
+    """systemd's rule: with controllers enabled below it, a group holds no process, so
+    the daemon moves into the leaf ``sjq.<pid>.d`` first; a stranger in its group makes
+    that impossible and the message says how to give sjq a group of its own."""
+    d = detect(versions=("v2",), v2_root=v2_root, name="sjq.1")
+    assert isinstance(d.backend, V2Backend)
+    needs_v2_controller(d.backend, "memory", "enabling controllers in a delegated group")
+    stranger = spawn(sh("sleep 30"))
+    with open(os.path.join(v2_root, "cgroup.procs"), "w") as f:
+        f.write(str(stranger))
+    with pytest.raises(CgroupError, match="also holds processes that are not sjq's"):
+        d.backend.setup(pids=[os.getpid()])
+    os.kill(stranger, signal.SIGKILL)
+    reap(stranger)
+    b = detect(versions=("v2",), v2_root=v2_root, name=f"sjq.{os.getpid()}").backend
+    assert isinstance(b, V2Backend)
+    b.setup(pids=[os.getpid()])
+    try:
+        with open("/proc/self/cgroup") as f:
+            assert parse_proc_cgroup(f.read())[""].endswith(f"/sjq.{os.getpid()}.d")
+        with open(os.path.join(v2_root, "cgroup.subtree_control")) as f:
+            assert "memory" in f.read().split()
+    finally:
+        mount = os.path.dirname(v2_root)
+        with open(os.path.join(mount, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+        b.teardown()
+        os.rmdir(os.path.join(v2_root, f"sjq.{os.getpid()}.d"))
