@@ -232,7 +232,21 @@ def main(argv: list[str] | None = None) -> int:
             ("cgroup v1, pool", lambda r, n: run_pool(r, n, pool1, v1)),
         ]
         cleanup += [pool1.close, v1.teardown]
-        notes.append(f"v1: {v1.describe()}")
+        notes.append(f"v1: {v1.describe()}; jobs pinned to CPU 0 and 1 in turn")
+        for ctrls in (("memory", "cpuacct"), ("memory",)):
+            b = detect(versions=("v1",), controllers=ctrls, name=f"sjq.{os.getpid()}-{len(ctrls)}")
+            assert isinstance(b.backend, V1Backend)
+            bk = b.backend
+            bk.setup()
+            p = GroupPool(bk, size=4)
+            p.tidy()
+            runners.append(
+                (
+                    f"cgroup v1, pool, {' + '.join(ctrls)} only",
+                    lambda r, n, p=p, bk=bk: run_pool(r, n, p, bk),
+                )
+            )
+            cleanup += [p.close, bk.teardown]
     else:
         notes.append("cgroup v1 rows not run: " + detect(versions=("v1",)).why)
     v2, v2root, why = v2_backend()

@@ -921,6 +921,7 @@ class Detection:
 def detect(
     *,
     versions: Sequence[str] = ("v2", "v1"),
+    controllers: Sequence[str] = V1_CONTROLLERS,
     v2_root: str | None = None,
     name: str | None = None,
     euid: int | None = None,
@@ -931,7 +932,10 @@ def detect(
 
     Order: cgroup v2 with the memory controller; the v1 hierarchies as root; a v2 group
     without memory controller (tracking, kill and CPU accounting; memory by the watcher);
-    nothing. ``versions`` limits the choice (``("v1",)``: v1 or nothing). ``v2_root``
+    nothing. ``versions`` limits the choice (``("v1",)``: v1 or nothing); ``controllers``
+    the v1 hierarchies used (memory is required; without cpuacct CPU time comes from
+    wait4, without cpuset pinning is by affinity only: each one left out saves two
+    writes per job start, see docs/containment.md). ``v2_root``
     names the v2 group to use instead of our own (tests, or a group prepared for sjq).
     ``name`` is the base group's name (default ``sjq.<pid>``)."""
     name = name or f"sjq.{os.getpid()}"
@@ -945,7 +949,9 @@ def detect(
     v2 = _v2_candidate(mounts, own, v2_root, name, reasons) if "v2" in versions else None
     if v2 is not None and v2.memory:
         return Detection(v2, v2.describe())
-    v1 = _v1_candidate(mounts, own, euid, name, reasons) if "v1" in versions else None
+    v1 = None
+    if "v1" in versions:
+        v1 = _v1_candidate(mounts, own, euid, name, reasons, controllers=controllers)
     if v1 is not None:
         return Detection(v1, v1.describe())
     if v2 is not None:
@@ -983,11 +989,19 @@ def _v2_candidate(
 
 
 def _v1_candidate(
-    mounts: list[Mount], own: dict[str, str], euid: int, name: str, why: list[str]
+    mounts: list[Mount],
+    own: dict[str, str],
+    euid: int,
+    name: str,
+    why: list[str],
+    *,
+    controllers: Sequence[str] = V1_CONTROLLERS,
 ) -> V1Backend | None:
     dirs: dict[str, str] = {}
     used: dict[str, Mount] = {}
     for ctrl in V1_CONTROLLERS:
+        if ctrl != "memory" and ctrl not in controllers:
+            continue
         m = next((m for m in mounts if m.fstype == "cgroup" and ctrl in m.options), None)
         if m is None or ctrl not in own:
             continue

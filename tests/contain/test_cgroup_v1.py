@@ -13,7 +13,7 @@ import pytest
 from conftest import wait_for
 
 from sjq.contain.account import out_of_memory_reason, usage
-from sjq.contain.cgroup import CgroupError, GroupPool, V1Backend, parse_proc_cgroup
+from sjq.contain.cgroup import CgroupError, GroupPool, V1Backend, detect, parse_proc_cgroup
 from sjq.contain.procfs import keeper_peak
 from sjq.contain.watch import OomKill, Watcher, WatchPolicy
 
@@ -334,3 +334,16 @@ def test_a_group_that_cannot_be_configured_is_a_clear_error(v1_pool: GroupPool) 
     v1_pool.tidy()  # the pool keeps working
     g = v1_pool.take(64 * MB, [0])
     v1_pool.give_back(g)
+
+
+def test_hierarchies_can_be_left_out() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("cgroup v1 hierarchies are writable only by root")
+    d = detect(versions=("v1",), controllers=("memory",), name="sjq.1")
+    if not isinstance(d.backend, V1Backend):
+        pytest.skip(f"no usable cgroup v1 memory hierarchy here ({d.why})")
+    assert list(d.backend.own) == ["memory"]
+    assert d.backend.memory
+    assert not d.backend.cpu
+    assert not d.backend.cpuset
+    assert d.why.startswith("cgroup v1 (memory) below ")
