@@ -722,15 +722,13 @@ class V2Backend(Backend):
         try:
             need = " ".join("+" + c for c in sorted(self.controllers))
             enabled = set(_read(os.path.join(self.own, "cgroup.subtree_control")).split())
-            if self.controllers - enabled:
-                others = set(_pids(os.path.join(self.own, "cgroup.procs"))) - set(pids)
-                if others:
-                    raise CgroupError(
-                        errno.EBUSY,
-                        f"{self.own} also holds processes that are not sjq's"
-                        f" ({', '.join(map(str, sorted(others)[:5]))}); give sjq a group of"
-                        " its own, e.g. systemd-run --user --scope -p Delegate=yes sjq server",
-                    )
+            # the root group is exempt from the rule (and holds every other process)
+            if self.controllers - enabled and os.path.ismount(self.own):
+                _write(os.path.join(self.own, "cgroup.subtree_control"), need)
+            elif self.controllers - enabled:
+                why = _strangers(self.own, pids)
+                if why:
+                    raise CgroupError(errno.EBUSY, why)
                 leaf = os.path.join(self.own, self.name + ".d")
                 os.makedirs(leaf, exist_ok=True)
                 for pid in pids:
@@ -811,6 +809,18 @@ class V2Backend(Backend):
         _remove_tree(self.base)
 
 
+def _strangers(own: str, pids: Iterable[int]) -> str:
+    """Why sjq cannot take the v2 group ``own`` for itself ("" if it can)."""
+    others = set(_pids(os.path.join(own, "cgroup.procs"))) - set(pids)
+    if not others:
+        return ""
+    return (
+        f"{own} also holds processes that are not sjq's"
+        f" ({', '.join(map(str, sorted(others)[:5]))}); give sjq a group of its own,"
+        " e.g. systemd-run --user --scope -p Delegate=yes sjq server"
+    )
+
+
 class V2Group(Group):
     backend: V2Backend
 
@@ -821,7 +831,8 @@ class V2Group(Group):
                 self.mem = mem
             want = tuple(cpus) if cpus is not None else None
             if self.backend.cpuset and want != self.cpus:
-                text = format_cpulist(want) if want is not None else ""  # "": the parent's
+                # an empty list means the parent's (a zero-length write would do nothing)
+                text = format_cpulist(want) if want is not None else "\n"
                 self._put("", "cpuset.cpus", text)
                 self.cpus = want
         except OSError as e:
@@ -955,7 +966,11 @@ def detect(
     if v1 is not None:
         return Detection(v1, v1.describe())
     if v2 is not None:
-        return Detection(v2, f"watch for memory; {v2.describe()} for tracking, kill and CPU time")
+        return Detection(
+            v2,
+            f"watch for memory ({'; '.join(reasons)}); {v2.describe()} for tracking,"
+            " kill and CPU time",
+        )
     return Detection(None, "watch: no writable cgroup hierarchy: " + "; ".join(reasons))
 
 
@@ -985,6 +1000,16 @@ def _v2_candidate(
     if "memory" not in ctrls:
         avail = ", ".join(sorted(ctrls)) or "none"
         why.append(f"cgroup v2 group {d} has no memory controller (available: {avail})")
+        return V2Backend(name, d, ctrls)
+    try:
+        enabled = set(_read(os.path.join(d, "cgroup.subtree_control")).split())
+    except OSError:
+        enabled = set()
+    if "memory" not in enabled and not os.path.ismount(d) and v2_root is None:
+        stranger = _strangers(d, [os.getpid()])
+        if stranger:
+            why.append("cgroup v2: " + stranger)
+            return V2Backend(name, d, ())  # tracking and CPU only
     return V2Backend(name, d, ctrls)
 
 

@@ -30,7 +30,8 @@ def test_detection_of_a_v2_group_without_controllers(v2: V2Backend) -> None:
     assert v2.cpu
     assert v2.describe() == f"cgroup v2 (no memory or cpuset controller) below {v2.base}"
     d = detect(versions=("v2",), v2_root=v2.own, name="sjq.1")
-    assert d.why.startswith("watch for memory; cgroup v2 (no memory or cpuset controller)")
+    assert d.why.startswith(f"watch for memory (cgroup v2 group {v2.own} has no memory")
+    assert "; cgroup v2 (no memory or cpuset controller) below" in d.why
     assert d.why.endswith("for tracking, kill and CPU time")
 
 
