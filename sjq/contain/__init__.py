@@ -1,5 +1,6 @@
-"""Resource fidelity building blocks for the keeper: cgroup containment, the watcher, true
-accounting, CPU and GPU allocation. Imports nothing of asyncio or sqlite3.
+"""Building blocks of resource fidelity for the keeper. Imports no asyncio or sqlite3.
+
+Cgroup containment, the watcher, true accounting, CPU and GPU allocation:
 
 - ``cgroup``: what this machine allows (``detect``), a group per job, limits, reading,
   killing, and ``GroupPool``.

@@ -1,7 +1,8 @@
-"""A job's true usage at its end: peak resident memory of its whole tree (never the keeper's
-own size), CPU time of the whole tree, and whether memory stopped it. Pure apart from
-nothing: it combines what ``watch``, ``cgroup`` and ``wait4`` measured. Imports nothing of
-asyncio or sqlite3.
+"""A job's true usage at its end. Pure; imports no asyncio or sqlite3.
+
+Peak resident memory of its whole tree (never the keeper's own size), CPU time of the
+whole tree, and whether memory stopped it: a combination of what ``watch``, ``cgroup``
+and ``wait4`` measured.
 
 ``maxrss`` (bytes), by ``maxrss_from``:
 

@@ -1,5 +1,6 @@
-"""Devices held by running jobs (CPU ids, GPU ids): never one device to two jobs. Pure;
-imports nothing of asyncio or sqlite3.
+"""Devices held by running jobs (CPU and GPU ids). Pure; imports no asyncio or sqlite3.
+
+Never one device to two jobs.
 
 One ``Allocator`` per kind of device, owned by whoever decides which job runs (the
 daemon). Three ways a job gets devices:

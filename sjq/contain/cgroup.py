@@ -1,7 +1,8 @@
-"""Job containment in cgroups: what this machine allows (v2 delegated subtree, or the v1
-memory/cpuacct/cpuset hierarchies as root), one group per job below the daemon's own group,
-memory limits, CPU sets, reading usage, killing a whole group, and a pool of reusable
-groups. Imports nothing of asyncio or sqlite3.
+"""Job containment in cgroups v1 and v2, and a pool of groups. Imports no asyncio or sqlite3.
+
+What this machine allows (a v2 delegated subtree, or the v1 memory/cpuacct/cpuset
+hierarchies as root), one group per job below the daemon's own group, memory limits,
+CPU sets, reading usage, killing a whole group, and a pool of reusable groups.
 
 Layout: ``<own>/sjq.<daemon pid>/j<n>`` in every hierarchy used, where ``<own>`` is the
 daemon's group there (from /proc/self/cgroup), never the hierarchy's root. Under v2 with

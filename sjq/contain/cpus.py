@@ -1,5 +1,7 @@
-"""CPU ids: the ``0,2-3`` list format, the machine's cores and NUMA nodes, and which CPUs a
-job gets. Pure apart from ``Topology.read`` (sysfs); imports nothing of asyncio or sqlite3.
+"""CPU lists, cores, NUMA nodes and which CPUs a job gets. Imports no asyncio or sqlite3.
+
+The ``0,2-3`` list format, the machine's topology (``Topology.read``: sysfs; the rest is
+pure), and placement.
 
 Placement (``choose_cpus``) is a cheap greedy rule, not an optimiser:
 

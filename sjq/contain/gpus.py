@@ -1,7 +1,8 @@
-"""Which GPUs sjq manages: ``sjq.gpus`` (``auto``, ``none`` or ids), discovery through
-``nvidia-smi -L`` or /proc/driver/nvidia/gpus, limited by the daemon's own
-``CUDA_VISIBLE_DEVICES``, and ``SJQ_GPUS`` for a daemon started inside a job. Imports
-nothing of asyncio or sqlite3 (subprocess only for ``nvidia-smi``, at daemon start).
+"""Which GPUs sjq manages. Imports no asyncio or sqlite3 (subprocess: nvidia-smi, at start).
+
+``sjq.gpus`` (``auto``, ``none`` or ids), discovery through ``nvidia-smi -L`` or
+/proc/driver/nvidia/gpus, limited by the daemon's own ``CUDA_VISIBLE_DEVICES``, and
+``SJQ_GPUS`` for a daemon started inside a job.
 
 Ids are strings as NVIDIA names them, and the job's ``CUDA_VISIBLE_DEVICES`` is exactly
 the ids it got:

@@ -1,6 +1,7 @@
-"""The watcher: samples each running job's memory (its whole process tree, or its cgroup),
-keeps its peak, and says when a job has been over its limit for ``over`` samples in a
-row. Imports nothing of asyncio or sqlite3.
+"""The watcher: samples jobs' memory, keeps peaks, judges limits. Imports no asyncio or sqlite3.
+
+It samples each running job's memory (its whole process tree, or its cgroup), keeps its
+peak, and says when a job has been over its limit for ``over`` samples in a row.
 
 Pure parts (property-tested): ``next_due`` (when to sample) and ``Judge`` (peak and the
 over-the-limit decision). Reading parts: ``ProcTree`` (which processes are a job's) and
