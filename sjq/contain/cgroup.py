@@ -304,6 +304,7 @@ class Group:
         self.dirs = dirs  # controller (or "" for v2) -> directory
         self.mem: int | None = None  # the memory limit now set (None: none)
         self.cpus: tuple[int, ...] | None = None  # the CPU set now set (None: the parent's)
+        self.known = True  # mem and cpus are what the kernel has (not after a failed write)
         self.oom0 = 0  # the OOM-kill count when the current job began
         self.res0 = 0  # resident charge left from before the current job (usually 0)
         self.cpu0 = (0.0, 0.0)  # CPU counters when the current job began (v2: no reset)
@@ -567,27 +568,32 @@ class V1Group(Group):
 
     def configure(self, mem: int | None, cpus: Sequence[int] | None) -> None:
         d = self.dirs
+        known, self.known = self.known, False  # until every write below has gone through
         try:
-            if "memory" in d and mem != self.mem:
+            if "memory" in d and (mem != self.mem or not known):
                 limit = str(mem) if mem is not None else "-1"
                 # memsw (memory + swap) may never be below the plain limit: raise it first,
                 # lower it last. It is absent when swap accounting is off.
-                raising = mem is None or (self.mem is not None and mem > self.mem)
                 order = ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
-                for name in reversed(order) if raising else order:
+                if not known:
+                    order = ["memory.memsw.limit_in_bytes", *order]  # first to -1: any order
+                elif mem is None or (self.mem is not None and mem > self.mem):
+                    order.reverse()
+                for i, name in enumerate(order):
                     try:
-                        self._put("memory", name, limit)
+                        self._put("memory", name, "-1" if i == 0 and not known else limit)
                     except FileNotFoundError:
                         if name == "memory.limit_in_bytes":
                             raise
                 self.mem = mem
             want = tuple(cpus) if cpus is not None else None
-            if "cpuset" in d and want != self.cpus:
+            if "cpuset" in d and (want != self.cpus or not known):
                 text = format_cpulist(want) if want is not None else self.backend.all_cpus
                 self._put("cpuset", "cpuset.cpus", text)
                 self.cpus = want
         except OSError as e:
             raise CgroupError(e.errno, f"cannot configure {self.path}: {e.strerror}") from None
+        self.known = True
 
     def _oom_count(self) -> int:
         try:
@@ -826,18 +832,20 @@ class V2Group(Group):
     backend: V2Backend
 
     def configure(self, mem: int | None, cpus: Sequence[int] | None) -> None:
+        known, self.known = self.known, False  # until every write below has gone through
         try:
-            if self.backend.memory and mem != self.mem:
+            if self.backend.memory and (mem != self.mem or not known):
                 self._put("", "memory.max", "max" if mem is None else str(mem))
                 self.mem = mem
             want = tuple(cpus) if cpus is not None else None
-            if self.backend.cpuset and want != self.cpus:
+            if self.backend.cpuset and (want != self.cpus or not known):
                 # an empty list means the parent's (a zero-length write would do nothing)
                 text = format_cpulist(want) if want is not None else "\n"
                 self._put("", "cpuset.cpus", text)
                 self.cpus = want
         except OSError as e:
             raise CgroupError(e.errno, f"cannot configure {self.path}: {e.strerror}") from None
+        self.known = True
 
     def _cpu_now(self) -> tuple[float, float]:
         try:

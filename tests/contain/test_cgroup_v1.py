@@ -347,3 +347,23 @@ def test_hierarchies_can_be_left_out() -> None:
     assert not d.backend.cpu
     assert not d.backend.cpuset
     assert d.why.startswith("cgroup v1 (memory) below ")
+
+
+def test_a_failed_configuration_is_rewritten_in_full_next_time(v1: V1Backend) -> None:
+    pool = GroupPool(v1, size=1)
+    pool.tidy()
+    g = pool.take(200 * MB, [0])
+    pool.give_back(g)
+    pool.tidy()
+    with pytest.raises(CgroupError):
+        pool.take(100 * MB, [4095])  # the memory limit went through, the CPU set did not
+    pool.tidy()
+    again = pool.take(200 * MB, [0])  # what the group had before: written again all the same
+    assert again is g
+    for name in ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"):
+        with open(os.path.join(g.dirs["memory"], name)) as f:
+            assert int(f.read()) == 200 * MB, name
+    with open(os.path.join(g.dirs["cpuset"], "cpuset.cpus")) as f:
+        assert f.read().strip() == "0"
+    pool.give_back(again)
+    assert pool.close()
