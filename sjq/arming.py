@@ -12,12 +12,11 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sjq.jobs import Job, JobState
+from sjq.jobs import H, Job, Q
 from sjq.scheduler import NO_KEY, Queue, ready_job
 
 __all__ = ["ARM_DEPTH", "ARM_LOW", "ArmEntry", "arm_plan", "could_start", "next_after"]
 
-Q, H = JobState.QUEUED, JobState.HOLDING
 
 ARM_DEPTH = 16  # entries armed per running job when several run: slack for a busy daemon
 ARM_LOW = 6  # ... and armed again once no more than this many per running job are left

@@ -1,64 +1,42 @@
-"""The job record, the JobState enum (values are the wire letters) and the transition table.
+"""The job record, the transition table of job states, and the records that cross to and
+from the keepers. ``JobState`` itself is a wire concept and lives in ``sjq.protocol``;
+``Q``, ``H`` ... ``E`` here are its members by their letters, for code that reads like the
+state table.
 
-Pure data: imports nothing of asyncio, sqlite3, subprocess or the rest of sjq.
+Pure data: imports nothing of asyncio, sqlite3, subprocess or the rest of sjq but the
+protocol's states.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import NamedTuple
+
+from sjq.protocol._states import TERMINAL, JobState
 
 __all__ = [
     "TERMINAL",
     "TRANSITIONS",
+    "A",
     "Change",
+    "E",
     "ExitRecord",
+    "F",
+    "H",
     "IllegalTransition",
     "Job",
     "JobLaunch",
     "JobState",
+    "K",
+    "Q",
+    "R",
+    "S",
+    "U",
 ]
 
 
-class JobState(enum.StrEnum):
-    """One letter per state, exactly as sent on the wire (seed README)."""
-
-    QUEUED = "Q"  # runnable, waiting for CPUs/memory
-    HOLDING = "H"  # waiting for its dependencies
-    USERHOLD = "U"  # submitted with HOLD (or held later); waits for RELEASE
-    RUNNING = "R"
-    SUCCESS = "S"  # exit status 0
-    FAIL = "F"  # non-zero exit, or a signal sjq did not send
-    ABORT = "A"  # a dependency ended in F, A, K or E: this job will never run
-    KILLED = "K"  # killed by KILL, or by SHUTDOWN while running
-    ERROR = "E"  # the job could not be started
-
-    @property
-    def word(self) -> str:
-        return _WORDS[self]
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL
-
-
-_WORDS = {
-    JobState.QUEUED: "queued",
-    JobState.HOLDING: "waiting",
-    JobState.USERHOLD: "held",
-    JobState.RUNNING: "running",
-    JobState.SUCCESS: "done",
-    JobState.FAIL: "failed",
-    JobState.ABORT: "aborted",
-    JobState.KILLED: "killed",
-    JobState.ERROR: "error",
-}
-
-Q, H, U, R = JobState.QUEUED, JobState.HOLDING, JobState.USERHOLD, JobState.RUNNING
+Q, H, U, R = JobState.QUEUED, JobState.WAITING, JobState.HELD, JobState.RUNNING
 S, F, A, K, E = JobState.SUCCESS, JobState.FAIL, JobState.ABORT, JobState.KILLED, JobState.ERROR
-
-TERMINAL = frozenset({S, F, A, K, E})
 
 # The legal next states of each state. R -> Q is only taken by recovery, for a job
 # the daemon had decided to start but that provably never started.

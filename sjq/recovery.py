@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from sjq.jobs import Change, JobState
+from sjq.jobs import JobState
 from sjq.keeper.adopt import Adoption
 from sjq.keeper.journal import JournalState
 from sjq.keeper.procs import process_alive
@@ -70,11 +70,8 @@ def recover(state: State, spool: str, now: float) -> Recovered:
     for job in jobs:
         if job.state is not JobState.RUNNING and job.id in started:
             # Started by a daemon that died before it could record so: it is running.
-            job.state = JobState.RUNNING
             rec = started[job.id].started.get(job.id)
-            t = rec.time if rec is not None else now
-            q.changes.append(Change(job, JobState.RUNNING, t))
-            q.touched[job.id] = job
+            state.found_started(job, rec.time if rec is not None else now)
             out.started_late += 1
         unmet = tuple(d for d in job.depends if d in active)
         doomed = ""
@@ -112,7 +109,7 @@ def recover(state: State, spool: str, now: float) -> Recovered:
                 pid, pid_start = job.pid, job.pid_start
             assert pid is not None  # by the branch condition
             t_start = jl.started[job.id].time if jl is not None else job.start_time or now
-            q.started(job, pid, pid_start or 0, t_start)
+            state.record_start(job, pid, pid_start, t_start)
             live_keeper = jl is not None and jl.keeper_alive()
             if jl is not None and not live_keeper:
                 jl.read()  # the keeper may have recorded the exit just before it ended

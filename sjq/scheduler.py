@@ -9,12 +9,9 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator
 
-from sjq.jobs import TERMINAL, Change, Job, JobState
+from sjq.jobs import TERMINAL, A, Change, H, Job, JobState, K, Q, R, S, U
 
 __all__ = ["NO_KEY", "Queue", "ready_job"]
-
-Q, H, U, R = JobState.QUEUED, JobState.HOLDING, JobState.USERHOLD, JobState.RUNNING
-S, A, K = JobState.SUCCESS, JobState.ABORT, JobState.KILLED
 
 
 NO_KEY = (1 << 62, 0)  # sorts after every (-priority, id)
@@ -36,9 +33,7 @@ class Queue:
         self.used_mem = 0
         self.jobs: dict[int, Job] = {}
         self.counts: dict[JobState, int] = dict.fromkeys(JobState, 0)
-        self.changes: list[Change] = []
-        # jobs whose durable row is out of date (a state change, a pid learnt, an exit status)
-        self.touched: dict[int, Job] = {}
+        self.changes: list[Change] = []  # every state change, for the caller to record
         self.ended = 0  # jobs that reached a final state since the caller last looked
         self._children: dict[int, list[int]] = {}
         # parent -> the smallest (-priority, id) among the jobs that waited on it: never
@@ -133,17 +128,10 @@ class Queue:
             job.killing = True
             if reason is not None or not job.reason:
                 job.reason = reason or "killed by request"
-            self.touched[job.id] = job
             return job
         job.reason = "killed by request"
         self.finish(job, K, now)
         return None
-
-    def started(self, job: Job, pid: int, pid_start: int, now: float) -> None:
-        job.pid, job.pid_start = pid, pid_start
-        if job.start_time is None:
-            job.start_time = now
-        self.touched[job.id] = job
 
     def finish(self, job: Job, state: JobState, now: float) -> None:
         """A job ended (or will never run). Frees its resources, releases or aborts children."""
@@ -256,7 +244,6 @@ class Queue:
         job.set_state(state)
         self.counts[state] += 1
         self.changes.append(Change(job, state, now))
-        self.touched[job.id] = job
         if state in TERMINAL:
             self.ended += 1
         if state is Q:

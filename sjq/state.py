@@ -17,7 +17,7 @@ from typing import Literal, assert_never
 
 from sjq.access import path_problems
 from sjq.config import Config
-from sjq.jobs import TERMINAL, Change, ExitRecord, Job, JobLaunch, JobState
+from sjq.jobs import TERMINAL, Change, E, ExitRecord, F, Job, JobLaunch, JobState, K, R, S
 from sjq.protocol import (
     Data,
     Error,
@@ -41,13 +41,6 @@ from sjq.units import format_mem
 
 __all__ = ["Accepted", "Peer", "State", "Waiter"]
 
-R, S, F, K, E = (
-    JobState.RUNNING,
-    JobState.SUCCESS,
-    JobState.FAIL,
-    JobState.KILLED,
-    JobState.ERROR,
-)
 _DEFAULT_NAME = "sjqjob"  # the 2014 daemon's default, kept for scripts that look for it
 _PROTECTED = ("JOB_ID", "SJQ_JOBID", "SJQ_JOBNAME", "SJQ_PROCS", "SJQ_MEM", "SJQ_SOCKET", "TMPDIR")
 
@@ -140,6 +133,9 @@ class State:
         # undone in memory and written again: SQLite may roll the whole transaction back.
         self.committed_next_id = self.next_id
         self._new: list[tuple[Job, Accepted]] = []  # submitted since the last commit
+        # Jobs whose row is out of date other than by a state change (a pid learnt, a KILL
+        # under way); state changes are the queue's ``changes``.
+        self.touched: dict[int, Job] = {}
         self._written_touched: dict[int, Job] = {}  # written into the open transaction
         self._written_changes: list[Change] = []
         self._purged: dict[JobState, int] = {}
@@ -253,7 +249,7 @@ class State:
             problems = path_problems(spec.cwd, outputs, uid, gid)
             if problems:
                 return Error("; ".join(problems))
-        state = JobState.USERHOLD if o.hold else JobState.HOLDING if unmet else JobState.QUEUED
+        state = JobState.HELD if o.hold else JobState.WAITING if unmet else JobState.QUEUED
         job = Job(
             id=jobid,
             name=o.name or _DEFAULT_NAME,
@@ -279,7 +275,8 @@ class State:
 
     def kill(self, jobid: int) -> None:
         job = self.queue.kill(jobid, self.now)
-        if job is not None:
+        if job is not None:  # running: signalled now, K once its end is reported
+            self.touched[job.id] = job
             self.to_kill.append(job)
 
     def status(self, jobid: int | None) -> Data:
@@ -333,9 +330,24 @@ class State:
     # -- keeper events ---------------------------------------------------------------------
 
     def started(self, jobid: int, pid: int, pid_start: int | None, now: float) -> None:
+        """A keeper says a job's process started."""
         job = self.queue.get(jobid)
         if job is not None and job.state is R:
-            self.queue.started(job, pid, pid_start or 0, now)
+            self.record_start(job, pid, pid_start, now)
+
+    def record_start(self, job: Job, pid: int, pid_start: int | None, now: float) -> None:
+        job.pid, job.pid_start = pid, pid_start or 0
+        if job.start_time is None:
+            job.start_time = now
+        self.touched[job.id] = job
+
+    def found_started(self, job: Job, now: float) -> None:
+        """Recovery: a job recorded as waiting that a keeper's journal says it started (its
+        daemon died before recording that). Before it joins the queue."""
+        if job.state is not JobState.QUEUED:
+            job.set_state(JobState.QUEUED)  # held or waiting when last recorded
+        job.set_state(R)
+        self.queue.changes.append(Change(job, R, now))
 
     def exited(self, rec: ExitRecord) -> None:
         job = self.queue.get(rec.jobid)
@@ -373,7 +385,7 @@ class State:
         job = self.queue.get(jobid)
         if job is None:
             return None
-        if job.state is JobState.USERHOLD:
+        if job.state is JobState.HELD:
             self.queue.release(jobid, now)  # held too late: it has started
         if job.state is not JobState.QUEUED:
             return None
@@ -383,6 +395,7 @@ class State:
     def kill_running(self, job: Job, reason: str) -> None:
         """Kill a running job for the daemon's own reasons (a shutdown)."""
         self.queue.kill(job.id, self.now, reason=reason)
+        self.touched[job.id] = job
         self.to_kill.append(job)
 
     def lost(self, job: Job, reason: str, now: float) -> None:
@@ -431,7 +444,7 @@ class State:
         memory says; WAITs whose jobs have all ended are ready for the next commit. Whether
         the write worked (False: it failed, see ``write_failed``)."""
         q = self.queue
-        if not (q.touched or q.changes):
+        if not (self.touched or q.changes):
             if self.write_error:  # nothing to write: see whether there is room again
                 try:
                     self.store.probe()
@@ -441,13 +454,15 @@ class State:
             return True
         self._complete_waits(q.changes)
         try:
-            self.store.write(q.touched.values(), q.changes)
+            rows = self.touched
+            rows.update((c.job.id, c.job) for c in q.changes)
+            self.store.write(rows.values(), q.changes)
         except WriteFailed as e:
             self.write_failed(e.reason)
             return False
-        self._written_touched.update(q.touched)
+        self._written_touched.update(self.touched)
         self._written_changes += q.changes
-        q.touched.clear()
+        self.touched = {}
         q.changes.clear()
         return True
 
@@ -495,7 +510,7 @@ class State:
         self.write_error = reason
         q = self.queue
         for jobid, job in self._written_touched.items():
-            q.touched.setdefault(jobid, job)
+            self.touched.setdefault(jobid, job)
         q.changes[:0] = self._written_changes
         self._written_touched.clear()
         self._written_changes.clear()
@@ -510,7 +525,7 @@ class State:
             q.drop(job)
         self._new.clear()
         for jobid in dropped:
-            q.touched.pop(jobid, None)
+            self.touched.pop(jobid, None)
         q.changes[:] = [c for c in q.changes if c.job.id not in dropped]
         self.to_spawn[:] = [r for r in self.to_spawn if r.jobid not in dropped]
         self.to_kill[:] = [j for j in self.to_kill if j.id not in dropped]

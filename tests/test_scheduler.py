@@ -9,11 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sjq.arming import ARM_DEPTH, arm_plan, could_start, next_after
-from sjq.jobs import TERMINAL, IllegalTransition, Job, JobState
+from sjq.jobs import TERMINAL, A, F, H, IllegalTransition, Job, JobState, K, Q, R, S, U
 from sjq.scheduler import Queue
-
-Q, H, U, R = JobState.QUEUED, JobState.HOLDING, JobState.USERHOLD, JobState.RUNNING
-S, F, A, K = JobState.SUCCESS, JobState.FAIL, JobState.ABORT, JobState.KILLED
 
 
 def job(i: int, procs: int = 1, mem: int = 0, state: JobState = Q, prio: int = 0) -> Job:

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from sjq.jobs import JobState
+from sjq.protocol import JobState
 from sjq.units import UnitError, format_duration, format_mem, parse_duration
 
 from ._args import Command, Opt, UsageError

@@ -134,7 +134,9 @@ def run_submit(cmd: Command, argv: list[str], ctx: Context) -> int:
             return EXIT_OK
         job.wait()
         info = job.info()
-    if info.state.value == "S":
+    from sjq.protocol import JobState  # noqa: PLC0415 - loaded only with --wait
+
+    if info.state is JobState.SUCCESS:
         return EXIT_OK
     why = f": {info.reason}" if info.reason else ""
     print(f"sjq: job {info.id} {info.state.word}{why}", file=sys.stderr)

@@ -49,7 +49,7 @@ from ._script import exportable, script_body
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from sjq.jobs import JobState
+    from sjq.protocol import JobState
 
     from ._models import JobInfo
 
@@ -495,9 +495,9 @@ class Client:
 
 
 def _job_state() -> type[JobState]:
-    # sjq.jobs also defines the daemon's Job dataclass, which costs start-up time; a submit
+    # Building the enum costs start-up time (sjq.protocol loads it on first use); a submit
     # never needs a state.
-    from sjq.jobs import JobState  # noqa: PLC0415
+    from sjq.protocol import JobState  # noqa: PLC0415
 
     return JobState
 

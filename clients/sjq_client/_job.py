@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, TypeAlias
 from ._exceptions import JobNotFinished
 
 if TYPE_CHECKING:
-    from sjq.jobs import JobState
+    from sjq.protocol import JobState
 
     from ._client import Client
     from ._models import JobInfo
@@ -58,7 +58,9 @@ class Job:
         state = self.state
         if not state.terminal:
             raise JobNotFinished(f"job {self.id} has not ended yet ({state.word}); wait() first")
-        return state.value == "S"
+        from sjq.protocol import JobState  # noqa: PLC0415 - loaded once a state is asked for
+
+        return state is JobState.SUCCESS
 
     def wait(self, timeout: float | None = None) -> JobState:
         """Block until the job ends; its final state. JobTimeout after ``timeout`` seconds."""

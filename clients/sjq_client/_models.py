@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sjq._record import fields, record
-from sjq.jobs import JobState
+from sjq.protocol import JobState
 
 from ._exceptions import ProtocolError
 

@@ -201,13 +201,13 @@ class _Keeper:
                 elif mask & selectors.EVENT_READ:
                     self._receive()
                 elif mask & selectors.EVENT_WRITE:
-                    self._flush()
+                    self._send_pending()
             self._run_timers()
             # One send per loop turn, carrying everything this turn produced: each send
             # wakes the daemon, and a wake-up is what costs most on a virtual machine.
             due = self.urgent or not self.children or time.monotonic() >= self.lazy_due
             if self.outbuf and not self.want_write and due:
-                self._flush()
+                self._send_pending()
         log.info("keeper done: daemon gone and no job left")
         self.journal.close()
         os._exit(0)
@@ -286,7 +286,7 @@ class _Keeper:
         self.outbuf += m.encode(msg)
         self.urgent = self.urgent or urgent
 
-    def _flush(self) -> None:
+    def _send_pending(self) -> None:
         self.urgent = False
         try:
             while self.outbuf:

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
         ServerConnection,
         encode_reply,
     )
+    from ._states import TERMINAL, JobState
     from ._submit import MISSING_SHEBANG
 
 # The daemon's half (request parsing) is loaded on first use: clients never need it.
@@ -68,6 +69,8 @@ _LAZY = {
         "_server",
     ),
     "MISSING_SHEBANG": "_submit",
+    "JobState": "_states",
+    "TERMINAL": "_states",
 }
 
 
@@ -89,6 +92,7 @@ __all__ = [
     "MAX_SRC",
     "MISSING_SHEBANG",
     "NEED_DATA",
+    "TERMINAL",
     "UNKNOWN_COMMAND",
     "BadRequest",
     "Closed",
@@ -97,6 +101,7 @@ __all__ = [
     "Exit",
     "Hold",
     "Info",
+    "JobState",
     "Kill",
     "NeedData",
     "Ok",

@@ -29,16 +29,8 @@ from sjq_client import (
 )
 
 import sjq.protocol
-from sjq.jobs import JobState
-
-S, F, K, U, H, R = (
-    JobState.SUCCESS,
-    JobState.FAIL,
-    JobState.KILLED,
-    JobState.USERHOLD,
-    JobState.HOLDING,
-    JobState.RUNNING,
-)
+from sjq.jobs import F, H, K, R, S, U
+from sjq.protocol import JobState
 
 
 @pytest.fixture(autouse=True)

@@ -129,7 +129,7 @@ def test_no_failed_job_ever_reads_as_a_success(
     assert reason != "FINISHED"
 
 
-@pytest.mark.parametrize("state", [JobState.QUEUED, JobState.RUNNING, JobState.HOLDING])
+@pytest.mark.parametrize("state", [JobState.QUEUED, JobState.RUNNING, JobState.WAITING])
 def test_a_job_that_has_not_ended_has_no_outcome(state: JobState) -> None:
     with pytest.raises(ValueError, match="has not ended"):
         _mapping.outcome(info(state))

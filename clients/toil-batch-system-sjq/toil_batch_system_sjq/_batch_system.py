@@ -42,7 +42,7 @@ from toil.batchSystems.abstractBatchSystem import (
 from toil.batchSystems.cleanup_support import BatchSystemCleanupSupport
 from toil.bus import ExternalBatchIdMessage, get_job_kind
 
-from sjq.jobs import JobState
+from sjq.protocol import JobState
 
 from . import _mapping
 
@@ -69,7 +69,7 @@ START_TIMEOUT = 60.0  # seconds for `sjq server -d` to report a daemon ready
 TAIL_BYTES = 4096  # of a failed job's stderr, shown in the leader's log
 
 _RUNNING = JobState.RUNNING
-_WAITING = frozenset({JobState.QUEUED, JobState.HOLDING, JobState.USERHOLD})
+_WAITING = frozenset({JobState.QUEUED, JobState.WAITING, JobState.HELD})
 
 
 @dataclass(slots=True)
