@@ -1,0 +1,235 @@
+"""`snakemake --executor sjq` end to end: real Snakemake, real daemon (started by the plugin),
+and sjq's own record of every job checked against what the rules asked for."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import Gate, wait_for
+from sjq_client import Client, DaemonNotRunning, JobInfo
+
+from sjq.jobs import JobState
+
+from .conftest import SNAKEMAKE_TIMEOUT, Workflow
+
+S, F, K, R = JobState.SUCCESS, JobState.FAIL, JobState.KILLED, JobState.RUNNING
+
+pytestmark = pytest.mark.timeout(SNAKEMAKE_TIMEOUT + 30)
+
+FAN_OUT = """
+SAMPLES = ["a", "b", "c"]
+
+rule all:
+    input: "total.txt"
+
+rule count:
+    output: "counts/{sample}.txt"
+    threads: 2
+    resources: mem_mb=200, runtime=5
+    shell: "echo {wildcards.sample} $SJQ_PROCS > {output}"
+
+rule total:
+    input: expand("counts/{sample}.txt", sample=SAMPLES)
+    output: "total.txt"
+    resources: mem_mib=64
+    shell: "cat {input} > {output}"
+"""
+
+
+def test_a_workflow_runs_as_sjq_jobs(workflow: Workflow) -> None:
+    workflow.write(FAN_OUT)
+    done = workflow.run("--jobs", "4")
+    assert done.returncode == 0, done.stderr
+    assert (workflow.dir / "total.txt").read_text() == "a 2\nb 2\nc 2\n"
+    jobs = workflow.jobs()
+    assert sorted(jobs) == ["count[sample=a]", "count[sample=b]", "count[sample=c]", "total"]
+    for sample in "abc":
+        info = jobs[f"count[sample={sample}]"]
+        assert (info.state, info.exit_code) == (S, 0)
+        # 200 MB is 190.7 MiB, which Snakemake rounds up to mem_mib=191
+        assert (info.procs, info.mem, info.time_limit) == (2, 191 * 1024**2, 300.0)
+        assert info.cwd == str(workflow.dir)
+        log = workflow.dir / ".snakemake" / "sjq_logs" / "count" / f"sample_{sample}.log"
+        assert info.stdout == info.stderr == str(log)
+        assert "Finished jobid" in log.read_text()  # the job's own Snakemake wrote there
+    total = jobs["total"]
+    assert (total.state, total.exit_code, total.procs, total.mem) == (S, 0, 1, 64 * 1024**2)
+    assert total.time_limit is None
+    assert total.started is not None
+    assert all(total.started >= jobs[f"count[sample={s}]"].ended for s in "abc")  # type: ignore[operator]
+
+
+FAILING = """
+rule all:
+    input: "total.txt", "after_a.txt"
+
+rule count:
+    output: "counts/{sample}.txt"
+    log: "logs/count_{sample}.log"
+    shell:
+        '''
+        if [ {wildcards.sample} = b ]; then echo boom >&2; exit 3; fi
+        GATE
+        echo {wildcards.sample} > {output}
+        '''
+
+rule after_a:
+    input: "counts/a.txt"
+    output: "after_a.txt"
+    shell: "cp {input} {output}"
+
+rule total:
+    input: "counts/a.txt", "counts/b.txt"
+    output: "total.txt"
+    shell: "cat {input} > {output}"
+"""
+
+
+def job_states(workflow: Workflow) -> dict[str, JobInfo]:
+    try:
+        return workflow.jobs()
+    except (DaemonNotRunning, FileNotFoundError):
+        return {}  # the plugin has not started the daemon yet
+
+
+def until(proc: subprocess.Popen[str], predicate: Callable[[], object], what: str) -> None:
+    """Wait for ``predicate`` while snakemake runs; fail with its output if it ends first."""
+
+    def check() -> object:
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            pytest.fail(f"snakemake exited ({proc.returncode}) before {what}:\n{out}")
+        return predicate()
+
+    wait_for(check, SNAKEMAKE_TIMEOUT, what=what)
+
+
+@pytest.mark.parametrize("keep_going", [False, True], ids=["stops", "keep-going"])
+def test_a_failing_job_is_reported_with_its_reason_and_log(
+    workflow: Workflow, gate: Callable[..., Gate], keep_going: bool
+) -> None:
+    g = gate()
+    workflow.write(FAILING.replace("GATE", g.wait.strip()))
+    args = ["--jobs", "4", *(["--keep-going"] if keep_going else [])]
+    with workflow.popen(*args) as proc:
+        # Job a is held at its gate until b has failed, so that whatever follows a is decided
+        # after the failure: with --keep-going it runs, without it never starts.
+        until(
+            proc,
+            lambda: (b := job_states(workflow).get("count[sample=b]")) and b.state is F,
+            "job b failed",
+        )
+        g.open()
+        out, _ = proc.communicate(timeout=SNAKEMAKE_TIMEOUT)
+    assert proc.returncode != 0, out
+    jobs = workflow.jobs()
+    b = jobs["count[sample=b]"]
+    assert (b.state, b.exit_code) == (F, 1)  # the job's Snakemake exits 1 for the rule's 3
+    assert f"sjq job {b.id} failed" in out
+    assert b.stdout in out
+    assert "boom" in Path(b.stdout).read_text()
+    assert jobs["count[sample=a]"].state is S
+    assert "total" not in jobs
+    if keep_going:
+        assert jobs["after_a"].state is S
+        assert (workflow.dir / "after_a.txt").read_text() == "a\n"
+    else:
+        assert "after_a" not in jobs
+
+
+SLOW = """
+rule all:
+    input: expand("slow/{i}.txt", i=range(3))
+
+rule slow:
+    output: "slow/{i}.txt"
+    threads: 2
+    shell: '''GATE; touch {output}'''
+"""
+
+
+def sessions_alive(sids: set[int]) -> set[int]:
+    alive = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                sid = os.getsid(int(name))
+            except OSError:
+                continue
+            if sid in sids:
+                alive.add(sid)
+    return alive
+
+
+def test_sigint_kills_every_job_of_the_run(workflow: Workflow, gate: Callable[..., Gate]) -> None:
+    g = gate()  # never opened: the jobs run until killed
+    workflow.write(SLOW.replace("GATE", g.wait.strip()))
+    with workflow.popen("--jobs", "3") as proc:
+        # Two run (4 CPUs, 2 each), one waits in the queue.
+        wait_for(
+            lambda: (
+                len(js := job_states(workflow)) == 3 and sum(i.state is R for i in js.values()) == 2
+            ),
+            SNAKEMAKE_TIMEOUT,
+            what="three jobs submitted, two of them running",
+        )
+        sids = {i.pid for i in workflow.jobs().values() if i.pid}
+        assert len(sids) == 2
+        assert sessions_alive(sids) == sids  # each job leads a session of its own
+        proc.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        out, _ = proc.communicate(timeout=SNAKEMAKE_TIMEOUT)
+    assert proc.returncode != 0, out
+    grace = 2.0  # sjq.killgrace of the fixture's daemon
+    wait_for(
+        lambda: all(i.state is K for i in workflow.jobs().values()),
+        grace + 5,
+        what="every job of the run killed",
+    )
+    assert time.monotonic() - interrupted < SNAKEMAKE_TIMEOUT
+    ended = [i.ended for i in workflow.jobs().values()]
+    assert all(e is not None for e in ended)
+    wait_for(lambda: not sessions_alive(sids), grace + 5, what="no process of the jobs left")
+    assert "sjq: killed 3 job(s)" in out
+
+
+def test_a_gpu_request_is_a_clear_error(workflow: Workflow) -> None:
+    workflow.write(
+        'rule gpu:\n    output: "g.txt"\n    resources: gpu=1\n    shell: "touch {output}"\n'
+    )
+    done = workflow.run("--jobs", "1")
+    assert done.returncode != 0
+    assert "no GPUS option" in done.stderr
+    assert not os.path.exists(workflow.socket)  # refused before anything was submitted
+
+
+def test_settings_are_command_line_options(workflow: Workflow, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*workflow.command("--help")], env=workflow.env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    for option in ("--sjq-socket", "--sjq-config", "--sjq-logdir", "--sjq-status-interval"):
+        assert option in done.stdout
+    # --sjq-socket and --sjq-config point the run at another daemon.
+    other = tmp_path / "other"
+    other.mkdir()
+    rc = other / "sjqrc"
+    rc.write_text(workflow.rc.read_text().replace(str(workflow.rc.parent), str(other)))
+    workflow.write(FAN_OUT)
+    done = workflow.run(
+        "--jobs", "4", "--sjq-config", str(rc), "--sjq-socket", str(other / "x.sock"),
+        "--sjq-logdir", "sjqlogs", "--sjq-status-interval", "0.2", "total.txt",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert not os.path.exists(workflow.socket)
+    with Client(other / "x.sock", config=rc, autostart=False) as c:
+        infos = c.status()
+        assert len(infos) == 4
+        assert all(i.stdout.startswith(str(workflow.dir / "sjqlogs")) for i in infos)
+        c.shutdown()
