@@ -4,8 +4,10 @@ and sjq's own record of every job checked against what the rules asked for."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +18,7 @@ from sjq_client import Client, DaemonNotRunning, JobInfo
 
 from sjq.jobs import JobState
 
-from .conftest import SNAKEMAKE_TIMEOUT, Workflow
+from .conftest import PLUGIN_DIR, REPO, SNAKEMAKE_TIMEOUT, Workflow
 
 S, F, K, R = JobState.SUCCESS, JobState.FAIL, JobState.KILLED, JobState.RUNNING
 
@@ -233,3 +235,55 @@ def test_settings_are_command_line_options(workflow: Workflow, tmp_path: Path) -
         assert len(infos) == 4
         assert all(i.stdout.startswith(str(workflow.dir / "sjqlogs")) for i in infos)
         c.shutdown()
+
+
+def copy_sources(dest: Path) -> tuple[Path, Path]:
+    """Copies of the sjq distribution and of the plugin's: building them in place would leave
+    build/ and *.egg-info in the repository."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    sjq = dest / "sjq-src"
+    sjq.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, sjq / name)
+    shutil.copytree(REPO / "sjq", sjq / "sjq", ignore=ignore)
+    shutil.copytree(REPO / "clients" / "sjq_client", sjq / "clients" / "sjq_client", ignore=ignore)
+    plugin = dest / "plugin-src"
+    shutil.copytree(PLUGIN_DIR, plugin, ignore=ignore)
+    return sjq, plugin
+
+
+@pytest.mark.slow  # about a minute: a new virtual environment and Snakemake installed into it
+@pytest.mark.timeout(900)
+def test_a_clean_virtual_environment_installs_and_runs_it(
+    workflow: Workflow, tmp_path: Path
+) -> None:
+    sjq_src, plugin_src = copy_sources(tmp_path / "src")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    env = {k: v for k, v in workflow.env.items() if k != "PYTHONPATH"}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["VIRTUAL_ENV"] = str(venv)
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         str(sjq_src), str(plugin_src), "snakemake==9.27.1"],
+        env=env, capture_output=True, text=True, timeout=800,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stdout + install.stderr
+    code = "import snakemake_executor_plugin_sjq as p, sjq; print(p.__file__, sjq.__file__)"
+    where = subprocess.run(
+        [python, "-c", code],
+        cwd=workflow.dir, env=env, capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    assert where.count(str(venv)) == 2, where  # the installed copies, not the repository's
+    workflow.write(FAN_OUT)
+    done = subprocess.run(
+        [str(venv / "bin" / "snakemake"), "--executor", "sjq", "--jobs", "4", "--nocolor"],
+        cwd=workflow.dir, env=env, capture_output=True, text=True, timeout=SNAKEMAKE_TIMEOUT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (workflow.dir / "total.txt").read_text() == "a 2\nb 2\nc 2\n"
+    jobs = workflow.jobs()
+    assert {name: i.state for name, i in jobs.items()} == dict.fromkeys(
+        ["count[sample=a]", "count[sample=b]", "count[sample=c]", "total"], S
+    )
