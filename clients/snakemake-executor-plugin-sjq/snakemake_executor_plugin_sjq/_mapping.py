@@ -78,13 +78,18 @@ def gpus(resources: Mapping[str, Any]) -> int:
 
 
 def job_name(rule: str, wildcards: Mapping[str, Any] | None) -> str:
-    """``rule`` or ``rule[sample=a,lane=1]``: what `sjq status` shows. No tab or line break
-    (the wire forbids them in a name); cut to MAX_NAME characters."""
+    """``rule`` or ``rule[sample=a,lane=1]``: what `sjq status` shows. Tabs, line breaks and
+    NULs (which the wire refuses in a name) become spaces; cut to MAX_NAME characters."""
     name = rule
     if wildcards:
         name += "[" + ",".join(f"{k}={v}" for k, v in wildcards.items()) + "]"
-    name = " ".join(name.replace("\t", " ").replace("\r", " ").split("\n"))
+    name = name.translate(_UNSENDABLE)
+    if not name.strip():
+        name = "snakemake-job"
     return name if len(name) <= MAX_NAME else name[: MAX_NAME - 3] + "..."
+
+
+_UNSENDABLE = dict.fromkeys(map(ord, "\t\n\r\0"), " ")
 
 
 def output_file(suggestion: str, workdir: str) -> str:
