@@ -287,6 +287,15 @@ async def test_reconnects_once_when_the_daemon_restarted(
 
 
 @pytest.mark.asyncio
+async def test_shutdown(client: AsyncClient, daemon: Daemon) -> None:
+    await client.submit(command=["true"], hold=True)
+    await client.shutdown()
+    assert not os.path.exists(daemon.socket)
+    with pytest.raises(DaemonNotRunning):
+        await client.ping()
+
+
+@pytest.mark.asyncio
 async def test_no_daemon_and_autostart_off(tmp_path: Path) -> None:
     path = str(tmp_path / "none.sock")
     async with AsyncClient(path) as c:

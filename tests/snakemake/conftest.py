@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from client.conftest import client_env, stop_daemon, write_rc
-from conftest import reap_leftovers
+from conftest import reap_leftovers, wait_for
 from sjq_client import Client, JobInfo
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,8 +49,9 @@ class Workflow:
             timeout=SNAKEMAKE_TIMEOUT,
         )
 
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
+    def start(self, *args: str) -> Running:
+        """Start snakemake; its output is collected as it comes."""
+        proc = subprocess.Popen(
             self.command(*args),
             cwd=self.dir,
             env=self.env,
@@ -58,6 +60,7 @@ class Workflow:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        return Running(proc)
 
     def jobs(self) -> dict[str, JobInfo]:
         """sjq's record of every job it ran, by name."""
@@ -66,6 +69,52 @@ class Workflow:
         by_name = {i.name: i for i in infos}
         assert len(by_name) == len(infos), [i.name for i in infos]
         return by_name
+
+
+class Running:
+    """A snakemake process whose output a thread reads (so that it never blocks on a full
+    pipe, and a test can wait for a line)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self._lines)
+
+    def until(self, predicate: Callable[[], object], what: str) -> None:
+        """Wait for ``predicate`` while snakemake runs; fail with its output if it ends first."""
+
+        def check() -> object:
+            if self.proc.poll() is not None:
+                self._reader.join(5)
+                pytest.fail(
+                    f"snakemake exited ({self.proc.returncode}) before {what}:\n{self.output}"
+                )
+            return predicate()
+
+        wait_for(check, SNAKEMAKE_TIMEOUT, what=what)
+
+    def wait(self) -> int:
+        """Its exit status, once it has ended and all its output is read."""
+        code = self.proc.wait(SNAKEMAKE_TIMEOUT)
+        self._reader.join(10)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.wait()
 
 
 @pytest.fixture

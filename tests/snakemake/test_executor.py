@@ -100,18 +100,6 @@ def job_states(workflow: Workflow) -> dict[str, JobInfo]:
         return {}  # the plugin has not started the daemon yet
 
 
-def until(proc: subprocess.Popen[str], predicate: Callable[[], object], what: str) -> None:
-    """Wait for ``predicate`` while snakemake runs; fail with its output if it ends first."""
-
-    def check() -> object:
-        if proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
-            pytest.fail(f"snakemake exited ({proc.returncode}) before {what}:\n{out}")
-        return predicate()
-
-    wait_for(check, SNAKEMAKE_TIMEOUT, what=what)
-
-
 @pytest.mark.parametrize("keep_going", [False, True], ids=["stops", "keep-going"])
 def test_a_failing_job_is_reported_with_its_reason_and_log(
     workflow: Workflow, gate: Callable[..., Gate], keep_going: bool
@@ -119,17 +107,17 @@ def test_a_failing_job_is_reported_with_its_reason_and_log(
     g = gate()
     workflow.write(FAILING.replace("GATE", g.wait.strip()))
     args = ["--jobs", "4", *(["--keep-going"] if keep_going else [])]
-    with workflow.popen(*args) as proc:
-        # Job a is held at its gate until b has failed, so that whatever follows a is decided
-        # after the failure: with --keep-going it runs, without it never starts.
-        until(
-            proc,
-            lambda: (b := job_states(workflow).get("count[sample=b]")) and b.state is F,
-            "job b failed",
-        )
+    run = workflow.start(*args)
+    try:
+        # Job a is held at its gate until Snakemake has reported b's failure, so that what
+        # follows a is decided after it: with --keep-going it runs, without it never starts.
+        run.until(lambda: "Error in rule count" in run.output, "job b's failure was reported")
         g.open()
-        out, _ = proc.communicate(timeout=SNAKEMAKE_TIMEOUT)
-    assert proc.returncode != 0, out
+        code = run.wait()
+    finally:
+        run.kill()
+    out = run.output
+    assert code != 0, out
     jobs = workflow.jobs()
     b = jobs["count[sample=b]"]
     assert (b.state, b.exit_code) == (F, 1)  # the job's Snakemake exits 1 for the rule's 3
@@ -172,22 +160,24 @@ def sessions_alive(sids: set[int]) -> set[int]:
 def test_sigint_kills_every_job_of_the_run(workflow: Workflow, gate: Callable[..., Gate]) -> None:
     g = gate()  # never opened: the jobs run until killed
     workflow.write(SLOW.replace("GATE", g.wait.strip()))
-    with workflow.popen("--jobs", "3") as proc:
-        # Two run (4 CPUs, 2 each), one waits in the queue.
-        wait_for(
+    run = workflow.start("--jobs", "3")
+    try:
+        run.until(
             lambda: (
                 len(js := job_states(workflow)) == 3 and sum(i.state is R for i in js.values()) == 2
             ),
-            SNAKEMAKE_TIMEOUT,
-            what="three jobs submitted, two of them running",
+            "three jobs were submitted, two of them running",
         )
         sids = {i.pid for i in workflow.jobs().values() if i.pid}
         assert len(sids) == 2
         assert sessions_alive(sids) == sids  # each job leads a session of its own
-        proc.send_signal(signal.SIGINT)
+        run.proc.send_signal(signal.SIGINT)
         interrupted = time.monotonic()
-        out, _ = proc.communicate(timeout=SNAKEMAKE_TIMEOUT)
-    assert proc.returncode != 0, out
+        code = run.wait()
+    finally:
+        run.kill()
+    out = run.output
+    assert code != 0, out
     grace = 2.0  # sjq.killgrace of the fixture's daemon
     wait_for(
         lambda: all(i.state is K for i in workflow.jobs().values()),

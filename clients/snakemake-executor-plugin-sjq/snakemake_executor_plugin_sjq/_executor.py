@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import os
 import threading
+import time
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +58,8 @@ class Executor(RemoteExecutor):  # type: ignore[misc]  # snakemake's classes are
         self._running: set[int] = set()
         self._running_lock = threading.Lock()
         self._poll_failures = 0
+        self._started = time.time()
+        self._interrupted: str | None = None  # name of a job whose submit was interrupted
         self._gpus_supported = "gpus" in inspect.signature(Client.submit).parameters
 
     # -- submitting -------------------------------------------------------------------------
@@ -73,6 +76,11 @@ class Executor(RemoteExecutor):  # type: ignore[misc]  # snakemake's classes are
         )
         try:
             submitted = self._client.submit(script, **kwargs)
+        except (KeyboardInterrupt, SystemExit):
+            # Ctrl-C while the daemon was answering: the job may be queued without our
+            # knowing its id. The cancel that follows looks for it by name.
+            self._interrupted = kwargs["name"]
+            raise
         except RequestRejected as e:
             self.report_job_error(job_info, msg=_refusal(e, kwargs))
             return
@@ -165,6 +173,8 @@ class Executor(RemoteExecutor):  # type: ignore[misc]  # snakemake's classes are
         with self._running_lock:
             ids = set(self._running)
         ids.update(int(j.external_jobid) for j in active_jobs if j.external_jobid)
+        if self._interrupted is not None:
+            ids.update(self._lost_submission(self._interrupted, max(ids, default=0)))
         if not ids:
             return
         try:
@@ -173,6 +183,23 @@ class Executor(RemoteExecutor):  # type: ignore[misc]  # snakemake's classes are
             self.logger.error(f"sjq: could not kill jobs {_id_list(ids)}: {e}")
             return
         self.logger.info(f"sjq: killed {len(ids)} job(s): {_id_list(ids)}")
+
+    def _lost_submission(self, name: str, after: int) -> list[int]:
+        """Ids of jobs named ``name`` queued from our directory since this run began, newer
+        than ``after``: a submit interrupted before its reply."""
+        try:
+            infos = self._client.status()
+        except SjqError:
+            return []
+        return [
+            i.id
+            for i in infos
+            if i.id > after
+            and i.name == name
+            and i.cwd == self._workdir
+            and i.submitted >= self._started
+            and not i.finished
+        ]
 
     def shutdown(self) -> None:
         super().shutdown()  # ends the status thread, whose event loop closes the poller
