@@ -35,7 +35,7 @@ from sjq.protocol import ProtocolError as _WireProtocolError
 
 from . import _calls as calls
 from ._calls import MIN_WAIT, Plan
-from ._connection import connect_error, no_answer
+from ._connection import BUSY_WAIT, connect_error, no_answer
 from ._exceptions import DaemonNotRunning, ProtocolError, SjqError
 from ._job import AsyncJob, JobRef, job_ids
 
@@ -159,12 +159,37 @@ class _Stream:
 
 
 async def _open_stream(path: str, timeout: float | None) -> _Stream:
-    """A connection to the daemon on ``path``; DaemonNotRunning when nothing listens there."""
+    """A connection to the daemon on ``path``; DaemonNotRunning when nothing listens there.
+
+    As `_connection.connect`: a connect that would block (the daemon's backlog is full) is
+    tried again until the timeout.
+    """
+    loop = asyncio.get_running_loop()
+    sock = _socket_module.socket(_socket_module.AF_UNIX, _socket_module.SOCK_STREAM)
+    sock.setblocking(False)
+    deadline = loop.time() + (BUSY_WAIT if timeout is None else timeout)
+    delay = 0.001
     try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_unix_connection(path)
+        while True:
+            try:
+                sock.connect(path)  # a UNIX socket connects at once, or not at all
+                break
+            except BlockingIOError as e:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise connect_error(path, e, timeout) from None
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, 0.05)
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=sock)
+        except OSError as e:
+            raise connect_error(path, e, timeout) from None
     except OSError as e:
+        sock.close()
         raise connect_error(path, e, timeout) from None
+    except BaseException:
+        sock.close()
+        raise
     return _Stream(reader, writer, path)
 
 
