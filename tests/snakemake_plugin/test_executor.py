@@ -164,9 +164,10 @@ def test_sigint_kills_every_job_of_the_run(workflow: Workflow, gate: Callable[..
     try:
         run.until(
             lambda: (
-                len(js := job_states(workflow)) == 3 and sum(i.state is R for i in js.values()) == 2
+                len(js := job_states(workflow)) == 3
+                and sum(i.state is R and i.pid is not None for i in js.values()) == 2
             ),
-            "three jobs were submitted, two of them running",
+            "three jobs were submitted, two of them running (their pids known)",
         )
         sids = {i.pid for i in workflow.jobs().values() if i.pid}
         assert len(sids) == 2
