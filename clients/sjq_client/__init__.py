@@ -18,6 +18,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing's own would cost `sjq --version` an import of typing
 if TYPE_CHECKING:
+    from ._aclient import AsyncClient
     from ._client import Client
     from ._exceptions import (
         ConnectionLost,
@@ -30,10 +31,12 @@ if TYPE_CHECKING:
         SjqError,
         TransportError,
     )
-    from ._job import Job, JobRef
+    from ._job import AsyncJob, Job, JobRef
     from ._models import JobInfo
 
 __all__ = [
+    "AsyncClient",
+    "AsyncJob",
     "Client",
     "ConnectionLost",
     "DaemonNotRunning",
@@ -50,6 +53,8 @@ __all__ = [
 ]
 
 _WHERE = {
+    "AsyncClient": "_aclient",  # imports asyncio: only when asked for
+    "AsyncJob": "_job",
     "Client": "_client",
     "Job": "_job",
     "JobRef": "_job",

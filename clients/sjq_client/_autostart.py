@@ -15,11 +15,18 @@ import time
 from collections.abc import Callable
 
 from sjq.paths import make_dirs
+from sjq.protocol import Ok, Ping
 
-from ._connection import Connection
-from ._exceptions import DaemonNotRunning, DaemonStartFailed, TransportError
+from ._connection import Connection, Dropped, connect
+from ._exceptions import (
+    ConnectionLost,
+    DaemonNotRunning,
+    DaemonStartFailed,
+    ProtocolError,
+    TransportError,
+)
 
-__all__ = ["START_TIMEOUT", "start_daemon"]
+__all__ = ["START_TIMEOUT", "connect_answering", "start_daemon"]
 
 # How long a start may take, from launching to the first PING answered. The daemon opens its
 # database, recovers and forks its keeper before answering: well under a second normally, but a
@@ -67,6 +74,24 @@ def start_daemon(
         return _until_it_answers(socket, logfile, connect, deadline), pid
     finally:
         os.close(fd)  # releases the lock
+
+
+def connect_answering(socket: str, timeout: float | None) -> Connection:
+    """A connection to a daemon that has answered a PING (a socket that accepts is not yet a
+    daemon that serves); DaemonNotRunning when nothing listens."""
+    conn = connect(socket, timeout)
+    try:
+        reply = conn.exchange([Ping()], timeout)[0]
+    except Dropped as e:
+        conn.close()
+        raise ConnectionLost(f"the new daemon closed the connection: {e}", socket) from None
+    except BaseException:
+        conn.close()
+        raise
+    if not isinstance(reply, Ok):
+        conn.close()
+        raise ProtocolError(f"PING answered {reply!r}")
+    return conn
 
 
 def _lock(fd: int, lock_path: str, socket: str, deadline: float) -> None:

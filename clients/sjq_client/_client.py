@@ -1,6 +1,6 @@
 """Client: the typed API of one daemon (never prints); no asyncio, psutil, sqlite3 or daemon code.
 
-Imports sjq.protocol, sjq.config and the C socket module; sjq.jobs and the JobInfo model only
+Imports sjq.protocol, sjq.config and the C socket module; JobState and the JobInfo model only
 when a state is asked for, so that a submit stays cheap. Never imports the daemon's modules
 (sjq.daemon, sjq.store, sjq.runner, sjq.state).
 """
@@ -10,41 +10,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from sjq.config import client_config
-from sjq.protocol import (
-    Data,
-    Error,
-    Hold,
-    Info,
-    Kill,
-    Ok,
-    Ping,
-    Release,
-    Reply,
-    Request,
-    Shutdown,
-    Status,
-    Stop,
-    Submit,
-    SubmitOptions,
-    Wait,
-    encode_request,
-)
-from sjq.units import parse_duration, parse_mem
+from sjq.protocol import Hold, Kill, Release, Reply, Request, Shutdown, Stop, Wait
 
+from . import _calls as calls
+from ._calls import MIN_WAIT, Plan
 from ._connection import Connection, Dropped, connect
-from ._exceptions import (
-    ConnectionLost,
-    DaemonNotRunning,
-    JobTimeout,
-    ProtocolError,
-    RequestRejected,
-    SjqError,
-)
+from ._exceptions import DaemonNotRunning, SjqError
 from ._job import Job, JobRef, job_ids
-from ._script import exportable, script_body
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -55,13 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Client", "Job", "JobRef"]
 
-MIN_WAIT = 0.05  # seconds a wait gives the daemon to answer, whatever its timeout
-# Ids per INFO/WAIT line: 2000 ids of up to 8 digits stay far below the daemon's 64 KiB line.
-IDS_PER_LINE = 2000
-
-
-def _chunks(ids: tuple[int, ...]) -> list[tuple[int, ...]]:
-    return [ids[i : i + IDS_PER_LINE] for i in range(0, len(ids), IDS_PER_LINE)]
+T = TypeVar("T")
 
 
 class Client:
@@ -127,7 +96,8 @@ class Client:
         except DaemonNotRunning:
             if not (start and self.autostart):
                 raise
-        from ._autostart import start_daemon  # noqa: PLC0415 -- subprocess only when starting
+        # subprocess only when starting
+        from ._autostart import connect_answering, start_daemon  # noqa: PLC0415
 
         conn, pid = start_daemon(
             self.socket,
@@ -135,28 +105,21 @@ class Client:
             socket_given=self._socket_given,
             logfile=self.logfile,
             pidfile=self._pidfile,
-            connect=self._open_answering,
+            connect=lambda: connect_answering(self.socket, self.timeout),
         )
         if pid is not None:
             self.started_pid = pid
         return conn
 
-    def _open_answering(self) -> Connection:
-        conn = connect(self.socket, self.timeout)
+    def _run(self, plan: Plan[T]) -> T:
+        """Carry out a plan of _calls: send each of its calls, give it the replies."""
         try:
-            reply = conn.exchange([Ping()], self.timeout)[0]
-        except Dropped as e:
-            conn.close()
-            raise ConnectionLost(
-                f"the new daemon closed the connection: {e}", self.socket
-            ) from None
-        except BaseException:
-            conn.close()
-            raise
-        if not isinstance(reply, Ok):
-            conn.close()
-            raise ProtocolError(f"PING answered with {reply!r}")
-        return conn
+            call = next(plan)
+            while True:
+                call = plan.send(self._call(call.requests, start=call.start, retry=call.retry))
+        except StopIteration as done:
+            result: T = done.value
+            return result
 
     def _call(
         self, requests: Sequence[Request], *, start: bool = False, retry: bool = True
@@ -179,7 +142,7 @@ class Client:
             # A request that was not sent in full was not carried out; one whose reply did not
             # come may have been.
             if not retry and e.sent:
-                raise self._lost(e, requests[e.answered]) from None
+                raise calls.lost(self.socket, e, requests[e.answered]) from None
         except BaseException:
             self.close()  # after a timeout or an unreadable reply the stream is out of step
             raise
@@ -189,28 +152,10 @@ class Client:
             return conn.exchange(requests, self.timeout)
         except Dropped as e:
             self.close()
-            raise self._lost(e, requests[e.answered]) from None
+            raise calls.lost(self.socket, e, requests[e.answered]) from None
         except BaseException:
             self.close()
             raise
-
-    def _lost(self, e: Dropped, request: Request) -> ConnectionLost:
-        if isinstance(request, Submit):
-            return ConnectionLost(
-                f"the sjq daemon on {self.socket} closed the connection before answering a"
-                f" submit ({e}); the job may or may not have been queued: check `sjq status`",
-                self.socket,
-            )
-        return ConnectionLost(
-            f"the sjq daemon on {self.socket} closed the connection before answering ({e});"
-            " it may have stopped: try again",
-            self.socket,
-        )
-
-    def _ok(self, requests: Sequence[Request]) -> None:
-        """Send requests each answered by a plain OK; RequestRejected on the first ERROR."""
-        for reply in self._call(requests):
-            _expect_ok(reply)
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -252,42 +197,22 @@ class Client:
         daemon refused: the message says which option and why), TransportError, and
         ValueError/TypeError for arguments that cannot be sent.
         """
-        body, default_name = script_body(script, command)
-        if isinstance(mem, str):
-            mem = parse_mem(mem)
-        if isinstance(time_limit, str):
-            time_limit = parse_duration(time_limit)
-        if procs is not None and (isinstance(procs, bool) or procs < 1):
-            raise ValueError(f"procs must be a whole number >= 1, got {procs!r}")
-        if env == "inherit":
-            env_pairs: tuple[tuple[str, str], ...] | None = tuple(exportable(os.environ))
-        elif env == "daemon":
-            env_pairs = None
-        elif isinstance(env, Mapping):
-            env_pairs = tuple((str(k), str(v)) for k, v in env.items())
-        else:
-            raise ValueError(f"env must be a mapping, 'inherit' or 'daemon', got {env!r}")
-        options = SubmitOptions(
-            mem=mem,
+        request = calls.submit_request(
+            script,
+            command,
             procs=procs,
-            depends=job_ids(after),
-            stdout=None if stdout is None else os.fspath(stdout),
-            stderr=None if stderr is None else os.fspath(stderr),
-            env=env_pairs,
-            cwd=os.path.abspath(os.getcwd() if cwd is None else cwd),
-            name=default_name if name is None else name,
+            mem=mem,
+            after=after,
+            name=name,
+            env=env,
+            cwd=cwd,
             hold=hold,
+            stdout=stdout,
+            stderr=stderr,
             time_limit=time_limit,
             priority=priority,
         )
-        request = Submit(options, body)
-        # Encode once before any I/O: a value the wire cannot carry is a ValueError here, and
-        # must not start a daemon.
-        encode_request(request)
-        text = _expect_ok(self._call([request], start=True, retry=False)[0])
-        if text is None or not text.isdigit():
-            raise ProtocolError(f"SUBMIT answered {text!r}, not a job id")
-        return Job(self, int(text))
+        return Job(self, self._run(calls.submit(request)))
 
     def job(self, jobid: int) -> Job:
         """The Job of an id (submitted earlier, perhaps by someone else). Asks nothing yet."""
@@ -306,104 +231,33 @@ class Client:
         (never submitted, or finished longer ago than ``sjq.keep``) are left out. Never starts
         a daemon.
         """
-        import json  # noqa: PLC0415 -- submits, the common case, never need it
-
-        info_type = _job_info()
-        wanted = None if ids is None else tuple(sorted(set(job_ids(ids))))
-        letters = None if states is None else {s.value for s in states}
-        if letters is not None and wanted is None:
-            # The daemon may remember 100,000 ended jobs; STATUS lists them in a few bytes
-            # each, so that only the jobs wanted are sent (and built) as JSON.
-            wanted = self._ids_in(letters)
-        if wanted == ():
-            return []
-        requests: list[Request] = (
-            [Info(())] if wanted is None else [Info(c) for c in _chunks(wanted)]
-        )
-        out: list[JobInfo] = []
-        for reply in self._call(requests):
-            if isinstance(reply, Error):
-                raise RequestRejected(reply.message)
-            if not isinstance(reply, Data):
-                raise ProtocolError(f"INFO answered {reply!r}")
-            for line in reply.payload.decode(errors="replace").splitlines():
-                if line.strip():
-                    try:
-                        record = json.loads(line)
-                    except ValueError as e:
-                        raise ProtocolError(f"INFO sent a line that is not JSON: {e}") from None
-                    if not isinstance(record, dict):
-                        raise ProtocolError(f"INFO sent {record!r:.80}, not a JSON object")
-                    info = info_type.from_wire(record)
-                    if letters is None or info.state.value in letters:
-                        out.append(info)
-        out.sort(key=lambda i: i.id)
-        return out
-
-    def _ids_in(self, letters: set[str]) -> tuple[int, ...]:
-        reply = self._call([Status(None)])[0]
-        if isinstance(reply, Error):
-            raise RequestRejected(reply.message)
-        if not isinstance(reply, Data):
-            raise ProtocolError(f"STATUS answered {reply!r}")
-        found = []
-        for line in reply.payload.decode(errors="replace").split("\r\n"):
-            fields = line.split("\t")
-            if len(fields) >= 3 and fields[2] in letters and fields[0].isdigit():
-                found.append(int(fields[0]))
-        return tuple(found)
+        return self._run(calls.status(ids, states))
 
     def info(self, job: JobRef) -> JobInfo:
         """One job's JobInfo; RequestRejected if the daemon does not know it."""
-        (jobid,) = job_ids(job)
-        found = self.status([jobid])
-        if not found:
-            raise RequestRejected(_unknown(jobid))
-        return found[0]
+        return self._run(calls.info(job))
 
     def state(self, job: JobRef) -> JobState:
         """One job's state, fresh (a cheap STATUS request); RequestRejected if unknown."""
-        state_type = _job_state()
-        (jobid,) = job_ids(job)
-        reply = self._call([Status(jobid)])[0]
-        if isinstance(reply, Error):
-            raise RequestRejected(reply.message)
-        if not isinstance(reply, Data):
-            raise ProtocolError(f"STATUS answered {reply!r}")
-        fields = reply.payload.decode(errors="replace").split("\t")
-        if len(fields) < 3:
-            raise RequestRejected(_unknown(jobid))
-        try:
-            return state_type(fields[2])
-        except ValueError:
-            raise ProtocolError(f"STATUS sent an unknown state {fields[2]!r}") from None
+        return self._run(calls.state(job))
 
     def kill(self, ids: JobRef | Iterable[JobRef]) -> None:
         """Kill jobs: running ones get SIGTERM, then SIGKILL after ``sjq.killgrace``; waiting
         ones end at once. They end in K, and jobs that depend on them in A. Ids that are
         unknown or already ended are ignored (the daemon answers OK to them)."""
-        self._ok([Kill(i) for i in job_ids(ids)])
+        self._run(calls.ok([Kill(i) for i in job_ids(ids)]))
 
     def release(self, ids: JobRef | Iterable[JobRef]) -> None:
         """Let held (U) jobs run once their dependencies are met; others are left as they are."""
-        self._ok([Release(i) for i in job_ids(ids)])
+        self._run(calls.ok([Release(i) for i in job_ids(ids)]))
 
     def hold(self, ids: JobRef | Iterable[JobRef]) -> None:
         """Keep queued or waiting jobs from starting (they become U) until `release`."""
-        self._ok([Hold(i) for i in job_ids(ids)])
+        self._run(calls.ok([Hold(i) for i in job_ids(ids)]))
 
     def ping(self) -> dict[JobState, int]:
         """Check that the daemon answers; the number of jobs in each state it remembers."""
-        state_type = _job_state()
-        text = _expect_ok(self._call([Ping()])[0]) or ""
-        counts: dict[JobState, int] = {}
-        for item in text.split():
-            letter, _, number = item.partition(":")
-            try:
-                counts[state_type(letter)] = int(number)
-            except ValueError:
-                raise ProtocolError(f"PING answered {text!r}") from None
-        return counts
+        return self._run(calls.ping())
 
     def shutdown(self, *, keep_running: bool = False, timeout: float | None = 30.0) -> None:
         """Stop the daemon, and wait (up to ``timeout`` s) until it has removed its socket.
@@ -413,17 +267,13 @@ class Client:
         next start. DaemonNotRunning if there is none; JobTimeout if it is still there after
         ``timeout``.
         """
-        self._ok([Stop() if keep_running else Shutdown()])
+        self._run(calls.ok([Stop() if keep_running else Shutdown()]))
         self.close()
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.002
         while os.path.exists(self.socket):
             if deadline is not None and time.monotonic() > deadline:
-                raise JobTimeout(
-                    f"the sjq daemon on {self.socket} accepted SHUTDOWN but has not exited"
-                    f" after {timeout:g} s; its running jobs may be slow to die (sjq.killgrace)",
-                    (),
-                )
+                raise calls.shutdown_timeout(self.socket, timeout)
             time.sleep(delay)  # polling a bounded wait for the socket file to go
             delay = min(delay * 2, 0.05)
 
@@ -442,20 +292,18 @@ class Client:
         once per job with its final state, in the order of ``ids`` (a job's call comes once
         it and every job before it have ended). RequestRejected for an unknown job.
         """
-        state_type = _job_state()
         wanted = job_ids(ids)
         if not wanted:
             return {}
         deadline = None if timeout is None else time.monotonic() + timeout
-        # With progress, one WAIT per job so that each ending is seen; without, few long lines.
-        groups = [(i,) for i in wanted] if progress else _chunks(wanted)
+        groups = calls.wait_groups(wanted, progress is not None)
         conn = connect(self.socket, self.timeout)
         states: dict[int, JobState] = {}
         try:
             try:
                 conn.send([Wait(g) for g in groups])
             except Dropped as e:
-                raise self._lost(e, Wait(groups[0])) from None
+                raise calls.lost(self.socket, e, Wait(groups[0])) from None
             for group in groups:
                 left = None if deadline is None else deadline - time.monotonic()
                 try:
@@ -465,22 +313,13 @@ class Client:
                 except TimeoutError:
                     conn.close()
                     pending = self._still_going(tuple(i for i in wanted if i not in states))
-                    raise JobTimeout(
-                        f"{len(pending)} of {len(wanted)} job(s) had not ended after"
-                        f" {timeout:g} s: {_id_list(pending)}",
-                        pending,
-                    ) from None
+                    raise calls.wait_timeout(wanted, pending, timeout) from None
                 except Dropped as e:
-                    raise self._lost(e, Wait(group)) from None
-                text = _expect_ok(reply) or ""
-                for item in text.split():
-                    jobid, _, letter = item.partition(":")
-                    try:
-                        state = states[int(jobid)] = state_type(letter)
-                    except ValueError:
-                        raise ProtocolError(f"WAIT answered {text!r}") from None
+                    raise calls.lost(self.socket, e, Wait(group)) from None
+                for jobid, state in calls.wait_states(reply):
+                    states[jobid] = state
                     if progress is not None:
-                        progress(int(jobid), state)
+                        progress(jobid, state)
         finally:
             conn.close()
         return {i: states[i] for i in wanted if i in states}
@@ -492,34 +331,3 @@ class Client:
         except SjqError:
             return ids  # the daemon went away meanwhile: that much is not known
         return tuple(i for i in ids if i not in ended)
-
-
-def _job_state() -> type[JobState]:
-    # Building the enum costs start-up time (sjq.protocol loads it on first use); a submit
-    # never needs a state.
-    from sjq.protocol import JobState  # noqa: PLC0415
-
-    return JobState
-
-
-def _job_info() -> type[JobInfo]:
-    from ._models import JobInfo  # noqa: PLC0415 -- a 21-field dataclass: only when asked
-
-    return JobInfo
-
-
-def _expect_ok(reply: Reply) -> str | None:
-    if isinstance(reply, Error):
-        raise RequestRejected(reply.message)
-    if not isinstance(reply, Ok):
-        raise ProtocolError(f"expected OK or ERROR, got {reply!r}")
-    return reply.text
-
-
-def _unknown(jobid: int) -> str:
-    return f"unknown job {jobid} (never submitted, or forgotten: see sjq.keep)"
-
-
-def _id_list(ids: Sequence[int], limit: int = 10) -> str:
-    shown = " ".join(map(str, ids[:limit]))
-    return shown + (f" ... ({len(ids) - limit} more)" if len(ids) > limit else "")

@@ -16,7 +16,7 @@ from sjq.protocol import ProtocolError as _WireProtocolError
 
 from ._exceptions import ConnectionLost, DaemonNotRunning, ProtocolError, TransportError
 
-__all__ = ["BATCH_BYTES", "Connection", "Dropped", "connect"]
+__all__ = ["BATCH_BYTES", "Connection", "Dropped", "connect", "connect_error", "no_answer"]
 
 # Requests are pipelined in batches of about this many bytes: the daemon stops reading from a
 # client whose replies pile up unread (4 MiB), so a client that wrote a million KILLs before
@@ -52,10 +52,6 @@ def connect(path: str, timeout: float | None) -> Connection:
     while True:
         try:
             sock.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError):
-            # No socket file, or one left behind by a daemon that died: nobody is listening.
-            sock.close()
-            raise DaemonNotRunning(path) from None
         except BlockingIOError:
             # The daemon's backlog is full (many clients at once, or a daemon that is busy
             # or stopped): it is there, so try again for a while before giving up.
@@ -68,13 +64,21 @@ def connect(path: str, timeout: float | None) -> Connection:
             time.sleep(min(delay, deadline - now))
             delay = min(delay * 2, 0.05)
             continue
-        except TimeoutError:
-            sock.close()
-            raise ConnectionLost(_busy(path, timeout), path) from None
         except OSError as e:
             sock.close()
-            raise TransportError(f"cannot connect to {path}: {e.strerror or e}", path) from None
+            raise connect_error(path, e, timeout) from None
         return Connection(sock, path)
+
+
+def connect_error(path: str, e: OSError, timeout: float | None) -> TransportError:
+    """The error for a connect to ``path`` that failed with ``e`` (for a BlockingIOError: that
+    kept failing so until the client's timeout)."""
+    if isinstance(e, FileNotFoundError | ConnectionRefusedError):
+        # No socket file, or one left behind by a daemon that died: nobody is listening.
+        return DaemonNotRunning(path)
+    if isinstance(e, TimeoutError | BlockingIOError):
+        return ConnectionLost(_busy(path, timeout), path)
+    return TransportError(f"cannot connect to {path}: {e.strerror or e}", path)
 
 
 def _busy(path: str, timeout: float | None) -> str:
@@ -82,6 +86,15 @@ def _busy(path: str, timeout: float | None) -> str:
     return (
         f"the sjq daemon on {path} did not accept a connection within {wait:g} s;"
         " it may be overloaded (sjq.maxconns, sjq.backlog) or stopped, try again"
+    )
+
+
+def no_answer(path: str, timeout: float | None) -> ConnectionLost:
+    """The error for a request not answered within ``timeout`` seconds."""
+    return ConnectionLost(
+        f"the sjq daemon on {path} did not answer within {timeout:g} s; it may be"
+        " busy: try again, or give the client a longer timeout",
+        path,
     )
 
 
@@ -187,11 +200,7 @@ class Connection:
 
     def _timed_out(self, timeout: float | None) -> ConnectionLost:
         self.close()  # a reply may still come; this connection can no longer be kept in step
-        return ConnectionLost(
-            f"the sjq daemon on {self.path} did not answer within {timeout:g} s; it may be"
-            " busy: try again, or give the client a longer timeout",
-            self.path,
-        )
+        return no_answer(self.path, timeout)
 
     def wait_reply(self, timeout: float | None) -> Reply:
         """The next reply of a WAIT already sent. Raises TimeoutError after ``timeout`` seconds

@@ -17,7 +17,7 @@ TYPE_CHECKING = False  # not typing's: importing typing would double `sjq --vers
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
-    from sjq.jobs import JobState
+    from sjq.protocol import JobState
 
     from ._client import Client
 

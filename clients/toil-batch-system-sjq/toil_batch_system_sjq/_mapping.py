@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from sjq.jobs import JobState
+from sjq.protocol import JobState
 
 if TYPE_CHECKING:
     from sjq_client import JobInfo

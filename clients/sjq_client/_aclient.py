@@ -1,0 +1,526 @@
+"""AsyncClient: Client's API as coroutines, on asyncio streams; imports asyncio, so loaded lazily.
+
+Sends the same requests and reads the replies the same way as Client (both run the plans of
+_calls). Many requests may be in flight on one connection: a reader task takes the replies
+as they come and hands each to its request in order. Never imports the daemon's modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import socket as _socket_module
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+from sjq.config import client_config
+from sjq.protocol import (
+    NEED_DATA,
+    Hold,
+    Info,
+    Kill,
+    Release,
+    Reply,
+    ReplyReader,
+    Request,
+    Shutdown,
+    Status,
+    Stop,
+    Wait,
+    encode_request,
+)
+from sjq.protocol import ProtocolError as _WireProtocolError
+
+from . import _calls as calls
+from ._calls import MIN_WAIT, Plan
+from ._connection import BUSY_WAIT, connect_error, no_answer
+from ._exceptions import DaemonNotRunning, ProtocolError, SjqError
+from ._job import AsyncJob, JobRef, job_ids
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from sjq.jobs import JobState
+
+    from ._connection import Connection
+    from ._models import JobInfo
+
+__all__ = ["AsyncClient", "AsyncJob"]
+
+T = TypeVar("T")
+_RECV = 256 * 1024
+
+
+class _Broken(Exception):
+    """The connection closed or broke before this request's reply came. Internal."""
+
+
+class _Stream:
+    """One connection: requests go out as they are sent, a reader task matches the replies to
+    them in order. Replies of requests whose callers stopped waiting (cancelled, timed out) are
+    still read and dropped, so the connection never gets out of step."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str
+    ) -> None:
+        self.path = path
+        self._reader = reader
+        self._writer = writer
+        self._replies = ReplyReader()
+        # One entry per request sent and not yet answered: does its reply carry data, and
+        # the future its caller awaits.
+        self._waiting: collections.deque[tuple[bool, asyncio.Future[Reply]]] = collections.deque()
+        self.broken: str | None = None  # why the connection can no longer be used
+        self._task = asyncio.get_running_loop().create_task(self._read_loop())
+
+    def send(self, requests: Sequence[Request]) -> list[asyncio.Future[Reply]]:
+        """Write the requests (all at once, or none: nothing here awaits); a future per reply.
+
+        _Broken if the connection was already known to be closed: nothing was sent.
+        """
+        if self.broken is not None:
+            raise _Broken(self.broken)
+        data = b"".join(encode_request(r) for r in requests)
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Reply]] = []
+        for request in requests:
+            future: asyncio.Future[Reply] = loop.create_future()
+            self._waiting.append((isinstance(request, Status | Info), future))
+            futures.append(future)
+        self._writer.write(data)
+        self._pump()  # a reply may already be buffered (a refusal the daemon sent on accept)
+        return futures
+
+    async def drain(self) -> None:
+        """Wait while the socket's buffer is full. A broken connection is the reader's to
+        report (through the futures): its errors are not raised here."""
+        with contextlib.suppress(OSError):
+            await self._writer.drain()
+
+    async def _read_loop(self) -> None:
+        why = "the daemon closed the connection"
+        try:
+            while self.broken is None:
+                try:
+                    data = await self._reader.read(_RECV)
+                except OSError as e:
+                    why = e.strerror or str(e)
+                    break
+                if not data:
+                    break
+                self._replies.receive_data(data)
+                self._pump()
+        finally:
+            self._fail(why)
+
+    def _pump(self) -> None:
+        """Hand every complete reply to its request, oldest first."""
+        while self._waiting and self.broken is None:
+            expect_data, future = self._waiting[0]
+            try:
+                reply = self._replies.next_reply(expect_data)
+            except _WireProtocolError as e:
+                error = ProtocolError(
+                    f"unreadable reply from {self.path}: {e}; is an sjq daemon listening there?"
+                )
+                self._waiting.popleft()
+                if not future.done():
+                    future.set_exception(error)
+                self._fail(f"unreadable reply: {e}")
+                return
+            if reply is NEED_DATA:
+                return
+            self._waiting.popleft()
+            if not future.done():  # else its caller has gone: the reply is dropped
+                future.set_result(reply)
+
+    def _fail(self, why: str) -> None:
+        """Mark the connection broken and tell every request still waiting."""
+        if self.broken is None:
+            self.broken = why
+            self._writer.close()
+        while self._waiting:
+            _, future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(_Broken(why))
+
+    def close(self) -> None:
+        """Close now; requests still waiting get _Broken. The reader task ends on its own."""
+        self._fail("the connection was closed")
+        self._task.cancel()
+
+    async def aclose(self) -> None:
+        self.close()
+        await asyncio.gather(self._task, return_exceptions=True)
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
+
+
+async def _open_stream(path: str, timeout: float | None) -> _Stream:
+    """A connection to the daemon on ``path``; DaemonNotRunning when nothing listens there.
+
+    As `_connection.connect`: a connect that would block (the daemon's backlog is full) is
+    tried again until the timeout.
+    """
+    loop = asyncio.get_running_loop()
+    sock = _socket_module.socket(_socket_module.AF_UNIX, _socket_module.SOCK_STREAM)
+    sock.setblocking(False)
+    deadline = loop.time() + (BUSY_WAIT if timeout is None else timeout)
+    delay = 0.001
+    try:
+        while True:
+            try:
+                sock.connect(path)  # a UNIX socket connects at once, or not at all
+                break
+            except BlockingIOError as e:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise connect_error(path, e, timeout) from None
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, 0.05)
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=sock)
+        except OSError as e:
+            raise connect_error(path, e, timeout) from None
+    except OSError as e:
+        sock.close()
+        raise connect_error(path, e, timeout) from None
+    except BaseException:
+        sock.close()
+        raise
+    return _Stream(reader, writer, path)
+
+
+async def _adopt(conn: Connection) -> _Stream:
+    """The blocking connection a daemon start gave, as an asyncio stream (its replies are all
+    read: auto-start sent only a PING)."""
+    sock = _socket_module.socket(fileno=conn.sock.detach())
+    try:
+        reader, writer = await asyncio.open_unix_connection(sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+    return _Stream(reader, writer, conn.path)
+
+
+class AsyncClient:
+    """A client of one sjq daemon for asyncio programs: `Client`'s API, each method a coroutine.
+
+    Arguments, defaults and errors are Client's: ``socket`` defaults to ``sjq.socket`` from the
+    config; the connection is opened on first use and carries every later request (reopened
+    once if the daemon restarted); with ``autostart``, `submit` starts a daemon when none
+    answers (the start runs in a thread, off the event loop); ``timeout`` bounds each request's
+    wait for its reply. Use it as ``async with AsyncClient() as sjq:``, or call `aclose`.
+
+    Requests of concurrent tasks share the connection, pipelined: a hundred `status` calls
+    made at once are one round trip. A task cancelled while it waits for a reply leaves the
+    connection in step (the reply is read and dropped). `wait` uses a connection of its own,
+    closed when it returns, times out or is cancelled. Bound to the event loop it is first
+    used in; not thread-safe.
+    """
+
+    def __init__(
+        self,
+        socket: str | os.PathLike[str] | None = None,
+        *,
+        config: str | os.PathLike[str] | None = None,
+        autostart: bool = True,
+        timeout: float | None = 30.0,
+    ) -> None:
+        self.config = None if config is None else os.path.abspath(config)
+        cfg = client_config(self.config)  # raises sjq.config.ConfigError (a ValueError)
+        self._socket_given = socket is not None
+        self.socket = os.path.abspath(socket) if socket is not None else cfg.socket
+        self.logfile = cfg.logfile
+        self._pidfile = None if self._socket_given and self.socket != cfg.socket else cfg.pidfile
+        self.autostart = autostart
+        self.timeout = timeout
+        self.started_pid: int | None = None
+        """The pid of the daemon this client started, if it started one."""
+        self._stream: _Stream | None = None
+        self._opening: asyncio.Lock | None = None  # made in the loop, on first use
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self.socket!r})"
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection (a later request opens a new one). Requests still waiting for
+        a reply fail with ConnectionLost."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await stream.aclose()
+
+    # -- connections ------------------------------------------------------------------------
+
+    async def _connection(self, start: bool) -> _Stream:
+        """The shared connection, opened (once, whatever the number of callers) if need be."""
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            stream = self._stream
+            if stream is None or stream.broken is not None:
+                if stream is not None:
+                    await stream.aclose()
+                self._stream = None
+                self._stream = stream = await self._open(start)
+            return stream
+
+    async def _open(self, start: bool) -> _Stream:
+        try:
+            return await _open_stream(self.socket, self.timeout)
+        except DaemonNotRunning:
+            if not (start and self.autostart):
+                raise
+        from ._autostart import connect_answering, start_daemon  # noqa: PLC0415
+
+        loop = asyncio.get_running_loop()
+        starting = loop.run_in_executor(
+            None,
+            lambda: start_daemon(
+                self.socket,
+                config=self.config,
+                socket_given=self._socket_given,
+                logfile=self.logfile,
+                pidfile=self._pidfile,
+                connect=lambda: connect_answering(self.socket, self.timeout),
+            ),
+        )
+        try:
+            # Shielded: the thread cannot be stopped, so a cancelled caller leaves it to finish
+            # and closes the connection it makes.
+            conn, pid = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            starting.add_done_callback(_close_started)
+            raise
+        if pid is not None:
+            self.started_pid = pid
+        return await _adopt(conn)
+
+    async def _run(self, plan: Plan[T]) -> T:
+        """Carry out a plan of _calls: send each of its calls, give it the replies."""
+        try:
+            call = next(plan)
+            while True:
+                replies = await self._call(call.requests, start=call.start, retry=call.retry)
+                call = plan.send(replies)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    async def _call(
+        self, requests: Sequence[Request], *, start: bool = False, retry: bool = True
+    ) -> list[Reply]:
+        """Send requests pipelined on the shared connection; their replies, in order.
+
+        ``retry``: the requests may be sent again on a new connection if this one breaks
+        before every reply is in (true of everything but SUBMIT, which would queue twice).
+        """
+        first = True
+        while True:
+            stream = await self._connection(start)
+            try:
+                futures = stream.send(requests)
+            except _Broken as e:
+                # Known to be closed before anything was written: nothing was carried out.
+                if not first:
+                    raise calls.lost(self.socket, e, requests[0]) from None
+                first = False
+                continue
+            try:
+                return await self._replies(stream, futures)
+            except _Broken as e:
+                answered = sum(1 for f in futures if f.done() and f.exception() is None)
+                # A request whose reply did not come may have been carried out. Else once more
+                # on a new connection: the daemon restarted, or stopped just as we sent.
+                if not (first and retry):
+                    raise calls.lost(self.socket, e, requests[answered]) from None
+                first = False
+            finally:
+                _forget(futures)
+
+    async def _replies(self, stream: _Stream, futures: list[asyncio.Future[Reply]]) -> list[Reply]:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await stream.drain()
+                return [await future for future in futures]
+        except TimeoutError:
+            # A reply may still come, and every later request on this connection would have
+            # to wait for it: drop the connection.
+            stream.close()
+            raise no_answer(self.socket, self.timeout) from None
+
+    # -- requests ---------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        script: str | bytes | os.PathLike[str] | None = None,
+        *,
+        command: Sequence[str] | None = None,
+        procs: int | None = None,
+        mem: int | str | None = None,
+        after: Iterable[JobRef] = (),
+        name: str | None = None,
+        env: Mapping[str, str] | Literal["inherit", "daemon"] = "inherit",
+        cwd: str | os.PathLike[str] | None = None,
+        hold: bool = False,
+        stdout: str | os.PathLike[str] | None = None,
+        stderr: str | os.PathLike[str] | None = None,
+        time_limit: float | str | None = None,
+        priority: int = 0,
+    ) -> AsyncJob:
+        """Queue a job; its AsyncJob (see Client.submit for every argument). With
+        ``autostart``, starts a daemon when none answers."""
+        request = calls.submit_request(
+            script,
+            command,
+            procs=procs,
+            mem=mem,
+            after=after,
+            name=name,
+            env=env,
+            cwd=cwd,
+            hold=hold,
+            stdout=stdout,
+            stderr=stderr,
+            time_limit=time_limit,
+            priority=priority,
+        )
+        return AsyncJob(self, await self._run(calls.submit(request)))
+
+    def job(self, jobid: int) -> AsyncJob:
+        """The AsyncJob of an id (submitted earlier, perhaps by someone else). Asks nothing."""
+        (one,) = job_ids(jobid)
+        return AsyncJob(self, one)
+
+    async def status(
+        self,
+        ids: JobRef | Iterable[JobRef] | None = None,
+        *,
+        states: Iterable[JobState] | None = None,
+    ) -> list[JobInfo]:
+        """What the daemon knows of the given jobs, or of every job it remembers (None); see
+        Client.status. A thousand ids are one round trip (INFO lines of IDS_PER_LINE ids,
+        pipelined)."""
+        return await self._run(calls.status(ids, states))
+
+    async def info(self, job: JobRef) -> JobInfo:
+        """One job's JobInfo; RequestRejected if the daemon does not know it."""
+        return await self._run(calls.info(job))
+
+    async def state(self, job: JobRef) -> JobState:
+        """One job's state, fresh (a cheap STATUS request); RequestRejected if unknown."""
+        return await self._run(calls.state(job))
+
+    async def kill(self, ids: JobRef | Iterable[JobRef]) -> None:
+        """Kill jobs (see Client.kill); unknown or ended ids are ignored."""
+        await self._run(calls.ok([Kill(i) for i in job_ids(ids)]))
+
+    async def release(self, ids: JobRef | Iterable[JobRef]) -> None:
+        """Let held (U) jobs run once their dependencies are met."""
+        await self._run(calls.ok([Release(i) for i in job_ids(ids)]))
+
+    async def hold(self, ids: JobRef | Iterable[JobRef]) -> None:
+        """Keep queued or waiting jobs from starting (they become U) until `release`."""
+        await self._run(calls.ok([Hold(i) for i in job_ids(ids)]))
+
+    async def ping(self) -> dict[JobState, int]:
+        """Check that the daemon answers; the number of jobs in each state it remembers."""
+        return await self._run(calls.ping())
+
+    async def shutdown(self, *, keep_running: bool = False, timeout: float | None = 30.0) -> None:
+        """Stop the daemon and wait until it has removed its socket (see Client.shutdown)."""
+        await self._run(calls.ok([Stop() if keep_running else Shutdown()]))
+        await self.aclose()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        delay = 0.002
+        while os.path.exists(self.socket):
+            if deadline is not None and loop.time() > deadline:
+                raise calls.shutdown_timeout(self.socket, timeout)
+            await asyncio.sleep(delay)  # polling a bounded wait for the socket file to go
+            delay = min(delay * 2, 0.05)
+
+    async def wait(
+        self,
+        ids: JobRef | Iterable[JobRef],
+        timeout: float | None = None,
+        *,
+        progress: Callable[[int, JobState], None] | None = None,
+    ) -> dict[int, JobState]:
+        """Wait until every job has ended; their final states, by id (see Client.wait).
+
+        On a connection of its own, so that the shared one is never held up behind a WAIT;
+        that connection is closed on return, on timeout (JobTimeout) and on cancellation.
+        """
+        wanted = job_ids(ids)
+        if not wanted:
+            return {}
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        groups = calls.wait_groups(wanted, progress is not None)
+        stream = await _open_stream(self.socket, self.timeout)
+        states: dict[int, JobState] = {}
+        futures: list[asyncio.Future[Reply]] = []
+        try:
+            try:
+                futures = stream.send([Wait(g) for g in groups])
+            except _Broken as e:
+                raise calls.lost(self.socket, e, Wait(groups[0])) from None
+            for group, future in zip(groups, futures, strict=True):
+                left = None if deadline is None else deadline - loop.time()
+                try:
+                    # A timeout of 0 (or one nearly spent) still gives the daemon a moment to
+                    # answer for jobs that have already ended.
+                    async with asyncio.timeout(None if left is None else max(left, MIN_WAIT)):
+                        reply = await future
+                except TimeoutError:
+                    stream.close()
+                    pending = await self._still_going(tuple(i for i in wanted if i not in states))
+                    raise calls.wait_timeout(wanted, pending, timeout) from None
+                except _Broken as e:
+                    raise calls.lost(self.socket, e, Wait(group)) from None
+                for jobid, state in calls.wait_states(reply):
+                    states[jobid] = state
+                    if progress is not None:
+                        progress(jobid, state)
+        finally:
+            stream.close()  # at once, even when cancelled: an unanswered WAIT dies with it
+            _forget(futures)
+            await asyncio.shield(stream.aclose())
+        return {i: states[i] for i in wanted if i in states}
+
+    async def _still_going(self, ids: tuple[int, ...]) -> tuple[int, ...]:
+        """Which of ``ids`` have not ended: a WAIT of several ids says nothing until all have."""
+        try:
+            ended = {i.id for i in await self.status(ids) if i.finished}
+        except SjqError:
+            return ids  # the daemon went away meanwhile: that much is not known
+        return tuple(i for i in ids if i not in ended)
+
+
+def _forget(futures: Iterable[asyncio.Future[Reply]]) -> None:
+    """Let go of the futures of a call that has returned or given up: cancel those still
+    waiting (their replies will be read and dropped), mark errors of the others as seen."""
+    for future in futures:
+        if not future.done():
+            future.cancel()
+        elif not future.cancelled():
+            future.exception()
+
+
+def _close_started(starting: asyncio.Future[tuple[Connection, int | None]]) -> None:
+    if not starting.cancelled() and starting.exception() is None:
+        starting.result()[0].close()

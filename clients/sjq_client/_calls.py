@@ -1,0 +1,344 @@
+"""What each client method sends and how it reads the replies, shared by Client and AsyncClient.
+
+No I/O: a method is written once here as a *plan*, a generator that yields a `Call` (requests
+to send, pipelined, on the client's connection), is sent their replies, and returns the
+method's result. `Client` runs plans over a blocking socket, `AsyncClient` over asyncio
+streams, so both send the same bytes and read replies the same way. Imports what a submit
+already needs (sjq.protocol, sjq.units, the client's _job and _script); JobState and the
+JobInfo model only when a state is asked for. Never asyncio, socket or the daemon's modules.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar
+
+from sjq._record import record
+from sjq.protocol import (
+    Data,
+    Error,
+    Info,
+    Ok,
+    Ping,
+    Reply,
+    Request,
+    Status,
+    Submit,
+    SubmitOptions,
+    encode_request,
+)
+from sjq.units import parse_duration, parse_mem
+
+from ._exceptions import ConnectionLost, JobTimeout, ProtocolError, RequestRejected
+from ._job import JobRef, job_ids
+from ._script import exportable, script_body
+
+if TYPE_CHECKING:
+    from sjq.protocol import JobState
+
+    from ._models import JobInfo
+
+__all__ = [
+    "IDS_PER_LINE",
+    "MIN_WAIT",
+    "Call",
+    "Plan",
+    "chunks",
+    "expect_ok",
+    "info",
+    "lost",
+    "ok",
+    "ping",
+    "shutdown_timeout",
+    "state",
+    "status",
+    "submit",
+    "submit_request",
+    "wait_groups",
+    "wait_states",
+    "wait_timeout",
+]
+
+MIN_WAIT = 0.05  # seconds a wait gives the daemon to answer, whatever its timeout
+# Ids per INFO/WAIT line: 2000 ids of up to 8 digits stay far below the daemon's 64 KiB line
+# (sjq.maxline).
+IDS_PER_LINE = 2000
+
+T = TypeVar("T")
+
+
+@record
+class Call:
+    """Requests to send pipelined on the client's connection; the plan gets their replies.
+
+    ``start``: a daemon may be started if none answers (submit only). ``retry``: the requests
+    may be sent again if the connection breaks mid-way (true of all but SUBMIT, which would
+    queue a job twice).
+    """
+
+    requests: tuple[Request, ...]
+    start: bool = False
+    retry: bool = True
+
+
+Plan: TypeAlias = Generator[Call, list[Reply], T]
+
+
+def chunks(ids: tuple[int, ...]) -> list[tuple[int, ...]]:
+    return [ids[i : i + IDS_PER_LINE] for i in range(0, len(ids), IDS_PER_LINE)]
+
+
+# -- submit -------------------------------------------------------------------------------
+
+
+def submit_request(
+    script: str | bytes | os.PathLike[str] | None,
+    command: Sequence[str] | None,
+    *,
+    procs: int | None,
+    mem: int | str | None,
+    after: Iterable[JobRef],
+    name: str | None,
+    env: Mapping[str, str] | Literal["inherit", "daemon"],
+    cwd: str | os.PathLike[str] | None,
+    hold: bool,
+    stdout: str | os.PathLike[str] | None,
+    stderr: str | os.PathLike[str] | None,
+    time_limit: float | str | None,
+    priority: int,
+) -> Submit:
+    """The SUBMIT of `Client.submit`'s arguments (documented there), encoded once to check it:
+    a value the wire cannot carry is a ValueError here, before any I/O (and before a daemon
+    is started)."""
+    body, default_name = script_body(script, command)
+    if isinstance(mem, str):
+        mem = parse_mem(mem)
+    if isinstance(time_limit, str):
+        time_limit = parse_duration(time_limit)
+    if procs is not None and (isinstance(procs, bool) or procs < 1):
+        raise ValueError(f"procs must be a whole number >= 1, got {procs!r}")
+    if env == "inherit":
+        env_pairs: tuple[tuple[str, str], ...] | None = tuple(exportable(os.environ))
+    elif env == "daemon":
+        env_pairs = None
+    elif isinstance(env, Mapping):
+        env_pairs = tuple((str(k), str(v)) for k, v in env.items())
+    else:
+        raise ValueError(f"env must be a mapping, 'inherit' or 'daemon', got {env!r}")
+    options = SubmitOptions(
+        mem=mem,
+        procs=procs,
+        depends=job_ids(after),
+        stdout=None if stdout is None else os.fspath(stdout),
+        stderr=None if stderr is None else os.fspath(stderr),
+        env=env_pairs,
+        cwd=os.path.abspath(os.getcwd() if cwd is None else cwd),
+        name=default_name if name is None else name,
+        hold=hold,
+        time_limit=time_limit,
+        priority=priority,
+    )
+    request = Submit(options, body)
+    encode_request(request)
+    return request
+
+
+def submit(request: Submit) -> Plan[int]:
+    """Queue a job; its id."""
+    replies = yield Call((request,), start=True, retry=False)
+    text = expect_ok(replies[0])
+    if text is None or not text.isdigit():
+        raise ProtocolError(f"SUBMIT answered {text!r}, not a job id")
+    return int(text)
+
+
+# -- reading jobs -------------------------------------------------------------------------
+
+
+def status(
+    ids: JobRef | Iterable[JobRef] | None, states: Iterable[JobState] | None
+) -> Plan[list[JobInfo]]:
+    """`Client.status`: the JobInfo of the jobs asked for, by id."""
+    import json  # noqa: PLC0415 -- submits, the common case, never need it
+
+    info_type = _job_info()
+    wanted = None if ids is None else tuple(sorted(set(job_ids(ids))))
+    letters = None if states is None else {s.value for s in states}
+    if letters is not None and wanted is None:
+        # The daemon may remember 100,000 ended jobs; STATUS lists them in a few bytes
+        # each, so that only the jobs wanted are sent (and built) as JSON.
+        replies = yield Call((Status(None),))
+        wanted = _ids_in(replies[0], letters)
+    if wanted == ():
+        return []
+    requests = (Info(()),) if wanted is None else tuple(Info(c) for c in chunks(wanted))
+    out: list[JobInfo] = []
+    for reply in (yield Call(requests)):
+        if isinstance(reply, Error):
+            raise RequestRejected(reply.message)
+        if not isinstance(reply, Data):
+            raise ProtocolError(f"INFO answered {reply!r}")
+        for line in reply.payload.decode(errors="replace").splitlines():
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except ValueError as e:
+                    raise ProtocolError(f"INFO sent a line that is not JSON: {e}") from None
+                if not isinstance(record, dict):
+                    raise ProtocolError(f"INFO sent {record!r:.80}, not a JSON object")
+                found = info_type.from_wire(record)
+                if letters is None or found.state.value in letters:
+                    out.append(found)
+    out.sort(key=lambda i: i.id)
+    return out
+
+
+def _ids_in(reply: Reply, letters: set[str]) -> tuple[int, ...]:
+    if isinstance(reply, Error):
+        raise RequestRejected(reply.message)
+    if not isinstance(reply, Data):
+        raise ProtocolError(f"STATUS answered {reply!r}")
+    found = []
+    for line in reply.payload.decode(errors="replace").split("\r\n"):
+        fields = line.split("\t")
+        if len(fields) >= 3 and fields[2] in letters and fields[0].isdigit():
+            found.append(int(fields[0]))
+    return tuple(found)
+
+
+def info(job: JobRef) -> Plan[JobInfo]:
+    """One job's JobInfo; RequestRejected if the daemon does not know it."""
+    (jobid,) = job_ids(job)
+    found = yield from status([jobid], None)
+    if not found:
+        raise RequestRejected(_unknown(jobid))
+    return found[0]
+
+
+def state(job: JobRef) -> Plan[JobState]:
+    """One job's state (a cheap STATUS request); RequestRejected if unknown."""
+    state_type = _job_state()
+    (jobid,) = job_ids(job)
+    reply = (yield Call((Status(jobid),)))[0]
+    if isinstance(reply, Error):
+        raise RequestRejected(reply.message)
+    if not isinstance(reply, Data):
+        raise ProtocolError(f"STATUS answered {reply!r}")
+    fields = reply.payload.decode(errors="replace").split("\t")
+    if len(fields) < 3:
+        raise RequestRejected(_unknown(jobid))
+    try:
+        return state_type(fields[2])
+    except ValueError:
+        raise ProtocolError(f"STATUS sent an unknown state {fields[2]!r}") from None
+
+
+def ping() -> Plan[dict[JobState, int]]:
+    """The number of jobs in each state the daemon remembers."""
+    state_type = _job_state()
+    text = expect_ok((yield Call((Ping(),)))[0]) or ""
+    counts: dict[JobState, int] = {}
+    for item in text.split():
+        letter, _, number = item.partition(":")
+        try:
+            counts[state_type(letter)] = int(number)
+        except ValueError:
+            raise ProtocolError(f"PING answered {text!r}") from None
+    return counts
+
+
+def ok(requests: Sequence[Request]) -> Plan[None]:
+    """Requests each answered by a plain OK (KILL, HOLD, ...); RequestRejected on an ERROR."""
+    for reply in (yield Call(tuple(requests))):
+        expect_ok(reply)
+
+
+# -- wait ---------------------------------------------------------------------------------
+
+
+def wait_groups(wanted: tuple[int, ...], progress: bool) -> list[tuple[int, ...]]:
+    """The id lists of the WAITs that wait for ``wanted``: with progress, one WAIT per job so
+    that each ending is seen; without, few long lines."""
+    return [(i,) for i in wanted] if progress else chunks(wanted)
+
+
+def wait_states(reply: Reply) -> list[tuple[int, JobState]]:
+    """The ids and final states of a WAIT's reply, ``OK 3:S 4:F``."""
+    state_type = _job_state()
+    text = expect_ok(reply) or ""
+    out = []
+    for item in text.split():
+        jobid, _, letter = item.partition(":")
+        try:
+            out.append((int(jobid), state_type(letter)))
+        except ValueError:
+            raise ProtocolError(f"WAIT answered {text!r}") from None
+    return out
+
+
+def wait_timeout(
+    wanted: Sequence[int], pending: tuple[int, ...], timeout: float | None
+) -> JobTimeout:
+    return JobTimeout(
+        f"{len(pending)} of {len(wanted)} job(s) had not ended after {timeout:g} s:"
+        f" {_id_list(pending)}",
+        pending,
+    )
+
+
+def shutdown_timeout(socket: str, timeout: float | None) -> JobTimeout:
+    return JobTimeout(
+        f"the sjq daemon on {socket} accepted SHUTDOWN but has not exited after {timeout:g} s;"
+        " its running jobs may be slow to die (sjq.killgrace)",
+        (),
+    )
+
+
+# -- replies and errors -------------------------------------------------------------------
+
+
+def expect_ok(reply: Reply) -> str | None:
+    if isinstance(reply, Error):
+        raise RequestRejected(reply.message)
+    if not isinstance(reply, Ok):
+        raise ProtocolError(f"expected OK or ERROR, got {reply!r}")
+    return reply.text
+
+
+def lost(socket: str, why: object, request: Request) -> ConnectionLost:
+    """The error for a connection that closed before ``request`` was answered."""
+    if isinstance(request, Submit):
+        return ConnectionLost(
+            f"the sjq daemon on {socket} closed the connection before answering a"
+            f" submit ({why}); the job may or may not have been queued: check `sjq status`",
+            socket,
+        )
+    return ConnectionLost(
+        f"the sjq daemon on {socket} closed the connection before answering ({why});"
+        " it may have stopped: try again",
+        socket,
+    )
+
+
+def _job_state() -> type[JobState]:
+    # Building the enum costs start-up time (sjq.protocol loads it on first use); a submit
+    # never needs a state.
+    from sjq.protocol import JobState  # noqa: PLC0415
+
+    return JobState
+
+
+def _job_info() -> type[JobInfo]:
+    from ._models import JobInfo  # noqa: PLC0415 -- a 21-field dataclass: only when asked
+
+    return JobInfo
+
+
+def _unknown(jobid: int) -> str:
+    return f"unknown job {jobid} (never submitted, or forgotten: see sjq.keep)"
+
+
+def _id_list(ids: Sequence[int], limit: int = 10) -> str:
+    shown = " ".join(map(str, ids[:limit]))
+    return shown + (f" ... ({len(ids) - limit} more)" if len(ids) > limit else "")

@@ -1,0 +1,398 @@
+"""AsyncClient against a real daemon: every method, pipelining, cancellation, auto-start;
+transport failures against fake daemons."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from conftest import Daemon, Gate
+from sjq_client import (
+    AsyncClient,
+    AsyncJob,
+    ConnectionLost,
+    DaemonNotRunning,
+    JobNotFinished,
+    JobTimeout,
+    ProtocolError,
+    RequestRejected,
+)
+from sjq_client._calls import IDS_PER_LINE
+
+from sjq.jobs import JobState
+
+from .conftest import Home
+
+S, F, K, U, R, A = (
+    JobState.SUCCESS,
+    JobState.FAIL,
+    JobState.KILLED,
+    JobState.USERHOLD,
+    JobState.RUNNING,
+    JobState.ABORT,
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rc = tmp_path / "empty.rc"
+    rc.touch()
+    monkeypatch.setenv("SJQ_CONFIG", str(rc))
+    for name in list(os.environ):
+        if name.startswith("SJQ_") and name != "SJQ_CONFIG":
+            monkeypatch.delenv(name)
+
+
+@pytest_asyncio.fixture
+async def client(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[AsyncClient]:
+    monkeypatch.chdir(daemon.jobs_dir)  # the default cwd of jobs
+    async with AsyncClient(daemon.socket, autostart=False) as c:
+        yield c
+
+
+@pytest.mark.asyncio
+async def test_submit_wait_and_read_back(client: AsyncClient, daemon: Daemon) -> None:
+    text = await client.submit("#!/bin/sh\necho text\n", name="text")
+    command = await client.submit(
+        command=["printf", "%s|", "a b"], procs=2, mem="200M", time_limit="1h", priority=3
+    )
+    bad = await client.submit(command=["false"])
+    assert isinstance(text, AsyncJob)
+    assert await client.wait([text, command, bad.id]) == {text.id: S, command.id: S, bad.id: F}
+    assert (daemon.jobs_dir / f"{text.id}.stdout").read_text() == "text\n"
+    assert (daemon.jobs_dir / f"{command.id}.stdout").read_text() == "a b|"
+    info = await command.info()
+    assert (info.procs, info.mem, info.time_limit, info.priority, info.name) == (
+        2,
+        200 * 1024**2,
+        3600.0,
+        3,
+        "printf",
+    )
+    assert (await bad.info()).exit_code == 1
+    assert await bad.successful() is False
+    assert await text.successful() is True
+    assert [i.id for i in await client.status()] == [text.id, command.id, bad.id]
+    assert [i.id for i in await client.status(states=[F])] == [bad.id]
+    assert await client.ping() == {S: 2, F: 1}
+
+
+@pytest.mark.asyncio
+async def test_kill_hold_release_state_and_job(
+    client: AsyncClient, daemon: Daemon, gate: Callable[..., Gate]
+) -> None:
+    g = gate()
+    running = await client.submit("#!/bin/sh\n" + g.wait)
+    daemon.wait_state(running.id, "R")
+    waiting = await client.submit(command=["true"], after=[running])
+    queued = await client.submit(command=["true"], procs=2)
+    await client.hold([waiting, queued])
+    assert (await waiting.state(), await queued.state()) == (U, U)
+    await client.release(queued.id)
+    assert client.job(running.id) == running
+    assert hash(client.job(running.id)) == hash(running)
+    assert repr(running) == f"<AsyncJob {running.id}>"
+    assert int(running) == running.id
+    assert not await running.ready()
+    with pytest.raises(JobNotFinished, match="has not ended yet"):
+        await running.successful()
+    await running.cancel()
+    assert await running.wait(10) is K
+    assert await client.state(waiting) is A
+    assert await queued.wait(10) is S
+    await client.kill([999])  # unknown ids are ignored, as the daemon does
+    with pytest.raises(RequestRejected, match="unknown job 999"):
+        await client.state(999)
+    with pytest.raises(RequestRejected, match="unknown job 999"):
+        await client.job(999).info()
+    with pytest.raises(RequestRejected, match="PROCS 64"):
+        await client.submit(command=["true"], procs=64)
+
+
+@pytest.mark.asyncio
+async def test_wait_timeout_progress_and_long_id_lists(
+    client: AsyncClient, gate: Callable[..., Gate]
+) -> None:
+    g = gate()
+    ok = await client.submit(command=["true"])
+    slow = await client.submit("#!/bin/sh\n" + g.wait)
+    assert await client.wait([]) == {}
+    with pytest.raises(JobTimeout) as caught:
+        await client.wait([ok, slow], timeout=0.2)
+    assert caught.value.pending == (slow.id,)
+    assert await ok.wait(timeout=0) is S  # an ended job needs no time
+    seen: list[tuple[int, JobState]] = []
+    g.open()
+    assert await client.wait([slow, ok], progress=lambda j, s: seen.append((j, s))) == {
+        slow.id: S,
+        ok.id: S,
+    }
+    assert seen == [(slow.id, S), (ok.id, S)]
+    with pytest.raises(RequestRejected, match="unknown job 999"):
+        await client.wait([ok, 999])
+    ids = [ok.id, slow.id] * IDS_PER_LINE  # more than one WAIT line holds
+    assert await client.wait(ids, timeout=10) == {ok.id: S, slow.id: S}
+
+
+class Recorder:
+    """A proxy between client and daemon that records each chunk and its direction."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.chunks: list[tuple[str, bytes]] = []
+        self.handlers: list[asyncio.Task[None]] = []
+        self.replies_flow = asyncio.Event()  # clear it to hold the daemon's replies back
+        self.replies_flow.set()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.append(task)
+        up_reader, up_writer = await asyncio.open_unix_connection(self.target)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, way: str) -> None:
+            while data := await src.read(65536):
+                self.chunks.append((way, data))
+                if way == "<":
+                    await self.replies_flow.wait()
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        try:
+            with contextlib.suppress(OSError):
+                await asyncio.gather(pump(reader, up_writer, ">"), pump(up_reader, writer, "<"))
+        finally:
+            writer.close()
+            up_writer.close()
+
+    async def done(self) -> None:
+        """Wait for every proxied connection to end (the client has closed its own)."""
+        async with asyncio.timeout(10):
+            await asyncio.gather(*self.handlers, return_exceptions=True)
+
+    def lines_sent(self) -> list[bytes]:
+        return b"".join(d for way, d in self.chunks if way == ">").splitlines()
+
+    def turns(self) -> str:
+        """The directions of the chunks, runs merged: ``><`` is one round trip."""
+        out = ""
+        for way, _ in self.chunks:
+            if not out.endswith(way):
+                out += way
+        return out
+
+
+@pytest.mark.asyncio
+async def test_long_id_lists_are_split_and_pipelined_in_one_round_trip(
+    daemon: Daemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(daemon.jobs_dir)
+    recorder = Recorder(daemon.socket)
+    proxy = str(tmp_path / "proxy.sock")
+    server = await asyncio.start_unix_server(recorder.handle, proxy)
+    async with server:
+        async with AsyncClient(proxy, autostart=False) as c:
+            await pipelined(c, recorder)
+        await recorder.done()
+
+
+async def pipelined(c: AsyncClient, recorder: Recorder) -> None:
+    """One status of many ids, and many status calls at once: pipelined."""
+    held = [await c.submit(command=["true"], hold=True) for _ in range(3)]
+    recorder.chunks.clear()
+    ids = list(range(1, 5 * IDS_PER_LINE + 1))  # five INFO lines
+    assert [i.id for i in await c.status(ids)] == [j.id for j in held]
+    assert recorder.turns() == "><"
+    sent = recorder.lines_sent()
+    assert len(sent) == 5
+    assert all(line.startswith(b"INFO ") for line in sent)
+    assert max(map(len, sent)) < 64 * 1024  # the daemon's default sjq.maxline
+
+    # A thousand status calls from as many tasks at once share the connection.
+    recorder.chunks.clear()
+    infos = await asyncio.gather(*(c.info(held[i % 3]) for i in range(1000)))
+    assert [i.id for i in infos] == [held[i % 3].id for i in range(1000)]
+    assert len(recorder.handlers) == 1
+    assert recorder.turns().count("><") <= 2  # sent as the tasks ran, answered in bulk
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_request_leaves_the_connection_in_step(
+    daemon: Daemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(daemon.jobs_dir)
+    recorder = Recorder(daemon.socket)
+    proxy = str(tmp_path / "proxy.sock")
+    server = await asyncio.start_unix_server(recorder.handle, proxy)
+    async with server:
+        async with AsyncClient(proxy, autostart=False) as c:
+            held = await c.submit(command=["true"], hold=True)
+            stream = c._stream
+            for _ in range(3):
+                recorder.replies_flow.clear()
+                recorder.chunks.clear()
+                task = asyncio.create_task(c.status(range(1, 3 * IDS_PER_LINE)))
+                async with asyncio.timeout(10):
+                    while not any(way == "<" for way, _ in recorder.chunks):
+                        await asyncio.sleep(0.001)  # until the daemon has answered
+                task.cancel()  # before its replies reach the client
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                recorder.replies_flow.set()
+                # The replies of the cancelled INFOs come first; the next ones are ours.
+                assert await c.ping() == {U: 1}
+                assert await c.state(held) is U
+            assert c._stream is stream  # kept, not reopened
+        await recorder.done()
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_wait_closes_its_own_connection_only(
+    client: AsyncClient, daemon: Daemon, gate: Callable[..., Gate]
+) -> None:
+    g = gate()
+    slow = await client.submit("#!/bin/sh\n" + g.wait)
+    stream = client._stream
+    waiter = asyncio.create_task(slow.wait())
+    daemon.wait_state(slow.id, "R")
+    for _ in range(3):
+        await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert await client.state(slow) is R
+    again = asyncio.create_task(client.wait([slow]))
+    g.open()
+    assert await again == {slow.id: S}
+    assert client._stream is stream
+
+
+@pytest.mark.asyncio
+async def test_reconnects_once_when_the_daemon_restarted(
+    client: AsyncClient, daemon: Daemon
+) -> None:
+    job = await client.submit(command=["true"], hold=True)
+    daemon.stop()
+    daemon.start()
+    assert await job.state() is U
+    assert (await client.submit(command=["true"])).id == job.id + 1
+
+
+@pytest.mark.asyncio
+async def test_shutdown(client: AsyncClient, daemon: Daemon) -> None:
+    await client.submit(command=["true"], hold=True)
+    await client.shutdown()
+    assert not os.path.exists(daemon.socket)
+    with pytest.raises(DaemonNotRunning):
+        await client.ping()
+
+
+@pytest.mark.asyncio
+async def test_no_daemon_and_autostart_off(tmp_path: Path) -> None:
+    path = str(tmp_path / "none.sock")
+    async with AsyncClient(path) as c:
+        with pytest.raises(DaemonNotRunning):
+            await c.ping()  # only submit starts a daemon
+    async with AsyncClient(path, autostart=False) as c:
+        with pytest.raises(DaemonNotRunning):
+            await c.submit(command=["true"])
+    assert not os.path.exists(path)
+
+
+@pytest.mark.asyncio
+async def test_concurrent_first_submits_start_one_daemon(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SJQ_CONFIG", str(home.rc))
+    monkeypatch.chdir(home.dir / "jobs")
+    async with AsyncClient() as c:
+        jobs = await asyncio.gather(*(c.submit(command=["true"]) for _ in range(5)))
+        assert sorted(j.id for j in jobs) == [1, 2, 3, 4, 5]
+        assert c.started_pid is not None
+        assert set((await c.wait(jobs, timeout=20)).values()) == {S}
+    assert home.started() == 1
+
+
+# -- transport failures, against fake daemons ----------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def fake_daemon(
+    path: str, answer: Callable[[bytes], bytes | None]
+) -> AsyncIterator[list[asyncio.Task[None]]]:
+    """Reads once per connection, writes ``answer(data)`` (None: stays silent), closes."""
+    handlers: list[asyncio.Task[None]] = []
+    silence = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.append(task)
+        try:
+            out = answer(await reader.read(65536))
+            if out is None:
+                await silence.wait()
+            else:
+                writer.write(out)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_unix_server(handle, path)
+    async with server:
+        yield handlers
+        silence.set()
+        async with asyncio.timeout(10):
+            await asyncio.gather(*handlers, return_exceptions=True)
+
+
+@pytest.mark.asyncio
+async def test_a_connection_closed_before_the_reply_is_connection_lost(tmp_path: Path) -> None:
+    path = str(tmp_path / "f.sock")
+    async with fake_daemon(path, lambda _: b"") as connections, AsyncClient(path) as c:
+        with pytest.raises(ConnectionLost, match="closed the connection"):
+            await c.ping()  # tried twice: idempotent requests are retried once
+        assert len(connections) == 2
+        with pytest.raises(ConnectionLost, match="may or may not have been queued"):
+            await c.submit(command=["true"])
+        assert len(connections) == 3
+
+
+@pytest.mark.asyncio
+async def test_garbage_is_a_protocol_error(tmp_path: Path) -> None:
+    path = str(tmp_path / "f.sock")
+    async with (
+        fake_daemon(path, lambda _: b"HTTP/1.1 400 Bad Request\r\n\r\n"),
+        AsyncClient(path) as c,
+    ):
+        with pytest.raises(ProtocolError, match="is an sjq daemon listening there"):
+            await c.ping()
+
+
+@pytest.mark.asyncio
+async def test_silence_is_connection_lost_after_the_timeout(tmp_path: Path) -> None:
+    path = str(tmp_path / "f.sock")
+    async with fake_daemon(path, lambda _: None), AsyncClient(path, timeout=0.2) as c:
+        with pytest.raises(ConnectionLost, match=r"did not answer within 0\.2 s"):
+            await c.ping()
+        assert c._stream is not None
+        assert c._stream.broken is not None  # out of step: never used again
+
+
+def test_only_asking_for_it_imports_asyncio() -> None:
+    code = (
+        "import sys, sjq_client\n"
+        "from sjq_client import Client, Job, JobInfo\n"
+        "print('asyncio' in sys.modules)\n"
+        "from sjq_client import AsyncClient\n"
+        "print('asyncio' in sys.modules)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert p.stdout.splitlines() == ["False", "True"]
