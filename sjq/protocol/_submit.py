@@ -51,39 +51,12 @@ def has_shebang(script: bytes) -> bool:
 class SubmitBuilder:
     """Collects the options of one SUBMIT and every error found in them, in line order."""
 
-    __slots__ = (
-        "cwd",
-        "depends",
-        "env",
-        "errors",
-        "gid",
-        "hold",
-        "mem",
-        "name",
-        "priority",
-        "procs",
-        "seen",
-        "size",
-        "stderr",
-        "stdout",
-        "time_limit",
-        "uid",
-    )
+    __slots__ = ("env", "errors", "seen", "size", "values")
 
     def __init__(self) -> None:
-        self.mem: int | None = None
-        self.procs: int | None = None
-        self.depends: tuple[int, ...] = ()
-        self.stdout: str | None = None
-        self.stderr: str | None = None
-        self.env: list[tuple[str, str]] | None = None
-        self.cwd: str | None = None
-        self.name: str | None = None
-        self.uid: int | None = None
-        self.gid: int | None = None
-        self.hold = False
-        self.time_limit: float | None = None
-        self.priority = 0
+        # SubmitOptions field -> value, for the options given (the rest keep their defaults)
+        self.values: dict[str, object] = {}
+        self.env: list[tuple[str, str]] | None = None  # ENV and SETENV lines add up
         self.errors: list[str] = []
         self.seen: set[bytes] = set()
         self.size = 0  # bytes of option lines so far, bounded by the connection's max_src
@@ -129,21 +102,9 @@ class SubmitBuilder:
         return "; ".join(errors)
 
     def build(self) -> SubmitOptions:
-        return SubmitOptions(
-            mem=self.mem,
-            procs=self.procs,
-            depends=self.depends,
-            stdout=self.stdout,
-            stderr=self.stderr,
-            env=None if self.env is None else tuple(self.env),
-            cwd=self.cwd,
-            name=self.name,
-            uid=self.uid,
-            gid=self.gid,
-            hold=self.hold,
-            time_limit=self.time_limit,
-            priority=self.priority,
-        )
+        if self.env is not None:
+            self.values["env"] = tuple(self.env)
+        return SubmitOptions(**self.values)  # type: ignore[arg-type]
 
 
 # Each handler stores the value, or returns the error message for it.
@@ -155,10 +116,10 @@ def _mem(b: SubmitBuilder, value: str) -> str | None:
     # only up to 2**53, and clients send MEM in bytes.
     n = parse_uint(value)
     if n is not None:
-        b.mem = n
+        b.values["mem"] = n
         return None
     try:
-        b.mem = parse_mem(value)
+        b.values["mem"] = parse_mem(value)
     except UnitError as e:
         return "MEM: " + str(e).replace(repr(value), quote(value))
     return None
@@ -168,7 +129,7 @@ def _procs(b: SubmitBuilder, value: str) -> str | None:
     n = parse_uint(value)
     if not n:
         return f"PROCS must be a whole number >= 1, got {quote(value)}"
-    b.procs = n
+    b.values["procs"] = n
     return None
 
 
@@ -179,13 +140,13 @@ def _depends(b: SubmitBuilder, value: str) -> str | None:
         if not bad.strip(" \t"):
             return f"DEPENDS: empty job id in {quote(value)} (expected ids like 3:4:5)"
         return f"DEPENDS: {quote(bad)} is not a job id"
-    b.depends = ids
+    b.values["depends"] = ids
     return None
 
 
 def _text(attr: str) -> _Handler:
     def handler(b: SubmitBuilder, value: str) -> str | None:
-        setattr(b, attr, value)
+        b.values[attr] = value
         return None
 
     return handler
@@ -195,7 +156,7 @@ def _name(b: SubmitBuilder, value: str) -> str | None:
     # STATUS records are tab-separated: a tab in a name would shift every field after it.
     if "\t" in value:
         return f"NAME must not contain a tab, got {quote(value)}"
-    b.name = value
+    b.values["name"] = value
     return None
 
 
@@ -233,7 +194,7 @@ def _id_number(attr: str, option: str) -> _Handler:
         n = parse_uint(value)
         if n is None or n > MAX_UID:
             return f"{option} must be a whole number from 0 to {MAX_UID}, got {quote(value)}"
-        setattr(b, attr, n)
+        b.values[attr] = n
         return None
 
     return handler
@@ -242,7 +203,7 @@ def _id_number(attr: str, option: str) -> _Handler:
 def _hold(b: SubmitBuilder, value: str) -> str | None:
     if value.strip(" \t"):
         return f"HOLD takes no value, got {quote(value)}"
-    b.hold = True
+    b.values["hold"] = True
     return None
 
 
@@ -256,7 +217,7 @@ def _time(b: SubmitBuilder, value: str) -> str | None:
         return f"TIME must be a duration above zero, e.g. 90s or 1:00:00, got {quote(value)}"
     if seconds > MAX_TIME:
         return f"TIME {quote(value)} is too large (at most {MAX_TIME_TEXT})"
-    b.time_limit = seconds
+    b.values["time_limit"] = seconds
     return None
 
 
@@ -264,7 +225,7 @@ def _priority(b: SubmitBuilder, value: str) -> str | None:
     n = parse_int(value)
     if n is None:
         return f"PRIORITY must be a whole number, e.g. 10 or -5, got {quote(value)}"
-    b.priority = n
+    b.values["priority"] = n
     return None
 
 
