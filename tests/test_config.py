@@ -19,10 +19,10 @@ from sjq.config import (
     KEYS,
     Config,
     ConfigError,
-    _cgroup_memory_limit,
     config_path,
     load_config,
 )
+from sjq.config_keys import _cgroup_memory_limit
 from sjq.units import parse_mem
 
 REPO = Path(__file__).resolve().parent.parent
