@@ -33,7 +33,7 @@ from sjq.protocol import (
     Stop,
     encode_reply,
 )
-from sjq.state import Accepted, Peer, Waiter
+from sjq.replies import Accepted, Peer, Waiter
 
 __all__ = [
     "AlreadyRunning",

@@ -25,9 +25,11 @@ from sjq.jobs import ExitRecord, Job, JobState
 from sjq.keeper import ArmPipe, KeeperHandle
 from sjq.keeper import messages as m
 from sjq.keeper.adopt import Adoption, Orphans
+from sjq.links import KeeperLink, Timer, keeper_protocol
 from sjq.protocol import Data, Error, Ok, Request
+from sjq.replies import Accepted, Peer, Waiter
 from sjq.server import Connection, Limits, remove_socket
-from sjq.state import Accepted, Peer, State, Waiter
+from sjq.state import State
 from sjq.store import Store, WriteFailed
 
 __all__ = ["Daemon"]
@@ -39,71 +41,6 @@ COMMIT_DELAY = 0.02  # seconds a commit of keeper news alone may wait to share a
 WRITE_RETRY = 1.0  # seconds between tries to write state that could not be written (full disk)
 ROTATE_EVERY = 20_000  # keeper records between journal rotations (bounded journal size)
 STOP_GRACE = 5.0  # seconds beyond sjq.killgrace a SHUTDOWN waits for killed jobs to end
-
-
-class _Timer:
-    """One pending timer and the owner that cancels it: every timer of the daemon is one of
-    these, and `Daemon.run` cancels them all when it stops."""
-
-    __slots__ = ("handle",)
-
-    def __init__(self) -> None:
-        self.handle: asyncio.TimerHandle | asyncio.Handle | None = None
-
-    def __bool__(self) -> bool:
-        return self.handle is not None
-
-    def set(self, handle: asyncio.TimerHandle | asyncio.Handle) -> None:
-        self.cancel()
-        self.handle = handle
-
-    def cancel(self) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
-            self.handle = None
-
-
-class _KeeperLink(asyncio.Protocol):
-    """The daemon's channel to one keeper process."""
-
-    def __init__(self, daemon: Daemon, handle: KeeperHandle) -> None:
-        self.daemon = daemon
-        self.handle = handle
-        self.buf = bytearray()
-        self.transport: asyncio.Transport | None = None
-        self.records = 0  # journal records since the last rotation
-
-    @property
-    def alive(self) -> bool:
-        return self.transport is not None
-
-    def unread(self) -> int:
-        return self.transport.get_write_buffer_size() if self.transport is not None else 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        for msg in m.decode_from_keeper(self.buf):
-            self.daemon.on_keeper(self, msg)
-        # A job's exit is the event that starts the next job: act on it in this loop turn
-        # rather than the next (the dispatch gap is what users of short jobs feel).
-        self.daemon.end_turn_now()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        self.daemon.on_keeper_lost(self)
-
-    def send(self, data: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(data)
-
-
-def _keeper_protocol(link: _KeeperLink) -> _KeeperLink:
-    """The protocol factory of a keeper channel: the link itself."""
-    return link
 
 
 class Daemon:
@@ -132,8 +69,8 @@ class Daemon:
             max_src=cfg.maxsrc,
             idle_timeout=cfg.conntimeout,
         )
-        self.keepers = [_KeeperLink(self, k) for k in keepers]
-        self._owner: dict[int, _KeeperLink] = {}  # running job -> the keeper that runs it
+        self.keepers = [KeeperLink(self, k) for k in keepers]
+        self._owner: dict[int, KeeperLink] = {}  # running job -> the keeper that runs it
         self._next_keeper = 0
         self.armer = Armer(arm_pipe, state.queue, state.spawn_request, self._later)
         self._rotated: list[str] = []  # journals to delete after the next commit
@@ -146,10 +83,10 @@ class Daemon:
         self.connections: set[Connection] = set()
         self.waiting_conns: dict[Waiter, Connection] = {}
         self._dirty: dict[Connection, None] = {}  # connections with replies to send this turn
-        self._turn = _Timer()  # the end of this turn, soon
-        self._lazy_commit_timer = _Timer()
-        self._retry = _Timer()  # the next try to write what a failed commit left unwritten
-        self._idle = _Timer()  # sjq.autoshutdown
+        self._turn = Timer()  # the end of this turn, soon
+        self._lazy_commit_timer = Timer()
+        self._retry = Timer()  # the next try to write what a failed commit left unwritten
+        self._idle = Timer()  # sjq.autoshutdown
         self._durable_below = state.next_id  # every job id below this is committed
         self._stop: asyncio.Event
         self._keep_running = False
@@ -337,7 +274,7 @@ class Daemon:
         overlaps with another's; a kill goes to the keeper that runs the job. With
         ``before``, only the spawns of jobs with smaller ids, and no kills."""
         st = self.state
-        frames: dict[_KeeperLink, list[bytes]] = {}
+        frames: dict[KeeperLink, list[bytes]] = {}
         live = [k for k in self.keepers if k.alive]
         now_spawn = st.to_spawn
         if before is not None:
@@ -366,7 +303,7 @@ class Daemon:
 
     # -- keeper events ---------------------------------------------------------------------
 
-    def on_keeper(self, link: _KeeperLink, msg: m.FromKeeper) -> None:
+    def on_keeper(self, link: KeeperLink, msg: m.FromKeeper) -> None:
         st = self.state
         st.now = self.now()
         match msg:
@@ -390,7 +327,7 @@ class Daemon:
             link.send(m.encode(m.Rotate()))
         self.want_turn()
 
-    def on_keeper_lost(self, link: _KeeperLink) -> None:
+    def on_keeper_lost(self, link: KeeperLink) -> None:
         if self._stop.is_set():
             return
         log.error("a job keeper died; the daemon stops, its jobs are re-adopted at next start")
@@ -409,7 +346,7 @@ class Daemon:
                 runners.append((job, link))
         self.armer.update(runners, self.keepers, self._durable_below)
 
-    def _armed_exit(self, link: _KeeperLink, msg: m.Exited) -> None:
+    def _armed_exit(self, link: KeeperLink, msg: m.Exited) -> None:
         """A running job ended; its keeper may have taken a token, and started its job."""
         self.armer.exited(msg)
         if msg.started_next is None:
@@ -499,7 +436,7 @@ class Daemon:
             loop.add_signal_handler(getattr(signal, signame), self._on_signal, signame)
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
         for link in self.keepers:
-            factory = functools.partial(_keeper_protocol, link)
+            factory = functools.partial(keeper_protocol, link)
             await loop.create_unix_connection(factory, sock=link.handle.sock)
         self.orphans.start(loop)
         # asyncio listens again on the socket it is given, with a backlog of 100 unless told:

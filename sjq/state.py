@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import signal
-from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Literal, assert_never
 
 from sjq.access import path_problems
 from sjq.config import Config
 from sjq.jobs import TERMINAL, Change, E, ExitRecord, F, Job, JobLaunch, JobState, K, R, S
+from sjq.launch import default_environment, home_of, job_launch
 from sjq.protocol import (
     Data,
     Error,
@@ -35,81 +33,14 @@ from sjq.protocol import (
     Submit,
     Wait,
 )
+from sjq.replies import Accepted, Peer, Waiter
 from sjq.scheduler import Queue
 from sjq.store import JobSpec, Store, WriteFailed
 from sjq.units import format_mem
 
-__all__ = ["Accepted", "Peer", "State", "Waiter"]
+__all__ = ["State"]
 
 _DEFAULT_NAME = "sjqjob"  # the 2014 daemon's default, kept for scripts that look for it
-_PROTECTED = ("JOB_ID", "SJQ_JOBID", "SJQ_JOBNAME", "SJQ_PROCS", "SJQ_MEM", "SJQ_SOCKET", "TMPDIR")
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    pid: int
-    uid: int
-    gid: int
-
-
-@dataclass(slots=True, eq=False)
-class Waiter:
-    """A WAIT whose reply is due once every listed job has ended and that is on disk
-    (``done``, set by the daemon after the commit)."""
-
-    ids: tuple[int, ...]
-    letters: dict[int, str]
-    pending: set[int] = field(default_factory=set)
-    done: bool = False
-    error: str = ""  # a listed job turned out never to have been recorded
-
-    def reply(self) -> Ok | Error:
-        if self.error:
-            return Error(self.error)
-        return Ok(" ".join(f"{i}:{self.letters[i]}" for i in self.ids))
-
-
-@dataclass(slots=True, eq=False)
-class Accepted:
-    """A SUBMIT's reply: ``OK <id>`` once the turn that recorded the job has been committed;
-    ``ERROR cannot record the job: <why>`` if the write or the commit failed (the job is then
-    forgotten, as if never submitted)."""
-
-    jobid: int
-    error: str = ""
-    durable: bool = False  # set once the job's record is committed
-
-    @property
-    def ready(self) -> bool:
-        return self.durable or bool(self.error)
-
-    def reply(self) -> Ok | Error:
-        return Error(self.error) if self.error else Ok(str(self.jobid))
-
-
-@lru_cache(maxsize=256)
-def _home(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_dir
-    except KeyError:
-        return "/"
-
-
-def default_environment() -> dict[str, str]:
-    """What a job gets when its submitter sent no ENV: a minimal, sane login-like set."""
-    try:
-        pw = pwd.getpwuid(os.getuid())
-        home, user, shell = pw.pw_dir, pw.pw_name, pw.pw_shell or "/bin/sh"
-    except KeyError:
-        home, user, shell = "/", str(os.getuid()), "/bin/sh"
-    return {
-        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-        "HOME": home,
-        "USER": user,
-        "LOGNAME": user,
-        "SHELL": shell,
-        "LANG": os.environ.get("LANG", "C.UTF-8"),
-    }
 
 
 class State:
@@ -144,6 +75,10 @@ class State:
             if state in TERMINAL:
                 self.queue.counts[state] += n
         self.now = now
+
+    @property
+    def socket(self) -> str:
+        return self.cfg.socket
 
     # -- dispatch ----------------------------------------------------------------------
 
@@ -230,7 +165,7 @@ class State:
             return Error("; ".join(errors))
 
         jobid = self.next_id
-        cwd = os.path.join(_home(peer.uid), o.cwd) if o.cwd else _home(peer.uid)
+        cwd = os.path.join(home_of(peer.uid), o.cwd) if o.cwd else home_of(peer.uid)
         spec = JobSpec(
             script=req.script,
             cwd=cwd,
@@ -413,30 +348,8 @@ class State:
             self.to_spawn.append(self.spawn_request(job))
 
     def spawn_request(self, job: Job) -> JobLaunch:
-        spec = self.store.spec(job.id)
-        env = dict(self.default_env if spec.env is None else spec.env)
-        for name in _PROTECTED:
-            env.pop(name, None)
-        env.update(
-            JOB_ID=str(job.id),
-            SJQ_JOBID=str(job.id),
-            SJQ_JOBNAME=job.name,
-            SJQ_PROCS=str(job.procs),
-            SJQ_MEM=str(job.mem),
-            SJQ_SOCKET=self.cfg.socket,
-        )
-        as_user = self.is_root and job.uid not in (-1, 0)
-        return JobLaunch(
-            jobid=job.id,
-            script=spec.script,
-            cwd=spec.cwd,
-            stdout=spec.stdout,
-            stderr=spec.stderr,
-            env=env,
-            time_limit=spec.time_limit,
-            uid=job.uid if as_user else None,
-            gid=job.gid if as_user else None,
-        )
+        """What a keeper needs to start ``job``, read back from its record."""
+        return job_launch(job, self.store.spec(job.id), self)
 
     def write_changes(self) -> bool:
         """Write the changes made since the last call into the open transaction, so that
