@@ -65,6 +65,7 @@ _ENV_NAME = re.compile(r"[^=\0]+")
 # unambiguous abbreviation, so "--wai" is "--wait".
 MANAGED_LONG = (
     "array",  # the job's ARRAY
+    "clusters",  # sjq follows jobs on the cluster its commands see by default
     "comment",  # the tag that finds a job again after a crash
     "dependency",  # sjq's dependencies
     "export",  # the job's environment
@@ -79,8 +80,8 @@ MANAGED_LONG = (
     "wait",  # would block until the job ends
     "wrap",  # the script comes on stdin
 )
-MANAGED_SHORT = {"a": "array", "d": "dependency", "H": "hold", "h": "help", "V": "version",
-                 "W": "wait"}  # fmt: skip
+MANAGED_SHORT = {"a": "array", "d": "dependency", "H": "hold", "h": "help", "M": "clusters",
+                 "V": "version", "W": "wait"}  # fmt: skip
 # sbatch's short options that take no value, so "-Qv" is two options and "-pdebug" is one.
 _SHORT_FLAGS = set("HOQVWhksvI")
 # sbatch's long options that take no value or only an "=value" (sbatch --help, 22.05); every

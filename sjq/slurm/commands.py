@@ -30,7 +30,13 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from sjq.slurm.args import SbatchRequest, Submitted, export_file, parse_sbatch_output, sbatch_args
 from sjq.slurm.args import script_for_sbatch as _script
-from sjq.slurm.errors import SlurmNotInstalled, SlurmRejected, SlurmUnavailable, classify
+from sjq.slurm.errors import (
+    SlurmConfigError,
+    SlurmNotInstalled,
+    SlurmRejected,
+    SlurmUnavailable,
+    classify,
+)
 from sjq.slurm.parse import (
     Parsed,
     SlurmJob,
@@ -260,9 +266,11 @@ class Slurm:
             self.run("scancel", [*args, *(str(j) for j in chunk)])
 
     def hold(self, jobs: Sequence[int | str]) -> None:
-        """``scontrol hold``: pending jobs stay pending until released (a running one is not
-        affected; Slurm answers with an error for it)."""
-        self._scontrol_each("hold", jobs)
+        """``scontrol uhold``: pending jobs stay pending (reason JobHeldUser) until released.
+        (``hold`` is the same for an ordinary user, but for root or a Slurm operator it is an
+        administrator's hold, JobHeldAdmin, which the job's owner cannot release.) Holding a
+        running job is refused by Slurm."""
+        self._scontrol_each("uhold", jobs)
 
     def release(self, jobs: Sequence[int | str]) -> None:
         """``scontrol release``: held jobs may start again."""
@@ -284,7 +292,12 @@ class Slurm:
         kind = self.show_config().get("AccountingStorageType", "")
         return "sacct" in self.paths and kind not in ("", "accounting_storage/none", "(null)")
 
-    def version(self) -> str:
-        """``sbatch --version`` (``slurm-wlm 22.05.8``); reads slurm.conf without asking
-        slurmctld, so ``SlurmConfigError`` here means the commands cannot work at all."""
+    def check(self) -> str:
+        """Slurm's version (``slurm-wlm 22.05.8``) if the commands can read a configuration;
+        else ``SlurmConfigError``. Never asks slurmctld, so a controller that is down does not
+        stop a daemon from starting; for a refusal to start with a clear message."""
+        conf = self.env.get("SLURM_CONF")
+        if conf and not os.path.isfile(conf):
+            # The commands would wait 60 s for it to appear (for slow network file systems).
+            raise SlurmConfigError(f"SLURM_CONF names {conf}, which does not exist", "sbatch")
         return self.run("sbatch", ["--version"]).strip()

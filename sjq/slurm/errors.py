@@ -107,12 +107,14 @@ def slurm_message(stderr: str, command: str = "") -> str:
             continue
         for prefix in ("error: ", "fatal: ", "warning: "):
             head, sep, rest = line.partition(prefix)
-            if sep and (not head or head.endswith(": ")) and len(head) < 40:
+            # "sbatch: error: ...", "slurm_load_jobs error: ...", "error: ...": one word before
+            if sep and len(head) < 48 and " " not in head.strip():
                 line = rest.strip()
                 break
         else:
-            if command and line.startswith(f"{command}: "):
-                line = line[len(command) + 2 :].strip()
+            head, sep, rest = line.partition(": ")  # "/usr/bin/sbatch: unrecognized option"
+            if command and sep and head.rpartition("/")[2] == command:
+                line = rest.strip()
         if line and line not in out:
             out.append(line)
     return "; ".join(out)

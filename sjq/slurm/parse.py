@@ -262,7 +262,7 @@ def _array_key(job_id: int | None, array_job: str, task: str) -> tuple[str, int 
 def parse_squeue(text: str) -> Parsed:
     """Records of ``squeue`` run with ``squeue_args``; never raises."""
     out = Parsed()
-    records = text.split(END + "\n") if END in text else text.splitlines()
+    records = text.split(END + "\n") if END in text else text.split("\n")
     nfixed = len(SQUEUE_FIELDS) - 2
     for piece in records:
         rec = piece.removesuffix(END)
@@ -297,7 +297,7 @@ def parse_squeue(text: str) -> Parsed:
                 end=parse_time(end),
                 elapsed=parse_duration(used),
                 time_limit=parse_duration(limit),
-                comment=_text(comment),
+                comment=_comment(comment),
                 source="squeue",
             )
         )
@@ -306,6 +306,11 @@ def parse_squeue(text: str) -> Parsed:
 
 def _text(value: str) -> str:
     return "" if value.strip() in _NONE else value
+
+
+def _comment(value: str) -> str:
+    """A comment is free text: only squeue's "(null)" (and sacct's empty field) is none."""
+    return "" if value == "(null)" else value
 
 
 # -- sacct -----------------------------------------------------------------------------------
@@ -322,11 +327,14 @@ def parse_sacct(text: str) -> Parsed:
     out = Parsed()
     n = len(SACCT_FIELDS)
     rows: list[list[str]] = []
-    for line in text.splitlines():
+    lines = text.split("\n")  # not splitlines(): a comment may hold \r, \f, \x1c ...
+    if lines and lines[-1] == "":
+        lines.pop()
+    for line in lines:
         parts = line.split(SEP, n - 1)
         if len(parts) == n and _RAW_ID.fullmatch(parts[0].strip()) and parts[2].strip():
             rows.append(parts)
-        elif rows and line.strip() != "":
+        elif rows:
             rows[-1][-1] += "\n" + line
         elif line.strip():
             out.junk.append(line)
@@ -403,7 +411,7 @@ def _sacct_job(parts: list[str]) -> SlurmJob | None:
         cpu_time=parse_duration(cpu),
         maxrss=_size(rss),
         cancelled_by=cancelled_by,
-        comment=_text(comment),
+        comment=_comment(comment),
         source="sacct",
     )
 
@@ -445,9 +453,10 @@ FAILED = {
     # Preempted and not requeued: ended by Slurm for a more important job, not by a person.
     "PREEMPTED": "preempted",
 }
-# Reasons Slurm gives a job it cancelled because a dependency failed (--kill-on-invalid-dep):
-# squeue says DependencyNeverSatisfied, sacct Dependency.
-_DEPENDENCY = frozenset({"DependencyNeverSatisfied", "Dependency"})
+# A job Slurm cancelled because a dependency failed (--kill-on-invalid-dep) shows in squeue as
+# CANCELLED with reason DependencyNeverSatisfied, in sacct as CANCELLED (no "by <uid>") with
+# reason Dependency. A job a person cancelled while it waited for a dependency shows in squeue
+# with reason Dependency, in sacct as "CANCELLED by <uid>".
 
 
 def progress(job: SlurmJob) -> Progress:
@@ -471,7 +480,10 @@ def progress(job: SlurmJob) -> Progress:
         where = f" on {job.node}" if job.node and state in ("NODE_FAIL", "BOOT_FAIL") else ""
         return Progress(JobState.FAIL, FAILED[state] + where)
     if state == "CANCELLED":
-        if job.cancelled_by is None and reason in _DEPENDENCY:
+        if job.cancelled_by is None and (
+            reason == "DependencyNeverSatisfied"
+            or (job.source == "sacct" and reason == "Dependency")
+        ):
             return Progress(JobState.ABORT, "a dependency failed (Slurm cancelled the job)")
         if job.cancelled_by is not None:
             return Progress(JobState.KILLED, f"cancelled in Slurm by uid {job.cancelled_by}")
