@@ -1,4 +1,4 @@
-"""Slurm as a back end: the command layer sjq uses to hand jobs to Slurm and follow them.
+"""Slurm as a back end, the command layer; imports none of its modules (import them by name).
 
 - ``sjq.slurm.args``: pure; a job's fields -> the ``sbatch`` command line; ``sbatch
   --parsable`` output -> the Slurm job id; the tag that finds a job again after a crash.

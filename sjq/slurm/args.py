@@ -1,6 +1,6 @@
-"""Pure: the ``sbatch`` command line for one sjq job, and what ``sbatch --parsable`` prints.
+"""sbatch command lines and sbatch's answer; pure: imports no subprocess/asyncio/sqlite3/sjq.
 
-Imports only the standard library (no subprocess, asyncio, sqlite3, nor the rest of sjq).
+Only the standard library: every function here is a function of its arguments.
 
 **Where a job's settings come from**, weakest first (Slurm applies them in this order, a later
 one overriding an earlier one): the cluster's defaults; ``#SBATCH`` lines in the script (sbatch

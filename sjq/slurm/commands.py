@@ -1,6 +1,6 @@
-"""Runs Slurm's commands: blocking calls with a timeout, failures classified, every run counted.
+"""Runs Slurm's commands (blocking, timed out, counted); imports subprocess, never asyncio.
 
-Imports subprocess and the pure ``sjq.slurm`` modules; never asyncio. Every method blocks
+Besides subprocess it imports only the pure ``sjq.slurm`` modules. Every method blocks
 (a command that cannot reach slurmctld retries for about 9 s on 22.05 before it fails, and a
 busy controller answers after its MessageTimeout), so the daemon calls them from a worker
 thread (``asyncio.to_thread``) or from a helper process, never on its event loop. One
@@ -240,9 +240,9 @@ class Slurm:
             out.junk.extend(part.junk)
         return out
 
-    def find_tagged(self, prefix: str, accounting: bool = False, since: str = "now-7days") -> (
-        list[SlurmJob]
-    ):  # fmt: skip
+    def find_tagged(
+        self, prefix: str, accounting: bool = False, since: str = "now-7days"
+    ) -> list[SlurmJob]:
         """This user's jobs whose comment starts with ``prefix`` (e.g. ``sjq:<daemon-id>:``):
         from squeue, and with ``accounting`` from sacct too (which holds comments only with
         ``AccountingStoreFlags=job_comment``). squeue's record wins for a job in both."""

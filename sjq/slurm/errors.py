@@ -1,6 +1,6 @@
-"""Pure: the errors of the Slurm command layer, and what a failed command's output means.
+"""The Slurm layer's errors and what a failed command means; pure: imports no subprocess/asyncio.
 
-Imports only the standard library. The tree, split by what the caller should do::
+The tree, split by what the caller should do::
 
     SlurmError                  str() is the whole message (for the log or a job's reason)
     ├── SlurmNotInstalled       a Slurm command is not on PATH: with sjq.backend = slurm the

@@ -1,8 +1,8 @@
-"""Pure: ``squeue``, ``sacct`` and ``scontrol show config`` output -> typed records, and
-Slurm's job states -> sjq's.
+"""Slurm's status output -> records, Slurm states -> sjq's; pure: imports no subprocess/asyncio.
 
-Imports only the standard library and ``sjq.jobs`` (no subprocess, asyncio, sqlite3). Every
-parser takes any text without raising: a record it cannot read is returned in ``junk``.
+``squeue``, ``sacct`` and ``scontrol show config`` output become typed records; only the
+standard library and ``sjq.jobs`` are imported. Every parser takes any text without raising: a
+record it cannot read is returned in ``junk``.
 
 **squeue** (``squeue_args``): ``-h -t all -r -O <fields>`` lists pending, running and (for
 ``MinJobAge`` seconds after their end, 300 by default) finished jobs, one record per array
@@ -471,6 +471,11 @@ def progress(job: SlurmJob) -> Progress:
             return Progress(JobState.FAIL, _failure(job))
         return Progress(JobState.SUCCESS)
     if state == "FAILED":
+        if not job.node:
+            # Never placed on a node: refused after all (sbatch --mem more than any node has
+            # leaves such a record, reason BadConstraints, status 1).
+            why = f" ({reason})" if reason else ""
+            return Progress(JobState.ERROR, f"Slurm could not start the job{why}")
         if job.launch_error is not None:
             what = LAUNCH_ERRORS.get(job.launch_error, "slurmd error")
             return Progress(JobState.ERROR, f"Slurm could not start the job: {what} "

@@ -72,11 +72,6 @@ def find(program: str) -> str | None:
 
 def require(*programs: str, packages: str) -> dict[str, str]:
     """Paths of ``programs``, or ``Unavailable`` naming the Debian packages that provide them."""
-    if os.geteuid() != 0:
-        raise Unavailable(
-            "the test Slurm runs its daemons as root (Debian's slurm-wlm 22.05 with "
-            "proctrack/linuxproc); these tests need root"
-        )
     paths: dict[str, str] = {}
     missing = []
     for p in programs:
@@ -89,6 +84,11 @@ def require(*programs: str, packages: str) -> dict[str, str]:
         raise Unavailable(
             f"{', '.join(missing)} not installed (Debian packages {packages}; .ci/run installs "
             "them with apt-get)"
+        )
+    if os.geteuid() != 0:
+        raise Unavailable(
+            "the test Slurm runs its daemons as root (Debian's slurm-wlm 22.05 with "
+            "proctrack/linuxproc); these tests need root"
         )
     return paths
 

@@ -309,6 +309,22 @@ def test_config() -> None:
     assert conf["SchedulerParameters"] == "batch_sched_delay=0"
 
 
+@given(
+    st.dictionaries(
+        st.from_regex(r"[A-Za-z][A-Za-z0-9_/]{0,20}", fullmatch=True),
+        st.text(alphabet=st.characters(blacklist_categories=("Cc", "Zl", "Zp", "Cs")), max_size=20),
+    )
+)
+def test_config_round_trips(conf: dict[str, str]) -> None:
+    text = "".join(f"{k:<23} = {v}\n" for k, v in conf.items())
+    assert parse_config(text) == {k: v.strip() for k, v in conf.items()}
+
+
+@given(st.text(max_size=200))
+def test_config_never_raises(text: str) -> None:
+    parse_config(text)
+
+
 # -- states ----------------------------------------------------------------------------------
 
 
@@ -328,15 +344,17 @@ def job(state: str, **kw: object) -> SlurmJob:
         (job("COMPLETING"), JobState.RUNNING, ""),
         (job("SUSPENDED"), JobState.RUNNING, "SUSPENDED"),
         (job("COMPLETED", exit_code=0), JobState.SUCCESS, ""),
-        (job("FAILED", exit_code=3), JobState.FAIL, "exit status 3"),
-        (job("FAILED", signal=9, reason="JobLaunchFailure"), JobState.FAIL,
+        (job("FAILED", exit_code=3, node="n1"), JobState.FAIL, "exit status 3"),
+        (job("FAILED", signal=9, reason="JobLaunchFailure", node="n1"), JobState.FAIL,
          "killed by signal SIGKILL"),
-        (job("FAILED", signal=53), JobState.FAIL, "killed by signal 53"),
-        (job("FAILED", launch_error=4021), JobState.ERROR,
+        (job("FAILED", signal=53, node="n1"), JobState.FAIL, "killed by signal 53"),
+        (job("FAILED", signal=1, reason="BadConstraints"), JobState.ERROR,
+         "Slurm could not start the job (BadConstraints)"),
+        (job("FAILED", launch_error=4021, node="n1"), JobState.ERROR,
          "Slurm could not start the job: Slurmd could not connect IO (cannot open the output "
          "file or working directory?) (error 4021)"),
-        (job("FAILED", exit_code=0, reason="BadConstraints"), JobState.FAIL,
-         "failed in Slurm (BadConstraints)"),
+        (job("FAILED", exit_code=0, reason="Whatever", node="n1"), JobState.FAIL,
+         "failed in Slurm (Whatever)"),
         (job("TIMEOUT"), JobState.FAIL, "time limit"),
         (job("OUT_OF_MEMORY"), JobState.FAIL, "out of memory"),
         (job("NODE_FAIL", node="n3"), JobState.FAIL, "node failure on n3"),
