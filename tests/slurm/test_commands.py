@@ -113,6 +113,25 @@ def test_a_job_runs_with_its_resources_and_exactly_its_environment(
     assert "SLURM_CONF" in seen  # slurmd tells the job where its cluster's config is
 
 
+def test_output_paths_are_taken_literally(sl: Slurm, tmp_path: Path) -> None:
+    names = ["a%jb%%c.out", "back\\slash%j.out", "two\\\\slashes.err"]
+    jobid = sl.submit(
+        SbatchRequest(tag=tag(), cwd=str(tmp_path), stdout=str(tmp_path / names[0])),
+        sh("echo one"),
+        ENV,
+    ).job_id
+    other = sl.submit(
+        SbatchRequest(tag=tag(), cwd=str(tmp_path), stdout=str(tmp_path / names[1]),
+                      stderr=str(tmp_path / names[2])),
+        sh("echo two; echo three >&2"),
+        ENV,
+    ).job_id  # fmt: skip
+    wait_state(sl, jobid, JobState.SUCCESS)
+    wait_state(sl, other, JobState.SUCCESS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    assert [(tmp_path / n).read_text() for n in names] == ["one\n", "two\n", "three\n"]
+
+
 def test_exit_status_and_signal(sl: Slurm, tmp_path: Path) -> None:
     a = sl.submit(SbatchRequest(tag=tag(), cwd=str(tmp_path)), sh("exit 3"), ENV).job_id
     b = sl.submit(SbatchRequest(tag=tag(), cwd=str(tmp_path)), sh("kill -9 $$"), ENV).job_id
