@@ -1,8 +1,8 @@
 """Slurm's status output -> records, Slurm states -> sjq's; pure: imports no subprocess/asyncio.
 
 ``squeue``, ``sacct`` and ``scontrol show config`` output become typed records; only the
-standard library and ``sjq.jobs`` are imported. Every parser takes any text without raising: a
-record it cannot read is returned in ``junk``.
+standard library and ``sjq.protocol`` (for ``JobState``) are imported. Every parser takes any
+text without raising: a record it cannot read is returned in ``junk``.
 
 **squeue** (``squeue_args``): ``-h -t all -r -O <fields>`` lists pending, running and (for
 ``MinJobAge`` seconds after their end, 300 by default) finished jobs, one record per array
@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from sjq.jobs import JobState
+from sjq.protocol import JobState
 
 __all__ = [
     "SACCT_FIELDS",
@@ -463,7 +463,7 @@ def progress(job: SlurmJob) -> Progress:
     """The sjq state of a Slurm job; an unknown Slurm state never ends a job."""
     state, reason = job.state, job.reason
     if state in WAITING:
-        return Progress(JobState.USERHOLD if reason == "JobHeldUser" else JobState.QUEUED, reason)
+        return Progress(JobState.HELD if reason == "JobHeldUser" else JobState.QUEUED, reason)
     if state in RUNNING:
         return Progress(JobState.RUNNING, state if state in ("SUSPENDED", "STOPPED") else reason)
     if state == "COMPLETED":

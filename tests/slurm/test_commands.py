@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import Gate, wait_for
 
-from sjq.jobs import JobState
+from sjq.protocol import JobState
 from sjq.slurm.args import Pattern, SbatchRequest, make_tag, parse_tag
 from sjq.slurm.commands import Slurm, locate
 from sjq.slurm.errors import (
@@ -185,14 +185,14 @@ def test_hold_and_release(sl: Slurm, tmp_path: Path) -> None:
     held = sl.submit(
         SbatchRequest(tag=tag(), hold=True, cwd=str(tmp_path)), sh(f"touch {done}"), ENV
     ).job_id
-    assert progress(wait_state(sl, held, JobState.USERHOLD)).reason == "JobHeldUser"
+    assert progress(wait_state(sl, held, JobState.HELD)).reason == "JobHeldUser"
     first = sl.submit(SbatchRequest(tag=tag(), cwd=str(tmp_path)), sh(g.wait), ENV).job_id
     dep = sl.submit(
         SbatchRequest(tag=tag(), after_ok=(first,), cwd=str(tmp_path)), sh("true"), ENV
     ).job_id
     assert wait_state(sl, dep, JobState.QUEUED).reason == "Dependency"
     sl.hold([dep])  # a pending job already in Slurm
-    wait_state(sl, dep, JobState.USERHOLD)
+    wait_state(sl, dep, JobState.HELD)
     sl.release([held, dep])
     wait_state(sl, held, JobState.SUCCESS)
     assert done.exists()
@@ -361,7 +361,7 @@ def test_find_forgotten_jobs_by_tag(sl: Slurm, tmp_path: Path) -> None:
     by_id = {parse_tag(j.comment): j for j in found}
     assert set(by_id) == {(daemon, 1), (daemon, 2), (daemon, 3)}
     assert other.job_id not in {j.job_id for j in found}
-    assert progress(by_id[daemon, 3]).state is JobState.USERHOLD
+    assert progress(by_id[daemon, 3]).state is JobState.HELD
     g.open()
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from sjq.jobs import JobState
+from sjq.protocol import JobState
 from sjq.slurm.parse import (
     END,
     FAILED,
@@ -336,7 +336,7 @@ def job(state: str, **kw: object) -> SlurmJob:
     ("record", "state", "reason"),
     [
         (job("PENDING", reason="Resources"), JobState.QUEUED, "Resources"),
-        (job("PENDING", reason="JobHeldUser"), JobState.USERHOLD, "JobHeldUser"),
+        (job("PENDING", reason="JobHeldUser"), JobState.HELD, "JobHeldUser"),
         (job("PENDING", reason="JobHeldAdmin"), JobState.QUEUED, "JobHeldAdmin"),
         (job("CONFIGURING"), JobState.QUEUED, ""),
         (job("REQUEUED"), JobState.QUEUED, ""),
