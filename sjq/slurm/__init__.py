@@ -1,0 +1,13 @@
+"""Slurm as a back end, the command layer; imports none of its modules (import them by name).
+
+- ``sjq.slurm.args``: pure; a job's fields -> the ``sbatch`` command line; ``sbatch
+  --parsable`` output -> the Slurm job id; the tag that finds a job again after a crash.
+- ``sjq.slurm.parse``: pure; ``squeue``, ``sacct`` and ``scontrol show config`` output ->
+  typed records; Slurm's job states -> sjq's states.
+- ``sjq.slurm.errors``: pure; the exception tree, and a failed command's exit status and
+  stderr -> transient or definite error.
+- ``sjq.slurm.commands``: runs the commands (blocking, with a timeout, counted). Meant for a
+  worker thread or a helper process, never the event loop.
+
+docs/slurm.md describes what each Slurm command tells and what is lost without slurmdbd.
+"""
