@@ -2,7 +2,7 @@
 
 Imports sjq.protocol, sjq.config and the C socket module; JobState and the JobInfo model only
 when a state is asked for, so that a submit stays cheap. Never imports the daemon's modules
-(sjq.daemon, sjq.store, sjq.runner, sjq.state).
+(sjq.daemon, sjq.service, sjq.store, sjq.keeper, sjq.state).
 """
 
 from __future__ import annotations
