@@ -115,8 +115,10 @@ class Allocator(Generic[D]):
     ) -> tuple[D, ...]:
         """``ended`` is over and ``started`` took its place (plus what was reserved for
         ``entry``). Returns the started job's devices."""
-        extra = self.reserved.pop(entry, ()) if entry is not None else ()
+        extra = self.reserved.get(entry, ()) if entry is not None else ()
+        # chosen before anything changes: a hand-over that cannot be made changes nothing
         got, _ = pick_hand_over(self.held.get(ended, ()), extra, n, self.choose)
+        self.reserved.pop(entry, None)
         self.release(ended)
         self.free.update(extra)
         return self.assign(started, got)

@@ -12,7 +12,11 @@ import sjq.contain
 
 FORBIDDEN = ("asyncio", "sqlite3")
 PACKAGE = Path(sjq.contain.__file__).parent
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+MODULES = sorted(
+    ".".join(p.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__")
+    for p in PACKAGE.rglob("*.py")
+    if p.name != "__init__.py" or p.parent != PACKAGE
+)
 
 
 def test_importing_every_module_loads_neither_asyncio_nor_sqlite3() -> None:
@@ -26,7 +30,7 @@ def test_importing_every_module_loads_neither_asyncio_nor_sqlite3() -> None:
 
 def test_every_module_opens_with_a_one_line_docstring_naming_what_it_does_not_import() -> None:
     assert len(MODULES) >= 7
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         doc = ast.get_docstring(ast.parse(path.read_text()))
         assert doc, path
         first = doc.splitlines()[0]

@@ -1,0 +1,269 @@
+"""cgroup v1: the memory, cpuacct and cpuset hierarchies, as root. Imports no asyncio or sqlite3.
+
+The daemon's groups go below its own group in each hierarchy; a job's first instruction
+is inside its group because the spawning thread (only it: v1 moves threads, ``tasks``)
+enters the job's groups around the spawn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Sequence
+
+from sjq.contain.cpus import format_cpulist
+
+from .base import KEEP_CHARGE, Backend, Group, GroupSample, GroupUsage, restore
+from .fs import CgroupError, Mount, dir_of, key_values, parse_proc_cgroup, read_file, write_file
+
+__all__ = ["V1_CONTROLLERS", "V1Backend", "V1Group"]
+
+V1_CONTROLLERS = ("memory", "cpuacct", "cpuset")
+
+
+class V1Backend(Backend):
+    """The v1 memory (required), cpuacct and cpuset hierarchies, as root."""
+
+    kind = "v1"
+
+    def __init__(self, name: str, own: dict[str, str], mounts: dict[str, Mount]) -> None:
+        """``own``: controller -> the daemon's group directory in that hierarchy, which is
+        mounted at ``mounts[controller]``."""
+        super().__init__(name)
+        self.own = own
+        self.mounts = mounts
+        self.memory = "memory" in own
+        self.cpu = "cpuacct" in own
+        self.cpuset = "cpuset" in own
+        self.home_fds: dict[str, int] = {}
+        self.all_cpus = ""
+        self.mems = ""
+
+    def bases(self) -> list[str]:
+        return [os.path.join(d, self.name) for d in self.own.values()]
+
+    def describe(self) -> str:
+        ctrls = ", ".join(self.own)
+        return f"cgroup v1 ({ctrls}) below " + ", ".join(self.bases())
+
+    def setup(self) -> None:
+        for ctrl, d in self.own.items():
+            base = os.path.join(d, self.name)
+            try:
+                os.makedirs(base, exist_ok=True)
+                if ctrl == "cpuset":
+                    # cpuset groups take no process until both are set; copy the parent's
+                    self.all_cpus = read_file(os.path.join(d, "cpuset.cpus")).strip()
+                    self.mems = read_file(os.path.join(d, "cpuset.mems")).strip()
+                    write_file(os.path.join(base, "cpuset.cpus"), self.all_cpus)
+                    write_file(os.path.join(base, "cpuset.mems"), self.mems)
+                self.home_fds[ctrl] = os.open(os.path.join(d, "tasks"), os.O_WRONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise CgroupError(e.errno, f"cannot set up {base}: {e.strerror}") from None
+
+    def create(self, name: str) -> Group:
+        dirs: dict[str, str] = {}
+        try:
+            for ctrl, d in self.own.items():
+                path = os.path.join(d, self.name, name)
+                os.mkdir(path)
+                dirs[ctrl] = path
+                if ctrl == "cpuset":
+                    write_file(os.path.join(path, "cpuset.cpus"), self.all_cpus)
+                    write_file(os.path.join(path, "cpuset.mems"), self.mems)
+        except OSError as e:
+            for p in dirs.values():
+                with contextlib.suppress(OSError):
+                    os.rmdir(p)
+            raise CgroupError(e.errno, f"cannot make group {name}: {e.strerror}") from None
+        g = V1Group(self, name, dirs)
+        g.arm_oom_event()
+        return g
+
+    def enter(self, group: Group) -> None:
+        tid = str(threading.get_native_id()).encode()
+        try:
+            for ctrl in group.dirs:
+                os.write(group._fd(ctrl, "tasks", True), tid)
+        except OSError as e:
+            self.leave()
+            raise CgroupError(e.errno, f"cannot enter {group.name}: {e.strerror}") from None
+
+    def leave(self) -> None:
+        tid = str(threading.get_native_id()).encode()
+        for fd in self.home_fds.values():
+            with contextlib.suppress(OSError):
+                os.write(fd, tid)
+
+    def group_of(self, pid: int) -> Group | None:
+        try:
+            paths = parse_proc_cgroup(read_file(f"/proc/{pid}/cgroup"))
+        except OSError:
+            return None
+        dirs: dict[str, str] = {}
+        for ctrl, own in self.own.items():
+            rel = paths.get(ctrl)
+            d = dir_of(self.mounts[ctrl], rel) if rel is not None else None
+            if d is None or not d.startswith(os.path.join(own, "sjq.")):
+                return None
+            dirs[ctrl] = d
+        g = V1Group(self, os.path.basename(dirs["memory"]), dirs)
+        g.fresh = False
+        return g
+
+    def group_from_state(self, pid: int, state: str) -> Group | None:
+        g = self.group_of(pid)
+        if g is not None:
+            restore(g, state)
+        return g
+
+    def teardown(self) -> None:
+        for fd in self.home_fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.home_fds.clear()
+        super().teardown()
+
+
+class V1Group(Group):
+    backend: V1Backend
+
+    def arm_oom_event(self) -> None:
+        """An eventfd the kernel signals when this group hits an OOM (cgroup.event_control
+        on memory.oom_control): the keeper can poll it instead of waiting for a sample,
+        and a job whose eventfd never fired needs no read of the OOM count."""
+        d = self.dirs.get("memory")
+        if d is None:
+            return
+        efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        try:
+            ofd = os.open(os.path.join(d, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                write_file(os.path.join(d, "cgroup.event_control"), f"{efd} {ofd}")
+            finally:
+                os.close(ofd)
+        except OSError:
+            os.close(efd)
+            return
+        self.oom_fd = efd
+
+    def configure(self, mem: int | None, cpus: Sequence[int] | None) -> None:
+        d = self.dirs
+        known, self.known = self.known, False  # until every write below has gone through
+        try:
+            if "memory" in d and (mem != self.mem or not known):
+                limit = str(mem) if mem is not None else "-1"
+                # memsw (memory + swap) may never be below the plain limit: raise it first,
+                # lower it last. It is absent when swap accounting is off.
+                order = ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+                if not known:
+                    order = ["memory.memsw.limit_in_bytes", *order]  # first to -1: any order
+                elif mem is None or (self.mem is not None and mem > self.mem):
+                    order.reverse()
+                for i, name in enumerate(order):
+                    try:
+                        self._put("memory", name, "-1" if i == 0 and not known else limit)
+                    except FileNotFoundError:
+                        if name == "memory.limit_in_bytes":
+                            raise
+                self.mem = mem
+            want = tuple(cpus) if cpus is not None else None
+            if "cpuset" in d and (want != self.cpus or not known):
+                text = format_cpulist(want) if want is not None else self.backend.all_cpus
+                self._put("cpuset", "cpuset.cpus", text)
+                self.cpus = want
+        except OSError as e:
+            raise CgroupError(e.errno, f"cannot configure {self.path}: {e.strerror}") from None
+        self.known = True
+
+    def _oom_count(self) -> int:
+        try:
+            return key_values(self._get("memory", "memory.oom_control"), "oom_kill").get(
+                "oom_kill", 0
+            )
+        except OSError:
+            return 0
+
+    def _stat(self) -> dict[str, int]:
+        return key_values(
+            self._get("memory", "memory.stat"), "total_rss", "total_shmem", "total_cache"
+        )
+
+    def _ooms(self) -> int:
+        # the count needs reading only once the eventfd said so (or if there is none)
+        if self.oom_fd is not None and not self.oom_fired():
+            return 0
+        return self._oom_count() - self.oom0
+
+    def sample(self) -> GroupSample:
+        if "memory" not in self.dirs:
+            return GroupSample(None, 0, 0)
+        try:
+            st = self._stat()
+        except OSError:
+            return GroupSample(None, 0, 0)
+        resident = st.get("total_rss", 0) + st.get("total_shmem", 0) - self.res0
+        return GroupSample(max(0, resident), st.get("total_cache", 0), self._ooms())
+
+    def finish(self) -> GroupUsage:
+        peak: int | None = None
+        left = 0
+        oom = 0
+        if "memory" in self.dirs:
+            with contextlib.suppress(OSError, ValueError):
+                peak = self._int("memory", "memory.max_usage_in_bytes")
+                # with every process gone, what is still charged is page cache (and a
+                # little kernel memory)
+                left = self._int("memory", "memory.usage_in_bytes")
+            oom = self._ooms()
+        user = sys_ = None
+        if "cpuacct" in self.dirs:
+            with contextlib.suppress(OSError, ValueError):
+                total = self._int("cpuacct", "cpuacct.usage") / 1e9
+                # The total is exact (ns of run time); the user/system split is counted in
+                # clock ticks. Scale the split to the total, as the kernel does for v2's
+                # cpu.stat and for getrusage (cputime_adjust).
+                ticks = key_values(self._get("cpuacct", "cpuacct.stat"), "user", "system")
+                u, s = ticks.get("user", 0), ticks.get("system", 0)
+                user = total * u / (u + s) if u + s else total
+                sys_ = total - user
+        return GroupUsage(peak, left, user, sys_, oom)
+
+    def reset(self) -> bool:
+        """Make a used group ready for the next job; False if it must be retired (it still
+        holds processes, or more than ``KEEP_CHARGE``, or shmem: tmpfs files a job left,
+        which no reclaim can take back without swap)."""
+        if self.pids():
+            return False
+        d = self.dirs
+        try:
+            if "memory" in d:
+                usage = self._int("memory", "memory.usage_in_bytes")
+                if usage > KEEP_CHARGE:
+                    return False
+                self.res0 = 0
+                if usage:
+                    st = self._stat()
+                    if st.get("total_shmem", 0) > 0:
+                        return False
+                    if st.get("total_cache", 0):
+                        # so that setting the next job's limit never has to reclaim on the
+                        # keeper's critical path (a few MB of cache at most: cheap here)
+                        with contextlib.suppress(OSError):
+                            self._put("memory", "memory.force_empty", "0")
+                        st = self._stat()
+                    self.res0 = st.get("total_rss", 0)
+                self._put("memory", "memory.max_usage_in_bytes", "0")
+                with contextlib.suppress(FileNotFoundError):
+                    self._put("memory", "memory.memsw.max_usage_in_bytes", "0")
+                if self.oom_fired() or self.oom_fd is None:
+                    self.oom0 = self._oom_count()
+                self.oom_flag = False
+            if "cpuacct" in d:
+                self._put("cpuacct", "cpuacct.usage", "0")
+                self.cpu0 = (0.0, 0.0)
+        except (OSError, ValueError):
+            return False
+        self.fresh = self.used == 0
+        return True
