@@ -157,6 +157,11 @@ class Armer:
                 self.taken[seq] = e
         self.tokens.clear()
 
+    def disarm_all(self) -> None:
+        """Take every token back (a PAUSE): none is left for a keeper to take."""
+        if self.tokens or self._unsent:
+            self.take_back()
+
     def exited(self, msg: m.Exited) -> None:
         """A running job ended; its keeper may have taken a token, and started its job."""
         self.capable.discard(msg.record.jobid)

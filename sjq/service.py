@@ -336,6 +336,9 @@ class Daemon:
     # -- arming: keepers start the next jobs the moment running ones end ---------------
 
     def _update_arm(self) -> None:
+        if self.state.pause.paused:
+            self.armer.disarm_all()  # a paused queue starts nothing, armed or not
+            return
         runners: list[tuple[Job, Any]] = []
         if not self._stop.is_set():
             for jobid, link in self._owner.items():
@@ -382,7 +385,7 @@ class Daemon:
     def _check_idle(self) -> None:
         if not self.cfg.autoshutdown or self._stop.is_set():
             return
-        idle = not self.state.queue.busy and not self.orphans
+        idle = not self.state.busy and not self.orphans
         if idle and not self._idle:
             self._idle.set(self.loop.call_later(self.cfg.waittime, self._idle_expired))
         elif not idle:
@@ -390,7 +393,7 @@ class Daemon:
 
     def _idle_expired(self) -> None:
         self._idle.handle = None
-        if not self.state.queue.busy and not self.orphans:
+        if not self.state.busy and not self.orphans:
             log.info("idle for %g s: shutting down (sjq.autoshutdown)", self.cfg.waittime)
             self.request_stop(keep_running=False)
 

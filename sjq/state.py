@@ -12,10 +12,12 @@ import os
 import signal
 from typing import Literal, assert_never
 
+from sjq import __version__
 from sjq.access import path_problems
 from sjq.config import Config
 from sjq.jobs import TERMINAL, Change, E, ExitRecord, F, Job, JobLaunch, JobState, K, R, S
 from sjq.launch import default_environment, home_of, job_launch
+from sjq.pause import Pause as PauseFlag
 from sjq.protocol import (
     Data,
     Error,
@@ -24,9 +26,12 @@ from sjq.protocol import (
     Info,
     Kill,
     Ok,
+    Pause,
     Ping,
+    QueueInfo,
     Release,
     Request,
+    Resume,
     Shutdown,
     Status,
     Stop,
@@ -71,6 +76,7 @@ class State:
         self._written_changes: list[Change] = []
         self._purged: dict[JobState, int] = {}
         self.write_error = ""  # why the last write failed, until a commit succeeds
+        self.pause = PauseFlag(store.paused_since())
         for state, n in store.state_counts().items():
             if state in TERMINAL:
                 self.queue.counts[state] += n
@@ -79,6 +85,13 @@ class State:
     @property
     def socket(self) -> str:
         return self.cfg.socket
+
+    @property
+    def busy(self) -> bool:
+        """Whether something runs or could start (a paused queue's jobs cannot: like held
+        ones, they wait in the database for the next start, which keeps the pause)."""
+        c = self.queue.counts
+        return bool(c[R] or (c[JobState.QUEUED] and not self.pause.paused))
 
     # -- dispatch ----------------------------------------------------------------------
 
@@ -114,6 +127,14 @@ class State:
             case Stop():
                 self.stop_requested = "stop"
                 return Ok()
+            case Pause():
+                self.pause.set(True, self.now)
+                return Ok()
+            case Resume():
+                self.pause.set(False, self.now)
+                return Ok()
+            case QueueInfo():
+                return self.queue_info()
             case _:
                 assert_never(req)
 
@@ -122,6 +143,19 @@ class State:
     def ping(self) -> Ok:
         counts = self.queue.counts
         return Ok(" ".join(f"{s.value}:{counts[s]}" for s in sorted(counts) if counts[s]))
+
+    def queue_info(self) -> Data:
+        q = self.queue
+        doc = {
+            "paused": self.pause.paused,
+            "paused_since": self.pause.since,
+            "procs": q.maxprocs,
+            "procs_used": q.used_procs,
+            "mem": q.maxmem,
+            "mem_used": q.used_mem,
+            "version": __version__,
+        }
+        return Data((json.dumps(doc) + "\n").encode())
 
     def submit(self, req: Submit, peer: Peer) -> Accepted | Error:
         if not self.accepting:
@@ -342,7 +376,7 @@ class State:
 
     def schedule(self) -> None:
         """Start what fits, turning each started job into a spawn request."""
-        if not self.accepting:
+        if not self.accepting or self.pause.paused:
             return
         for job in self.queue.schedule(self.now):
             self.to_spawn.append(self.spawn_request(job))
@@ -357,6 +391,12 @@ class State:
         memory says; WAITs whose jobs have all ended are ready for the next commit. Whether
         the write worked (False: it failed, see ``write_failed``)."""
         q = self.queue
+        if self.pause.unsaved:
+            try:
+                self.pause.write(self.store)
+            except WriteFailed as e:
+                self.write_failed(e.reason)
+                return False
         if not (self.touched or q.changes):
             if self.write_error:  # nothing to write: see whether there is room again
                 try:
@@ -411,6 +451,7 @@ class State:
         self._written_touched.clear()
         self._written_changes.clear()
         self._purged.clear()
+        self.pause.committed()
         self.committed_next_id = self.next_id
         self.write_error = ""
 
@@ -421,6 +462,7 @@ class State:
         next commit that succeeds."""
         self.store.rollback()
         self.write_error = reason
+        self.pause.failed()
         q = self.queue
         for jobid, job in self._written_touched.items():
             self.touched.setdefault(jobid, job)

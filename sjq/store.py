@@ -49,6 +49,7 @@ class JobSpec:
 
 # Each migration takes a database at version i to i + 1. Version 1 is the first layout;
 # version 2 added priorities, time limits and per-state timestamps in an events table.
+# Later ones say what they add above their text.
 _MIGRATIONS: list[str] = [
     """
     CREATE TABLE jobs (
@@ -86,6 +87,10 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN killing INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE events (job INTEGER NOT NULL, state TEXT NOT NULL, time REAL NOT NULL);
     CREATE INDEX events_job ON events(job);
+    """,
+    # version 3: the daemon's own flags (the queue paused, and since when)
+    """
+    CREATE TABLE flags (name TEXT PRIMARY KEY, value REAL);
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -324,6 +329,17 @@ class Store:
             [(c.job.id, c.state.value, c.time) for c in changes],
         )
 
+    def set_paused(self, since: float | None) -> None:
+        """Record that the queue is paused (since when), or not (None)."""
+        self._begin()
+        try:
+            if since is None:
+                self.db.execute("DELETE FROM flags WHERE name = 'paused'")
+            else:
+                self.db.execute("INSERT OR REPLACE INTO flags VALUES ('paused', ?)", (since,))
+        except sqlite3.Error as e:
+            self._failed(e)
+
     def purge(self, ended_before: float, keep_count: int | None, limit: int) -> dict[str, int]:
         """Forget up to ``limit`` finished jobs that ended before ``ended_before`` or fall
         beyond the newest ``keep_count``. Returns how many of each state went."""
@@ -392,6 +408,11 @@ class Store:
             priority=r[19],
             killing=bool(r[20]),
         )
+
+    def paused_since(self) -> float | None:
+        """When the queue was paused, if it is."""
+        row = self.db.execute("SELECT value FROM flags WHERE name = 'paused'").fetchone()
+        return None if row is None else float(row[0])
 
     def state_counts(self) -> dict[JobState, int]:
         rows = self.db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()

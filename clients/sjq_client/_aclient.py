@@ -19,17 +19,18 @@ from sjq.config import client_config
 from sjq.protocol import (
     NEED_DATA,
     Hold,
-    Info,
     Kill,
+    Pause,
     Release,
     Reply,
     ReplyReader,
     Request,
+    Resume,
     Shutdown,
-    Status,
     Stop,
     Wait,
     encode_request,
+    expects_data,
 )
 from sjq.protocol import ProtocolError as _WireProtocolError
 
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from sjq.jobs import JobState
 
     from ._connection import Connection
-    from ._models import JobInfo
+    from ._models import JobInfo, QueueState
 
 __all__ = ["AsyncClient", "AsyncJob"]
 
@@ -87,7 +88,7 @@ class _Stream:
         futures: list[asyncio.Future[Reply]] = []
         for request in requests:
             future: asyncio.Future[Reply] = loop.create_future()
-            self._waiting.append((isinstance(request, Status | Info), future))
+            self._waiting.append((expects_data(request), future))
             futures.append(future)
         self._writer.write(data)
         self._pump()  # a reply may already be buffered (a refusal the daemon sent on accept)
@@ -439,6 +440,18 @@ class AsyncClient:
     async def ping(self) -> dict[JobState, int]:
         """Check that the daemon answers; the number of jobs in each state it remembers."""
         return await self._run(calls.ping())
+
+    async def pause(self) -> None:
+        """Pause the queue: no job starts until `resume` (see Client.pause)."""
+        await self._run(calls.ok([Pause()], start=True))
+
+    async def resume(self) -> None:
+        """Let jobs start again after `pause` (see Client.resume)."""
+        await self._run(calls.ok([Resume()], start=True))
+
+    async def queue_state(self) -> QueueState:
+        """Whether the queue is paused (and since when), and the daemon's resources."""
+        return await self._run(calls.queue_state())
 
     async def shutdown(self, *, keep_running: bool = False, timeout: float | None = 30.0) -> None:
         """Stop the daemon and wait until it has removed its socket (see Client.shutdown)."""

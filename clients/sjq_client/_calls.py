@@ -21,6 +21,7 @@ from sjq.protocol import (
     Info,
     Ok,
     Ping,
+    QueueInfo,
     Reply,
     Request,
     Status,
@@ -37,7 +38,7 @@ from ._script import exportable, script_body
 if TYPE_CHECKING:
     from sjq.protocol import JobState
 
-    from ._models import JobInfo
+    from ._models import JobInfo, QueueState
 
 __all__ = [
     "IDS_PER_LINE",
@@ -50,6 +51,7 @@ __all__ = [
     "lost",
     "ok",
     "ping",
+    "queue_state",
     "shutdown_timeout",
     "state",
     "status",
@@ -248,9 +250,30 @@ def ping() -> Plan[dict[JobState, int]]:
     return counts
 
 
-def ok(requests: Sequence[Request]) -> Plan[None]:
-    """Requests each answered by a plain OK (KILL, HOLD, ...); RequestRejected on an ERROR."""
-    for reply in (yield Call(tuple(requests))):
+def queue_state() -> Plan[QueueState]:
+    """Whether the queue is paused, and the daemon's resources (QUEUE)."""
+    import json  # noqa: PLC0415 -- submits, the common case, never need it
+
+    from ._models import QueueState  # noqa: PLC0415
+
+    reply = (yield Call((QueueInfo(),)))[0]
+    if isinstance(reply, Error):
+        raise RequestRejected(reply.message)
+    if not isinstance(reply, Data):
+        raise ProtocolError(f"QUEUE answered {reply!r}")
+    try:
+        record = json.loads(reply.payload)
+    except ValueError as e:
+        raise ProtocolError(f"QUEUE sent something that is not JSON: {e}") from None
+    if not isinstance(record, dict):
+        raise ProtocolError(f"QUEUE sent {record!r:.80}, not a JSON object")
+    return QueueState.from_wire(record)
+
+
+def ok(requests: Sequence[Request], *, start: bool = False) -> Plan[None]:
+    """Requests each answered by a plain OK (KILL, HOLD, ...); RequestRejected on an ERROR.
+    ``start``: a daemon may be started if none answers."""
+    for reply in (yield Call(tuple(requests), start=start)):
         expect_ok(reply)
 
 

@@ -16,7 +16,16 @@ from sjq.units import UnitError, format_duration, format_mem, parse_duration
 from ._args import Command, Opt, UsageError
 from ._exceptions import JobTimeout
 from ._models import JobInfo
-from .cli import EXIT_ERROR, EXIT_OK, EXIT_TIMEOUT, Context, job_ids, parse_args, summary
+from .cli import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    Context,
+    job_ids,
+    parse_args,
+    paused_note,
+    summary,
+)
 
 __all__ = [
     "INFO",
@@ -38,7 +47,8 @@ STATUS = Command(
     "[options] [ID...]",
     "List jobs: id, name, state, CPUs and memory reserved, when submitted and started, how\n"
     "long it ran, exit code. Without ids, the jobs that have not ended (--all: also those\n"
-    "that have); the last line sums up the whole queue. Never starts a daemon.",
+    "that have); the last line sums up the whole queue, and says so when it is paused\n"
+    "(`sjq pause`). Never starts a daemon.",
     (
         Opt(("-a", "--all"), "all", "", "also list jobs that have ended (kept for sjq.keep)"),
         Opt(("--state",), "state", "STATES", "only these states: Q,R or queued,running,failed ..."),
@@ -105,6 +115,7 @@ def run_status(cmd: Command, argv: list[str], ctx: Context) -> int:
         else:
             shown, missing = client.status(states=states), []
         counts = None if ids or parsed.values.get("json") else client.ping()
+        paused = "" if counts is None else paused_note(client)
     if parsed.values.get("json"):
         print(json.dumps([i.to_dict() for i in shown], ensure_ascii=False))
     else:
@@ -113,7 +124,7 @@ def run_status(cmd: Command, argv: list[str], ctx: Context) -> int:
         if counts is not None:
             hidden = sum(n for s, n in counts.items() if s.terminal) if default_view else 0
             note = f" ({hidden} ended not shown; --all shows them)" if hidden else ""
-            print(f"queue: {summary(counts)}{note}")
+            print(f"queue: {summary(counts)}{note}{paused}")
         elif not shown and not missing:
             print("no matching jobs")
     for jobid in missing:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from sjq.config import client_config
-from sjq.protocol import Hold, Kill, Release, Reply, Request, Shutdown, Stop, Wait
+from sjq.protocol import Hold, Kill, Pause, Release, Reply, Request, Resume, Shutdown, Stop, Wait
 
 from . import _calls as calls
 from ._calls import MIN_WAIT, Plan
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from sjq.protocol import JobState
 
-    from ._models import JobInfo
+    from ._models import JobInfo, QueueState
 
 __all__ = ["Client", "Job", "JobRef"]
 
@@ -258,6 +258,21 @@ class Client:
     def ping(self) -> dict[JobState, int]:
         """Check that the daemon answers; the number of jobs in each state it remembers."""
         return self._run(calls.ping())
+
+    def pause(self) -> None:
+        """Pause the queue: no job starts until `resume`; running jobs carry on and new ones
+        are queued. The pause is kept across daemon restarts. With ``autostart``, starts a
+        daemon when none answers (which keeps the pause for its successors)."""
+        self._run(calls.ok([Pause()], start=True))
+
+    def resume(self) -> None:
+        """Let jobs start again after `pause`. With ``autostart``, starts a daemon when none
+        answers (a paused queue's daemon goes away when idle, keeping the pause)."""
+        self._run(calls.ok([Resume()], start=True))
+
+    def queue_state(self) -> QueueState:
+        """Whether the queue is paused (and since when), and the daemon's resources."""
+        return self._run(calls.queue_state())
 
     def shutdown(self, *, keep_running: bool = False, timeout: float | None = 30.0) -> None:
         """Stop the daemon, and wait (up to ``timeout`` s) until it has removed its socket.

@@ -11,7 +11,7 @@ import _socket
 import time
 from collections.abc import Sequence
 
-from sjq.protocol import NEED_DATA, Info, Reply, ReplyReader, Request, Status, encode_request
+from sjq.protocol import NEED_DATA, Reply, ReplyReader, Request, encode_request, expects_data
 from sjq.protocol import ProtocolError as _WireProtocolError
 
 from ._exceptions import ConnectionLost, DaemonNotRunning, ProtocolError, TransportError
@@ -157,7 +157,7 @@ class Connection:
                 raise Dropped(len(replies), e.strerror or str(e), sent=False) from None
             try:
                 for request in requests[start:end]:
-                    replies.append(self._read(isinstance(request, Status | Info), len(replies)))
+                    replies.append(self._read(expects_data(request), len(replies)))
             except TimeoutError:
                 raise self._timed_out(timeout) from None
             start = end
@@ -169,7 +169,7 @@ class Connection:
         self.sock.settimeout(LEFTOVER_WAIT)
         try:
             for request in requests:
-                out.append(self._read(isinstance(request, Status | Info), 0))
+                out.append(self._read(expects_data(request), 0))
         except (Dropped, TimeoutError, ProtocolError):
             pass
         return out

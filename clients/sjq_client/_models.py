@@ -11,7 +11,7 @@ from sjq.protocol import JobState
 
 from ._exceptions import ProtocolError
 
-__all__ = ["JobInfo"]
+__all__ = ["JobInfo", "QueueState"]
 
 
 @record
@@ -81,3 +81,32 @@ class JobInfo:
 
 
 _FIELDS = fields(JobInfo)
+
+
+@record
+class QueueState:
+    """The daemon's own state (the ``QUEUE`` verb): whether the queue is paused, and its
+    resources. ``mem`` is None when the daemon does no memory accounting."""
+
+    paused: bool
+    paused_since: float | None = None  # when PAUSE was sent (seconds since the epoch)
+    procs: int = 0  # CPUs it hands out
+    procs_used: int = 0
+    mem: int | None = None  # bytes it hands out
+    mem_used: int = 0
+    version: str = ""
+
+    @classmethod
+    def from_wire(cls, record: Mapping[str, Any]) -> QueueState:
+        """Build from the decoded QUEUE reply; keys this client does not know are ignored."""
+        try:
+            values = {name: record[name] for name in _QUEUE_FIELDS if name in record}
+            state = cls(**values)
+            if not isinstance(state.paused, bool):
+                raise TypeError("paused is not true or false")
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProtocolError(f"unreadable QUEUE reply {dict(record)!r:.200}: {e}") from None
+        return state
+
+
+_QUEUE_FIELDS = fields(QueueState)

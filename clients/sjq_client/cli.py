@@ -72,6 +72,8 @@ TOP = Command(
         "  kill       kill jobs (running ones get SIGTERM, then SIGKILL)\n"
         "  hold       keep queued jobs from starting\n"
         "  release    let held jobs run\n"
+        "  pause      start no more jobs (running ones carry on) until `sjq resume`\n"
+        "  resume     start jobs again after `sjq pause`\n"
         "  ping       check that the daemon answers; job counts\n"
         "  shutdown   stop the daemon (running jobs are killed, queued ones kept)\n"
         "  server     run the daemon yourself: sjq server -f (foreground) or -d (detached)\n"
@@ -103,6 +105,8 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "kill": ("cli", "KILL", "run_kill"),
     "hold": ("cli", "HOLD", "run_hold"),
     "release": ("cli", "RELEASE", "run_release"),
+    "pause": ("cli", "PAUSE", "run_pause"),
+    "resume": ("cli", "RESUME", "run_resume"),
     "ping": ("cli", "PING", "run_ping"),
     "shutdown": ("cli", "SHUTDOWN", "run_shutdown"),
 }
@@ -154,8 +158,8 @@ def _main(args: list[str]) -> int:
             ctx = ctx.with_options({dest[flag]: value})
         if i >= len(args):
             raise UsageError(
-                "give a command: submit, status, info, wait, kill, hold, release, ping,"
-                " shutdown or server"
+                "give a command: submit, status, info, wait, kill, hold, release, pause,"
+                " resume, ping, shutdown or server"
             )
         name, rest = args[i], args[i + 1 :]
     except HelpRequested:
@@ -306,11 +310,31 @@ RELEASE = Command(
     (),
     "  id=$(sjq submit --hold job.sh); sjq release $id\n  sjq release 12-20\n",
 )
+PAUSE = Command(
+    "pause",
+    "[options]",
+    "Pause the queue: no job starts until `sjq resume`. Running jobs carry on; new jobs are\n"
+    "queued as usual. `sjq status` and `sjq ping` say the queue is paused. The pause is kept\n"
+    "in the daemon's database, so it holds across a restart (a paused daemon with nothing\n"
+    "running goes away when idle, as with held jobs). Starts a daemon if none runs.",
+    (),
+    "  sjq pause                      # e.g. before a maintenance window\n"
+    "  sjq pause; sjq submit --array 1-500 job.sh; sjq resume\n",
+)
+RESUME = Command(
+    "resume",
+    "[options]",
+    "Let jobs start again after `sjq pause`. Starts a daemon if none runs (it reads the\n"
+    "pause from its database and lifts it).",
+    (),
+    "  sjq resume\n",
+)
 PING = Command(
     "ping",
     "[options]",
-    "Check that the daemon answers, and show how many jobs it has in each state.\n"
-    "Never starts a daemon: exit 1 if none is running.",
+    "Check that the daemon answers, and show how many jobs it has in each state, and\n"
+    "whether the queue is paused (`sjq pause`). Never starts a daemon: exit 1 if none is\n"
+    "running.",
     (Opt(("--json",), "json", "", 'counts by state letter as JSON: {"R": 2, "Q": 5}'),),
     "  sjq ping\n  sjq ping >/dev/null 2>&1 || sjq server -d\n",
 )
@@ -349,6 +373,22 @@ run_hold = _each("hold")
 run_release = _each("release")
 
 
+def run_pause(cmd: Command, argv: list[str], ctx: Context) -> int:
+    parsed, ctx = parse_args(cmd, argv, ctx)
+    no_args(parsed)
+    with ctx.client(autostart=True) as client:
+        client.pause()
+    return EXIT_OK
+
+
+def run_resume(cmd: Command, argv: list[str], ctx: Context) -> int:
+    parsed, ctx = parse_args(cmd, argv, ctx)
+    no_args(parsed)
+    with ctx.client(autostart=True) as client:
+        client.resume()
+    return EXIT_OK
+
+
 def run_ping(cmd: Command, argv: list[str], ctx: Context) -> int:
     parsed, ctx = parse_args(cmd, argv, ctx)
     no_args(parsed)
@@ -359,8 +399,31 @@ def run_ping(cmd: Command, argv: list[str], ctx: Context) -> int:
 
             print(json.dumps({s.value: n for s, n in sorted(counts.items())}))
         else:
-            print(f"sjq daemon on {client.socket}: {summary(counts)}")
+            print(f"sjq daemon on {client.socket}: {summary(counts)}{paused_note(client)}")
     return EXIT_OK
+
+
+def paused_note(client: Client) -> str:
+    """``; paused since 10:32:10 (`sjq resume` ...)`` when the queue is paused, else empty.
+    A daemon older than PAUSE answers QUEUE with an error: it cannot be paused."""
+    from ._exceptions import RequestRejected  # noqa: PLC0415
+
+    try:
+        state = client.queue_state()
+    except RequestRejected:
+        return ""
+    if not state.paused:
+        return ""
+    import time  # noqa: PLC0415
+
+    since = state.paused_since
+    when = ""
+    if since is not None:
+        today = time.localtime()[:3] == time.localtime(since)[:3]
+        when = " since " + time.strftime(
+            "%H:%M:%S" if today else "%Y-%m-%d %H:%M", time.localtime(since)
+        )
+    return f"; paused{when}: no job starts until `sjq resume`"
 
 
 def run_shutdown(cmd: Command, argv: list[str], ctx: Context) -> int:

@@ -22,7 +22,7 @@ Client side::
 The grammar is in docs/protocol.md.
 """
 
-from ._client import MAX_REPLY_LINE, ReplyReader, encode_request
+from ._client import MAX_REPLY_LINE, ReplyReader, encode_request, expects_data
 from ._events import (
     NEED_DATA,
     BadRequest,
@@ -35,11 +35,14 @@ from ._events import (
     Kill,
     NeedData,
     Ok,
+    Pause,
     Ping,
     ProtocolError,
+    QueueInfo,
     Release,
     Reply,
     Request,
+    Resume,
     ServerEvent,
     Shutdown,
     Status,
@@ -105,12 +108,15 @@ __all__ = [
     "Kill",
     "NeedData",
     "Ok",
+    "Pause",
     "Ping",
     "ProtocolError",
+    "QueueInfo",
     "Release",
     "Reply",
     "ReplyReader",
     "Request",
+    "Resume",
     "ServerConnection",
     "ServerEvent",
     "Shutdown",
@@ -121,4 +127,5 @@ __all__ = [
     "Wait",
     "encode_reply",
     "encode_request",
+    "expects_data",
 ]

@@ -14,11 +14,14 @@ from ._events import (
     Kill,
     NeedData,
     Ok,
+    Pause,
     Ping,
     ProtocolError,
+    QueueInfo,
     Release,
     Reply,
     Request,
+    Resume,
     Shutdown,
     Status,
     Stop,
@@ -37,7 +40,7 @@ from ._syntax import (
     plain_decimal,
 )
 
-__all__ = ["MAX_REPLY_LINE", "ReplyReader", "encode_request"]
+__all__ = ["MAX_REPLY_LINE", "ReplyReader", "encode_request", "expects_data"]
 
 # A reply line is short (OK <jobid>, ERROR with at most ten quoted values); a longer
 # one means the peer is not an sjq daemon, and buffering it without end would hang.
@@ -76,6 +79,12 @@ def encode_request(request: Request) -> bytes:
             if not jobids:
                 raise ValueError("WAIT needs at least one job id")
             return b"WAIT " + _jobids(jobids) + b"\r\n"
+        case Pause():
+            return b"PAUSE\r\n"
+        case Resume():
+            return b"RESUME\r\n"
+        case QueueInfo():
+            return b"QUEUE\r\n"
         case Submit(options=options, script=script):
             lines = [b"SUBMIT\r\n"]
             lines.extend(_option_lines(options))
@@ -84,6 +93,12 @@ def encode_request(request: Request) -> bytes:
             return b"".join(lines)
         case _:
             assert_never(request)
+
+
+def expects_data(request: Request) -> bool:
+    """Whether the reply to ``request`` is ``OK <n>`` and n bytes (what `ReplyReader.next_reply`
+    must be told)."""
+    return isinstance(request, Status | Info | QueueInfo)
 
 
 def _jobid(jobid: int) -> int:

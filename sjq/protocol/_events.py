@@ -19,11 +19,14 @@ __all__ = [
     "Kill",
     "NeedData",
     "Ok",
+    "Pause",
     "Ping",
     "ProtocolError",
+    "QueueInfo",
     "Release",
     "Reply",
     "Request",
+    "Resume",
     "ServerEvent",
     "Shutdown",
     "Status",
@@ -122,6 +125,22 @@ class Wait:
 
 
 @record
+class Pause:
+    """``PAUSE`` (extension): no job starts until ``RESUME``; running jobs carry on."""
+
+
+@record
+class Resume:
+    """``RESUME`` (extension): jobs start again."""
+
+
+@record
+class QueueInfo:
+    """``QUEUE`` (extension): the daemon's own state as one JSON object (paused or not,
+    resources); ``PING``'s core reply cannot carry it."""
+
+
+@record
 class SubmitOptions:
     """The option lines of a ``SUBMIT``, as sent. ``None`` means the option was not given.
 
@@ -154,7 +173,20 @@ class Submit:
 
 
 Request: TypeAlias = (
-    Ping | Exit | Shutdown | Stop | Status | Kill | Release | Hold | Info | Wait | Submit
+    Ping
+    | Exit
+    | Shutdown
+    | Stop
+    | Status
+    | Kill
+    | Release
+    | Hold
+    | Info
+    | Wait
+    | Submit
+    | Pause
+    | Resume
+    | QueueInfo
 )
 
 

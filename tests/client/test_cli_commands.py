@@ -17,7 +17,19 @@ import sjq
 from .conftest import Cli, Result, client_env
 
 ENDED = "SFAKE"
-COMMANDS = ["submit", "status", "info", "wait", "kill", "hold", "release", "ping", "shutdown"]
+COMMANDS = [
+    "submit",
+    "status",
+    "info",
+    "wait",
+    "kill",
+    "hold",
+    "release",
+    "pause",
+    "resume",
+    "ping",
+    "shutdown",
+]
 
 
 def test_version() -> None:

@@ -1,0 +1,89 @@
+"""The clients' side of the scheduling policy (issue 13): pause and resume, through Client,
+AsyncClient and the `sjq` command, against a real daemon."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Daemon, Gate
+from sjq_client import AsyncClient, Client
+
+from .conftest import Cli, Home
+
+
+@pytest.fixture(autouse=True)
+def _no_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rc = tmp_path / "empty.rc"
+    rc.touch()
+    monkeypatch.setenv("SJQ_CONFIG", str(rc))
+    for name in list(os.environ):
+        if name.startswith("SJQ_") and name != "SJQ_CONFIG":
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def client(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
+    monkeypatch.chdir(daemon.jobs_dir)
+    with Client(daemon.socket, autostart=False) as c:
+        yield c
+
+
+# -- pause ---------------------------------------------------------------------------------
+
+
+def test_client_pause_and_resume(client: Client, daemon: Daemon) -> None:
+    assert not client.queue_state().paused
+    client.pause()
+    state = client.queue_state()
+    assert state.paused
+    assert state.paused_since is not None
+    assert (state.procs, state.mem) == (2, 8 * 2**30)
+    job = client.submit(command=["true"])
+    assert client.state(job).value == "Q"
+    client.resume()
+    assert job.wait(10).value == "S"
+
+
+@pytest.mark.asyncio
+async def test_async_client_pause_and_resume(daemon: Daemon) -> None:
+    async with AsyncClient(daemon.socket, autostart=False) as c:
+        await c.pause()
+        assert (await c.queue_state()).paused
+        job = await c.submit(command=["true"], cwd=daemon.jobs_dir)
+        assert (await job.state()).value == "Q"
+        await c.resume()
+        assert (await job.wait(10)).value == "S"
+
+
+def test_cli_pause_status_ping_resume(cli: Cli, daemon: Daemon, gate: Callable[..., Gate]) -> None:
+    g = gate()
+    running = cli.submit("-p", "2", "-", input="#!/bin/sh\n" + g.wait)
+    daemon.wait_state(running, "R")
+    assert cli.ok("pause") == ""
+    waiting = cli.submit("--", "true")
+    status = cli.ok("status").splitlines()
+    assert status[-1].startswith("queue: 1 running, 1 queued; paused since ")
+    assert status[-1].endswith(": no job starts until `sjq resume`")
+    ping = cli.ok("ping")
+    assert ping.startswith(f"sjq daemon on {daemon.socket}: 1 running, 1 queued; paused since ")
+    g.open()
+    daemon.wait_state(running, "S")
+    assert daemon.state(waiting) == "Q"
+    assert cli.ok("resume") == ""
+    daemon.wait_state(waiting, "S")
+    assert "paused" not in cli.ok("ping")
+    assert "paused" not in cli.ok("status")
+
+
+def test_cli_pause_starts_a_daemon_that_keeps_it(home: Home) -> None:
+    cli = home.cli()
+    assert cli.ok("pause") == ""
+    assert home.started() == 1
+    assert "; paused since " in cli.ok("ping")
+    job = cli.submit("--", "true")
+    assert cli.ok("status", str(job)).splitlines()[1].split()[2] == "queued"
+    cli.ok("resume")
+    cli.ok("wait", str(job))
