@@ -4,7 +4,10 @@ failed commit. Plain data; the database calls are the store's."""
 
 from __future__ import annotations
 
-from sjq.store import Store
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sjq.store import Store
 
 __all__ = ["Pause"]
 
