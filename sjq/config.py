@@ -91,6 +91,7 @@ class Config:
     keepcount: int | None
     sync: str
     loglevel: str
+    enforce: str
     source: str | None
 
 

@@ -335,6 +335,10 @@ _KEY_LIST = (
         "full: fsync every commit, so an acknowledged job survives power loss", "storage"),
     Key("sjq.loglevel", "loglevel", "info", _choice("debug", "info", "warning", "error"),
         "least severe message written to the log", "daemon"),
+    Key("sjq.enforce", "enforce", "auto", _choice("auto", "watch", "none"),
+        "how jobs are held to their MEM: watch = sample each job's process tree and stop it "
+        "when over; none = not held (usage is still measured); auto = the best this machine "
+        "allows", "resources"),
 )
 # fmt: on
 KEYS: Final[Mapping[str, Key]] = {k.name: k for k in _KEY_LIST}

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from sjq import __version__
+from sjq import __version__, containment
 from sjq.config import Config, ConfigError, load_config
 from sjq.keeper import ArmPipe, KeeperHandle
 from sjq.keeper.procs import proc_start_time
@@ -104,7 +104,11 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
         store.commit()
         for path in recovered.finished_journals:
             _unlink_quietly(path)
+        contained = containment.choose(cfg)
+        log.info("containment: %s", contained.line)
         arm_pipe = ArmPipe()
+        # groups kept ready per keeper: what one keeper may run at once, a few more
+        pool = min(64, -(-cfg.maxprocs // cfg.keepers) + 2)
         keepers = [
             KeeperHandle.fork(
                 cfg.spool,
@@ -113,9 +117,15 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
                 cfg.killgrace,
                 cfg.logfile,
                 arm_fd=arm_pipe.read_fd,
+                guard=contained.guard(pool),
             )
             for _ in range(cfg.keepers)
         ]
+    except ConfigError as e:
+        listen.close()
+        remove_socket(cfg.socket, sock_ident)
+        store.close()
+        return _fail(str(e), ready_fd)
     except Exception as e:
         log.exception("cannot start")
         listen.close()
@@ -139,6 +149,7 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
     try:
         asyncio.run(daemon.run())
     finally:
+        contained.close()
         remove_socket(cfg.socket, sock_ident)
         _remove_pidfile(cfg.pidfile)
         with contextlib.suppress(Exception):

@@ -83,9 +83,10 @@ class Job:
     pid_start: int | None = None  # process start time in clock ticks: pid + this survives pid reuse
     waiting: int = 0  # how many dependencies have not yet succeeded
     killing: bool = False  # KILL was sent: its exit ends in K whatever the status
-    cpu_user: float | None = None  # seconds, from wait4
+    cpu_user: float | None = None  # seconds, of the whole process tree
     cpu_sys: float | None = None
-    maxrss: int | None = None  # peak resident memory in bytes, from wait4
+    maxrss: int | None = None  # peak resident memory of the whole tree, bytes
+    measured_by: str | None = None  # "cgroup" or "sampled" (INFO measured_by), once ended
     priority: int = 0  # higher starts first among jobs that fit; ties go to the lower id
     armed: bool = False  # a keeper will start it the moment the one running job ends
 
@@ -121,6 +122,8 @@ class JobLaunch(NamedTuple):
     time_limit: float | None = None
     uid: int | None = None  # set only when a root daemon runs a job as another user
     gid: int | None = None
+    procs: int = 1  # CPUs reserved (the thread variables of the job's environment)
+    mem: int | None = None  # the memory limit to hold the job to, bytes; None: not enforced
 
 
 class ExitRecord(NamedTuple):
@@ -133,5 +136,6 @@ class ExitRecord(NamedTuple):
     time: float
     cpu_user: float
     cpu_sys: float
-    maxrss: int  # bytes
-    reason: str = ""  # "time limit" when the keeper enforced one
+    maxrss: int  # peak resident memory of the whole tree, bytes
+    reason: str = ""  # "time limit", "out of memory (...)" when the keeper stopped the job
+    measured_by: str = ""  # "cgroup" or "sampled"; "" in the records of an earlier sjq

@@ -23,6 +23,7 @@ class Host(Protocol):
 
     default_env: dict[str, str]
     is_root: bool
+    enforce: bool  # jobs are held to their MEM (sjq.enforce is not none)
 
     @property
     def socket(self) -> str: ...
@@ -78,4 +79,6 @@ def job_launch(job: Job, spec: JobSpec, host: Host) -> JobLaunch:
         time_limit=spec.time_limit,
         uid=job.uid if as_user else None,
         gid=job.gid if as_user else None,
+        procs=job.procs,
+        mem=job.mem if host.enforce else None,
     )

@@ -58,6 +58,7 @@ class State:
         self.next_id = store.next_id()
         self.default_env = default_environment()
         self.is_root = os.geteuid() == 0
+        self.enforce = cfg.enforce != "none"
         self.waiters: dict[int, list[Waiter]] = {}
         self.to_spawn: list[JobLaunch] = []
         self.to_kill: list[Job] = []
@@ -326,6 +327,7 @@ class State:
         if job.pid is None:
             job.pid = rec.pid
         job.cpu_user, job.cpu_sys, job.maxrss = rec.cpu_user, rec.cpu_sys, rec.maxrss
+        job.measured_by = rec.measured_by or None
         if job.killing:
             state = K
         elif rec.reason:

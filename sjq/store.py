@@ -92,16 +92,22 @@ _MIGRATIONS: list[str] = [
     """
     CREATE TABLE flags (name TEXT PRIMARY KEY, value REAL);
     """,
+    # version 4: how a job's usage was measured (INFO measured_by)
+    """
+    ALTER TABLE jobs ADD COLUMN measured_by TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _ROW = (
     "id, name, state, procs, mem, depends, uid, gid, submitted, started, ended, exit_code,"
-    " signal, reason, pid, pid_start, cpu_user, cpu_sys, maxrss, priority, killing"
+    " signal, reason, pid, pid_start, cpu_user, cpu_sys, maxrss, priority, killing,"
+    " measured_by"
 )
 INFO_COLUMNS = (
     "id, name, state, procs, mem, depends, priority, submitted, started, ended, exit_code,"
-    " signal, reason, pid, cpu_user, cpu_sys, maxrss, cwd, stdout, stderr, time_limit"
+    " signal, reason, pid, cpu_user, cpu_sys, maxrss, cwd, stdout, stderr, time_limit,"
+    " measured_by"
 )
 
 
@@ -302,8 +308,8 @@ class Store:
     def _write(self, touched: Iterable[Job], changes: Iterable[Change]) -> None:
         self.db.executemany(
             "UPDATE jobs SET state=?, started=?, ended=?, exit_code=?, signal=?, reason=?,"
-            " pid=?, pid_start=?, cpu_user=?, cpu_sys=?, maxrss=?, priority=?, killing=?"
-            " WHERE id=?",
+            " pid=?, pid_start=?, cpu_user=?, cpu_sys=?, maxrss=?, priority=?, killing=?,"
+            " measured_by=? WHERE id=?",
             [
                 (
                     j.state.value,
@@ -319,6 +325,7 @@ class Store:
                     j.maxrss,
                     j.priority,
                     j.killing,
+                    j.measured_by,
                     j.id,
                 )
                 for j in touched
@@ -407,6 +414,7 @@ class Store:
             maxrss=r[18],
             priority=r[19],
             killing=bool(r[20]),
+            measured_by=r[21],
         )
 
     def paused_since(self) -> float | None:

@@ -57,7 +57,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
 from .cgroup import Group
-from .procfs import marker_in_environ, read_pss, read_resident, read_stat
+from .procfs import CLK_TCK, ProcStat, marker_in_environ, read_pss, read_resident, read_stat
 
 __all__ = ["Judge", "OomKill", "OverLimit", "ProcTree", "WatchPolicy", "Watcher", "next_due"]
 
@@ -331,15 +331,33 @@ class Watcher:
         w = self.jobs.get(job)
         if w is not None and w.group is not None:
             return w.group.pids()
+        return [st.pid for st in self._alive(job)]
+
+    def _alive(self, job: Hashable) -> list[ProcStat]:
         # A start may be a lower bound (``ProcTree.add``): the same process starts at
         # most START_SLACK later; a recycled pid, only after the pid space has wrapped.
         return [
-            pid
+            st
             for pid, start in self.tree.pids(job).items()
             if (st := read_stat(pid, self.proc)) is not None
             and start <= st.start <= start + START_SLACK
             and st.state not in "ZX"
         ]
+
+    def stop(self, job: Hashable) -> dict[int, tuple[float, float]]:
+        """SIGKILL every process of the job (its group, or every process of its tree the
+        watcher knows); for a tree, the CPU time (user, system seconds) each process had
+        used just before, so that the time of a process nobody will wait for is not lost."""
+        w = self.jobs.get(job)
+        if w is not None and w.group is not None:
+            w.group.kill()
+            return {}
+        used: dict[int, tuple[float, float]] = {}
+        for st in self._alive(job):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(st.pid, signal.SIGKILL)
+                used[st.pid] = (st.utime / CLK_TCK, st.stime / CLK_TCK)
+        return used
 
     def kill(self, job: Hashable, sig: int = signal.SIGKILL) -> int:
         """Signal every process of the job the watcher knows (those that left its process

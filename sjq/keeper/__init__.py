@@ -9,13 +9,14 @@ parents of every job, so that jobs outlive a daemon crash. What lives where:
 - `spawn`: starting one job (script, outputs, environment, identity, ``posix_spawn``);
 - `janitor`: TMPDIRs kept ready, and what ended jobs left, cleaned off the critical path;
 - `procs`: naming processes (pid + start time) and signalling process groups;
-- `loop`: the keeper process itself, and `KeeperHandle`, the daemon's end of one;
+- `guard`: a keeper's containment and measurement of its jobs (cgroups, the watcher);
+- `loop`: the keeper process itself; `handle`: `KeeperHandle`, the daemon's end of one;
 - `adopt`: jobs of an earlier daemon, watched with pidfds by the daemon that re-adopts them.
 
 Nothing here imports asyncio or sqlite3.
 """
 
-from sjq.keeper.loop import KeeperHandle
+from sjq.keeper.handle import KeeperHandle
 from sjq.keeper.tokens import ArmPipe
 
 __all__ = ["ArmPipe", "KeeperHandle"]

@@ -1,6 +1,6 @@
 """The keeper's file-system chores off its critical path: job TMPDIRs kept ready and
-recycled, what ended jobs left removed, by one thread; and the private directories it
-works in. Imports nothing of asyncio or sqlite3."""
+recycled, what ended jobs left removed, cgroups reset for reuse, by one thread; and the
+private directories it works in. Imports nothing of asyncio or sqlite3."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import queue
 import shutil
 import stat
 import threading
+from collections.abc import Callable
 
 from sjq.paths import make_dirs
 
@@ -70,6 +71,7 @@ class Janitor:
         self.todo: queue.SimpleQueue[None] = queue.SimpleQueue()  # wake-ups
         self.pending: collections.deque[str] = collections.deque()
         self.names = itertools.count(1)  # next() is atomic: both threads take names
+        self.chores: list[Callable[[], None]] = []  # more work of the thread, each wake-up
         self._sweep_dead_keepers()
         self._refill()
         self.thread = threading.Thread(target=self._run, name="janitor", daemon=True)
@@ -105,6 +107,10 @@ class Janitor:
         if self.pending or len(self.ready) < self.POOL:
             self.todo.put(None)
 
+    def wake(self) -> None:
+        """Wake the thread for its ``chores``."""
+        self.todo.put(None)
+
     def _make(self) -> str:
         path = os.path.join(self.base, f"{self.prefix}{next(self.names)}")
         os.mkdir(path, 0o700)
@@ -123,6 +129,8 @@ class Janitor:
             while self.pending:
                 self._clean(self.pending.popleft())
             self._refill()
+            for chore in self.chores:
+                chore()
 
     def _clean(self, path: str) -> None:
         if path.startswith(_RECYCLE):

@@ -7,8 +7,8 @@ their encoder and decoder side by side below:
 - ``K pid start``: `Header`, the keeper that writes this journal;
 - ``S job pid lo time hi``: `Start`, the process started between clock ticks ``lo`` and
   ``hi`` since boot (``time``: wall clock);
-- ``X job pid code|- signal|- time user sys maxrss reason``: the job ended
-  (`sjq.jobs.ExitRecord`);
+- ``X job pid code|- signal|- time user sys maxrss [m=how] reason``: the job ended
+  (`sjq.jobs.ExitRecord`; ``how`` is INFO's ``measured_by``);
 - ``E job time reason``: `Refusal`, the job could not be started;
 - ``D time``: `Detached`, the daemon is gone: nothing more will be started.
 
@@ -83,9 +83,11 @@ def encode(rec: JournalRecord) -> str:
             return f"K {pid} {_text(tick)}"
         case Start(jobid, pid, lo, t, hi):
             return f"S {jobid} {pid} {_text(lo)} {t!r} {_text(hi)}"
-        case ExitRecord(jobid, pid, code, sig, t, user, sys_, rss, reason):
+        case ExitRecord(jobid, pid, code, sig, t, user, sys_, rss, reason, measured_by):
+            how = f"m={measured_by} " if measured_by else ""
             return (
                 f"X {jobid} {pid} {_text(code)} {_text(sig)} {t!r} {user!r} {sys_!r} {rss} "
+                + how
                 + _one_line(reason)
             )
         case Refusal(jobid, t, reason):
@@ -110,6 +112,10 @@ def _start(p: list[str]) -> Start:
 
 
 def _exit(p: list[str]) -> ExitRecord:
+    # ``m=<how>`` before the reason: absent from the journals of an earlier sjq (a reason a
+    # keeper writes never starts so).
+    how = p[9][2:] if len(p) > 9 and p[9].startswith("m=") else ""
+    rest = p[10:] if how else p[9:]
     return ExitRecord(
         jobid=int(p[1]),
         pid=int(p[2]),
@@ -119,7 +125,8 @@ def _exit(p: list[str]) -> ExitRecord:
         cpu_user=float(p[6]),
         cpu_sys=float(p[7]),
         maxrss=int(p[8]),
-        reason=" ".join(p[9:]),
+        reason=" ".join(rest),
+        measured_by=how,
     )
 
 

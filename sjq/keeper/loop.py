@@ -1,7 +1,8 @@
 """The keeper process: the parent of every job. Forked from the daemon before its event
-loop starts; receives `Spawn`/`Kill`/`Arm`/`Rotate`, starts and reaps jobs, journals every
-start and end before it tells the daemon (`Started`/`Exited`/`SpawnFailed`/`Rotated`), and
-starts armed jobs by itself the moment a running one ends (docs/architecture.md, "Arming").
+loop starts (`sjq.keeper.handle`); receives `Spawn`/`Kill`/`Arm`/`Rotate`, starts and reaps
+jobs (contained and measured by its `Guard`), journals every start and end before it tells
+the daemon (`Started`/`Exited`/`SpawnFailed`/`Rotated`), and starts armed jobs by itself the
+moment a running one ends (docs/architecture.md, "Arming").
 
 Imports nothing of asyncio or sqlite3.
 """
@@ -13,6 +14,7 @@ import enum
 import heapq
 import logging
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -21,82 +23,23 @@ import time
 from dataclasses import dataclass
 from typing import NamedTuple, NoReturn, assert_never
 
+from sjq.contain.cgroup import CgroupError
 from sjq.jobs import ExitRecord, JobLaunch
 from sjq.keeper import messages as m
-from sjq.keeper.janitor import Janitor, own_tmp_base, private_dir
+from sjq.keeper.guard import Guard
+from sjq.keeper.janitor import Janitor, private_dir
 from sjq.keeper.journal import Detached, Header, Journal, Refusal, Start
 from sjq.keeper.procs import boot_ticks, proc_start_time, signal_group
 from sjq.keeper.spawn import StartError, ignored_signals, spawn
 from sjq.keeper.tokens import take_token, token_level
-from sjq.paths import make_dirs
 
-__all__ = ["KeeperHandle"]
+__all__ = ["Keeper"]
 
 log = logging.getLogger("sjq.keeper")
 
 LAZY_DELAY = 0.02  # seconds a start notice may wait to share a send with other news
 MAX_WAIT = 3600.0  # longest single wait of the keeper's loop; a later timer is waited in parts
 JOURNAL_RETRY = 0.5  # seconds between tries to write journal records a full disk held back
-
-
-# -- the daemon's side ----------------------------------------------------------------
-
-
-class KeeperHandle:
-    """The daemon's end of the keeper: fork it, then exchange frames over a socket pair."""
-
-    def __init__(self, pid: int, sock: socket.socket, journal_path: str) -> None:
-        self.pid = pid
-        self.sock = sock
-        self.journal_path = journal_path
-
-    @classmethod
-    def fork(
-        cls,
-        spool: str,
-        rundir: str,
-        tmpdir: str,
-        killgrace: float,
-        logfile: str | None,
-        *,
-        arm_fd: int,
-    ) -> KeeperHandle:
-        """Fork the keeper. Call before the event loop exists and before any thread."""
-        make_dirs(spool)
-        private_dir(rundir)
-        tmpbase = own_tmp_base(tmpdir)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        ready_r, ready_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the keeper process
-            try:
-                ours.close()
-                os.close(ready_r)
-                _Keeper(
-                    theirs,
-                    spool=spool,
-                    rundir=rundir,
-                    tmpbase=tmpbase,
-                    killgrace=killgrace,
-                    logfile=logfile,
-                    ready=ready_w,
-                    arm_fd=arm_fd,
-                ).run()
-            except BaseException:
-                with contextlib.suppress(BaseException):
-                    log.exception("keeper failed")
-            os._exit(70)
-        theirs.close()
-        os.close(ready_w)
-        # The keeper reports the journal it opened (or why it could not) before we go on.
-        with os.fdopen(ready_r, "rb") as f:
-            answer = f.read().decode()
-        if not answer.startswith("/"):
-            raise OSError(f"the job keeper could not start: {answer or 'it died'}")
-        return cls(pid, ours, answer)
-
-
-# -- the keeper process -----------------------------------------------------------------
 
 
 class _Timer(enum.Enum):
@@ -119,10 +62,13 @@ class _Child:
     start: int  # process start time, clock ticks since boot: at least this
     start_hi: int  # and at most this
     started: float  # wall-clock time of the start
+    oom_fd: int | None = None  # its group's OOM eventfd, registered with the selector
     reason: str = ""
 
 
-class _Keeper:
+class Keeper:
+    """The keeper process's state and loop; `run` never returns."""
+
     def __init__(
         self,
         sock: socket.socket,
@@ -134,8 +80,10 @@ class _Keeper:
         logfile: str | None,
         ready: int,
         arm_fd: int,
+        guard: Guard,
     ) -> None:
         self.sock = sock
+        self.guard = guard
         self.arm_fd = arm_fd
         self.spool = spool
         self.rundir = rundir
@@ -165,7 +113,9 @@ class _Keeper:
         # The janitor thread must never hold up the main loop for long: hand the GIL over
         # within 0.2 ms rather than the default 5 ms.
         sys.setswitchinterval(0.0002)
+        self.guard.open()
         self.janitor = Janitor(self.tmpbase)
+        self.janitor.chores.append(self.guard.tidy)
         self.janitor.sweep(self.rundir, "k")
         os.write(self.ready, self.journal.path.encode())
         os.close(self.ready)
@@ -181,10 +131,16 @@ class _Keeper:
         while not (self.detached and not self.children):
             if not self.children:
                 self.janitor.kick()  # idle: clean up after the jobs that ended now
+                if self.guard.wants_tidy():
+                    self.janitor.wake()
             timeout = None
-            if self.timers:
+            due = self.timers[0].when if self.timers else None
+            sample = self.guard.due()
+            if sample is not None and (due is None or sample < due):
+                due = sample
+            if due is not None:
                 # epoll cannot wait longer than 2**31 ms (24.8 days) in one call
-                timeout = min(MAX_WAIT, max(0.0, self.timers[0].when - time.monotonic()))
+                timeout = min(MAX_WAIT, max(0.0, due - time.monotonic()))
             if self.outbuf and not self.want_write:
                 # only lazy news is waiting: send it when it is due
                 due = max(0.0, self.lazy_due - time.monotonic())
@@ -198,17 +154,22 @@ class _Keeper:
                         while os.read(wake_r, 4096):
                             pass
                     self._reap()
+                elif key.data is not None:  # a job's group reports an OOM
+                    self._stopped(self.guard.oom_event(key.data))
                 elif mask & selectors.EVENT_READ:
                     self._receive()
                 elif mask & selectors.EVENT_WRITE:
                     self._send_pending()
             self._run_timers()
+            if sample is not None and sample <= time.monotonic():
+                self._stopped(self.guard.tick())
             # One send per loop turn, carrying everything this turn produced: each send
             # wakes the daemon, and a wake-up is what costs most on a virtual machine.
             due = self.urgent or not self.children or time.monotonic() >= self.lazy_due
             if self.outbuf and not self.want_write and due:
                 self._send_pending()
         log.info("keeper done: daemon gone and no job left")
+        self.guard.close()
         self.journal.close()
         os._exit(0)
 
@@ -227,7 +188,7 @@ class _Keeper:
         # close them when collected. Pointing each at /dev/null (rather than closing it)
         # drops the daemon's files while keeping the number taken, so such a late close can
         # never hit a file the keeper opened since.
-        keep = {self.sock.fileno(), self.ready, self.arm_fd, 0, 1, 2}
+        keep = {self.sock.fileno(), self.ready, self.arm_fd, 0, 1, 2, *self.guard.keep_fds()}
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         for name in os.listdir("/proc/self/fd"):
             fd = int(name)
@@ -332,7 +293,7 @@ class _Keeper:
     def _handle(self, msg: m.ToKeeper) -> None:
         match msg:
             case m.Spawn(launch):
-                self._spawn(launch)
+                self._tell(self._spawn(launch))
             case m.Kill(jobid, grace):
                 self._kill(jobid, grace)
             case m.Arm(live, capable, entries, low):
@@ -350,48 +311,69 @@ class _Keeper:
 
     # -- processes --
 
-    def _spawn(self, req: JobLaunch) -> bool:
+    def _spawn(self, req: JobLaunch) -> m.Started | m.SpawnFailed:
+        """Start ``req``; what to tell the daemon (the caller sends it: after the exit
+        record of the job an armed start follows)."""
         if not self.journal.healthy and not self.journal.flush():
             # Its start could not be recorded: after a daemon crash it might run twice.
             now = time.time()
             reason = f"cannot record its start: the file system of {self.spool} (sjq.spool) is full"
-            self._send(m.SpawnFailed(req.jobid, now, reason))
             self.journal.write(Refusal(req.jobid, now, reason))
-            return False
+            return m.SpawnFailed(req.jobid, now, reason)
         tmpdir = self.janitor.take()
         rundir = self.rundir
+        group = None
         try:
             if req.uid is not None:
                 rundir = private_dir(os.path.join(rundir, f"u{req.uid}"), owner=req.uid)
             # The keeper's pid in the name: two daemons of one user may share a run dir.
             script_path = os.path.join(rundir, f"k{os.getpid()}-{req.jobid}")
+            group, place = self.guard.place(req)
             # The process starts between these two ticks. Reading its start from /proc
             # instead would cost more than the rest of a start on some machines.
             lo = boot_ticks()
-            pid = spawn(req, script_path, tmpdir, self.sigdef)
+            try:
+                pid = spawn(req, script_path, tmpdir, self.sigdef, place)
+            except CgroupError as e:
+                # Its group could not be entered: the watcher holds it instead.
+                log.warning("job %d: %s; its memory is watched instead", req.jobid, e)
+                self.guard.unplace(group)
+                group = None
+                lo = boot_ticks()
+                pid = spawn(req, script_path, tmpdir, self.sigdef, self.guard.context(None))
             hi = boot_ticks()
         except OSError as e:
-            self._refuse(req, tmpdir, "", StartError(f"cannot prepare job files: {e}"))
-            return False
+            self.guard.unplace(group)
+            return self._refuse(req, tmpdir, "", StartError(f"cannot prepare job files: {e}"))
         except StartError as e:
-            self._refuse(req, tmpdir, script_path, e)
-            return False
+            self.guard.unplace(group)
+            return self._refuse(req, tmpdir, script_path, e)
         now = time.time()
         self.journal.write(Start(req.jobid, pid, lo, now, hi))
-        self.children[pid] = _Child(req, script_path, tmpdir, lo, hi, now)
+        oom_fd = self.guard.started(req, pid, lo, group)
+        if oom_fd is not None:
+            self.sel.register(oom_fd, selectors.EVENT_READ, req.jobid)
+        self.children[pid] = _Child(req, script_path, tmpdir, lo, hi, now, oom_fd)
         self.by_job[req.jobid] = pid
         if req.time_limit:
             self._timer(req.time_limit, _Timer.LIMIT, pid)
-        self._send(m.Started(req.jobid, pid, lo, now), urgent=False)
-        return True
+        return m.Started(req.jobid, pid, lo, now)
 
-    def _refuse(self, req: JobLaunch, tmpdir: str, script_path: str, e: Exception) -> None:
+    def _refuse(self, req: JobLaunch, tmpdir: str, script_path: str, e: Exception) -> m.SpawnFailed:
         now = time.time()
         self.journal.write(Refusal(req.jobid, now, str(e)))
-        self._send(m.SpawnFailed(req.jobid, now, str(e)))
         self.janitor.remove(tmpdir)
         if script_path:
             self.janitor.remove(script_path)
+        return m.SpawnFailed(req.jobid, now, str(e))
+
+    def _tell(self, msg: m.Started | m.SpawnFailed) -> None:
+        # A start may wait a moment for company (the daemon needs the pid only for display).
+        self._send(msg, urgent=not isinstance(msg, m.Started))
+
+    def _stopped(self, jobids: list[int]) -> None:
+        for jobid in jobids:
+            log.info("job %d is over its memory (MEM): stopped", jobid)
 
     def _kill(self, jobid: int, grace: float) -> None:
         pid = self.by_job.get(jobid)
@@ -422,52 +404,77 @@ class _Keeper:
                     assert_never(due.kind)
 
     def _reap(self) -> None:
+        # Every zombie first, then the jobs whose first process ended: the processes a
+        # job's end killed (or that died with it) are reaped as orphans of ours, and
+        # their CPU time counts for the job, before its end is measured.
+        ended: list[tuple[int, _Child, int, resource.struct_rusage, float]] = []
         while True:
             try:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
-                return
+                break
             if info is None:
-                return
+                break
             pid = info.si_pid
+            child = self.children.pop(pid, None)
+            if child is None:
+                # An orphan of a job (we are a subreaper): its CPU time is that job's.
+                _, _, ru = os.wait4(pid, 0)
+                self.guard.orphan(pid, ru.ru_utime, ru.ru_stime)
+                continue
             # The leader is a zombie until wait4 below, so its pid (the group id) cannot be
             # recycled yet: this reaches only what the job left behind in its group.
             signal_group(pid, signal.SIGKILL)
             _, status, ru = os.wait4(pid, 0)
-            child = self.children.pop(pid, None)
-            if child is None:
-                log.warning("reaped process %d, which is not a job of ours", pid)
-                continue
-            jobid = child.req.jobid
-            del self.by_job[jobid]
-            code = os.waitstatus_to_exitcode(status)
-            claimed = successor = None
-            if jobid in self.capable:
-                self.capable.discard(jobid)
-                claimed, successor = self._claim(jobid, code == 0 and not child.reason)
-            rec = ExitRecord(
-                jobid=child.req.jobid,
-                pid=pid,
-                exit_code=code if code >= 0 else None,
-                signal=-code if code < 0 else None,
-                time=time.time(),
-                cpu_user=ru.ru_utime,
-                cpu_sys=ru.ru_stime,
-                maxrss=ru.ru_maxrss * 1024,
-                reason=child.reason,
-            )
-            self.journal.write(rec)
-            # The daemon needs this end in time only to arm more: while enough tokens are
-            # left, it may wait to share a wake-up with later news.
-            lazy = successor is not None and token_level(self.arm_fd) > self.arm_low
-            started_next = None if successor is None else successor.jobid
-            self._send(m.Exited(rec, started_next, claimed), urgent=not lazy)
-            # Without waiting for the daemon: it armed us for exactly this moment. The plan
-            # it armed made the job a capable one too: its end takes the next token.
-            if successor is not None and self._spawn(successor):
-                self.capable.add(successor.jobid)
-            self.janitor.recycle(child.tmpdir)
-            self.janitor.remove(child.script_path)
+            ended.append((pid, child, status, ru, time.time()))
+        for pid, child, status, ru, when in ended:
+            self._ended(pid, child, status, ru, when)
+
+    def _ended(
+        self, pid: int, child: _Child, status: int, ru: resource.struct_rusage, when: float
+    ) -> None:
+        jobid = child.req.jobid
+        del self.by_job[jobid]
+        code = os.waitstatus_to_exitcode(status)
+        claimed = successor = None
+        if jobid in self.capable:
+            self.capable.discard(jobid)
+            ok = code == 0 and not child.reason and not self.guard.out_of_memory(jobid)
+            claimed, successor = self._claim(jobid, ok)
+        # Without waiting for the daemon: it armed us for exactly this moment. Started
+        # before this job's end is measured (its group read), which can wait; told after.
+        started = self._spawn(successor) if successor is not None else None
+        if child.oom_fd is not None:
+            self.sel.unregister(child.oom_fd)
+        settled = self.guard.settle(jobid, ru)
+        u = settled.usage
+        rec = ExitRecord(
+            jobid=child.req.jobid,
+            pid=pid,
+            exit_code=code if code >= 0 else None,
+            signal=-code if code < 0 else None,
+            time=when,
+            cpu_user=u.cpu_user,
+            cpu_sys=u.cpu_sys,
+            maxrss=u.maxrss,
+            reason=settled.reason or child.reason,
+            measured_by=u.measured_by,
+        )
+        self.journal.write(rec)
+        # The daemon needs this end in time only to arm more: while enough tokens are
+        # left, it may wait to share a wake-up with later news.
+        lazy = successor is not None and token_level(self.arm_fd) > self.arm_low
+        started_next = None if successor is None else successor.jobid
+        self._send(m.Exited(rec, started_next, claimed), urgent=not lazy)
+        if started is not None:
+            # The plan it armed made the job a capable one too: its end takes the next token.
+            if isinstance(started, m.Started):
+                self.capable.add(started.jobid)
+            self._tell(started)
+        self.janitor.recycle(child.tmpdir)
+        self.janitor.remove(child.script_path)
+        if self.guard.wants_tidy():
+            self.janitor.wake()
 
     def _claim(self, jobid: int, succeeded: bool) -> tuple[int | None, JobLaunch | None]:
         """As a capable job ends: the arm token taken, and the job to start for it."""

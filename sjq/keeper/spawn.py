@@ -7,11 +7,14 @@ The only module that execs job processes. Imports nothing of asyncio or sqlite3.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
 import subprocess
+from contextlib import AbstractContextManager
 
+from sjq.contain.cgroup import CgroupError
 from sjq.jobs import JobLaunch
 
 __all__ = ["StartError", "check_interpreter", "ignored_signals", "spawn"]
@@ -35,9 +38,19 @@ class StartError(Exception):
     """A job could not be started; the message is the reason recorded with state E."""
 
 
-def spawn(req: JobLaunch, script_path: str, tmpdir: str, sigdef: frozenset[signal.Signals]) -> int:
+def spawn(
+    req: JobLaunch,
+    script_path: str,
+    tmpdir: str,
+    sigdef: frozenset[signal.Signals],
+    place: AbstractContextManager[None] | None = None,
+) -> int:
     """Write the job's script to ``script_path``, open its outputs and start it in a new
-    session; its pid. ``sigdef``: signals to reset to their default action."""
+    session; its pid. ``sigdef``: signals to reset to their default action; ``place``: the
+    context the process is started in (its cgroup, or its CPUs), so that it is contained
+    from its first instruction. Only the start itself runs in it: the script and output
+    files are not charged to the job's group. A ``CgroupError`` from entering it passes."""
+    place = place or contextlib.nullcontext()
     check_interpreter(req.script)
     try:
         os.chdir(req.cwd)
@@ -58,7 +71,8 @@ def spawn(req: JobLaunch, script_path: str, tmpdir: str, sigdef: frozenset[signa
         raise StartError(f"cannot prepare job files: {e.filename}: {e.strerror}") from None
     env = dict(req.env, TMPDIR=tmpdir)
     if req.uid is not None:
-        return _start_as_user(req, script_path, env)
+        with place:
+            return _start_as_user(req, script_path, env)
     out = _open_output(req.stdout, "stdout")
     try:
         err = out if _same_file(out, req.stdout, req.stderr) else _open_output(req.stderr, "stderr")
@@ -66,19 +80,22 @@ def spawn(req: JobLaunch, script_path: str, tmpdir: str, sigdef: frozenset[signa
         os.close(out)
         raise
     try:
-        return os.posix_spawn(
-            script_path,
-            [script_path],
-            env,
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, out, 1),
-                (os.POSIX_SPAWN_DUP2, err, 2),
-            ],
-            setsid=True,
-            setsigdef=sigdef,
-            setsigmask=(),
-        )
+        with place:
+            pid = os.posix_spawn(
+                script_path,
+                [script_path],
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, out, 1),
+                    (os.POSIX_SPAWN_DUP2, err, 2),
+                ],
+                setsid=True,
+                setsigdef=sigdef,
+                setsigmask=(),
+            )
+    except CgroupError:
+        raise
     except OSError as e:
         raise StartError(_exec_error(req.script, e)) from None
     finally:
@@ -86,6 +103,7 @@ def spawn(req: JobLaunch, script_path: str, tmpdir: str, sigdef: frozenset[signa
         if err != out:
             os.close(err)
         os.chdir("/")  # do not keep the job's directory busy (it may be unmounted)
+    return pid
 
 
 def _start_as_user(req: JobLaunch, script_path: str, env: dict[str, str]) -> int:

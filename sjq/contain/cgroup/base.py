@@ -8,6 +8,7 @@ is one job's group in every hierarchy of its backend, with its control files kep
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 from collections.abc import Iterator, Sequence
@@ -69,7 +70,7 @@ class Backend:
 
     def __init__(self, name: str) -> None:
         self.name = name  # sjq.<pid>
-        self.counter = 0
+        self._names = itertools.count(1)  # next() is atomic: a pool may tidy in a thread
 
     # subclasses provide these
     def setup(self) -> None:
@@ -93,6 +94,14 @@ class Backend:
     def group_of(self, pid: int) -> Group | None:
         raise NotImplementedError
 
+    def group_from_state(self, pid: int, state: str) -> Group | None:
+        """The group of a job re-adopted after a crash, with the baselines its keeper's
+        journal recorded (``Group.state``); None if ``pid`` is in no group of ours."""
+        g = self.group_of(pid)
+        if g is not None:
+            restore(g, state)
+        return g
+
     @contextlib.contextmanager
     def inside(self, group: Group) -> Iterator[None]:
         """``with backend.inside(g): pid = os.posix_spawn(...)``"""
@@ -102,9 +111,15 @@ class Backend:
         finally:
             self.leave()
 
+    def held_fds(self) -> list[int]:
+        """Descriptors the backend keeps open (the files that move a thread home): a
+        process forked after ``setup`` that closes what it inherited must keep these."""
+        return []
+
     def new_group(self) -> Group:
-        self.counter += 1
-        return self.create(f"j{self.counter}")
+        # Each keeper (a process forked from the daemon) makes groups below the same base:
+        # its pid in the name keeps theirs apart.
+        return self.create(f"j{os.getpid()}.{next(self._names)}")
 
     def teardown(self) -> None:
         """Remove our base directories (and any empty group left in them)."""

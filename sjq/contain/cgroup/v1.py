@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from sjq.contain.cpus import format_cpulist
 
-from .base import KEEP_CHARGE, Backend, Group, GroupSample, GroupUsage, restore
+from .base import KEEP_CHARGE, Backend, Group, GroupSample, GroupUsage
 from .fs import CgroupError, Mount, dir_of, key_values, parse_proc_cgroup, read_file, write_file
 
 __all__ = ["V1_CONTROLLERS", "V1Backend", "V1Group"]
@@ -39,6 +39,9 @@ class V1Backend(Backend):
         self.home_fds: dict[str, int] = {}
         self.all_cpus = ""
         self.mems = ""
+
+    def held_fds(self) -> list[int]:
+        return list(self.home_fds.values())
 
     def bases(self) -> list[str]:
         return [os.path.join(d, self.name) for d in self.own.values()]
@@ -110,12 +113,6 @@ class V1Backend(Backend):
             dirs[ctrl] = d
         g = V1Group(self, os.path.basename(dirs["memory"]), dirs)
         g.fresh = False
-        return g
-
-    def group_from_state(self, pid: int, state: str) -> Group | None:
-        g = self.group_of(pid)
-        if g is not None:
-            restore(g, state)
         return g
 
     def teardown(self) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 from sjq.contain.cpus import format_cpulist
 
-from .base import KEEP_CHARGE, Backend, Group, GroupSample, GroupUsage, remove_tree, restore
+from .base import KEEP_CHARGE, Backend, Group, GroupSample, GroupUsage, remove_tree
 from .fs import (
     CgroupError,
     dir_of,
@@ -49,6 +49,9 @@ class V2Backend(Backend):
         self.home = ""  # the group the keeper returns to after a spawn
         self.home_fd: int | None = None
         self.all_cpus = ""
+
+    def held_fds(self) -> list[int]:
+        return [] if self.home_fd is None else [self.home_fd]
 
     def bases(self) -> list[str]:
         return [self.base, os.path.join(self.own, self.name + ".d")]
@@ -150,12 +153,6 @@ class V2Backend(Backend):
             return None
         g = V2Group(self, os.path.basename(path), {"": path})
         g.fresh = False
-        return g
-
-    def group_from_state(self, pid: int, state: str) -> Group | None:
-        g = self.group_of(pid)
-        if g is not None:
-            restore(g, state)
         return g
 
     def teardown(self) -> None:

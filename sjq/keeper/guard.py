@@ -1,0 +1,229 @@
+"""A keeper's containment and measurement of its jobs (docs/containment.md): each job in a
+cgroup of its own when the daemon has a backend, else watched by sampling its process tree;
+stopped when it goes over its memory; its true usage at its end.
+
+`Guard` is built in the daemon (with the cgroup backend it found) and opened in the keeper
+process. The keeper asks it where to start a job (`place`), tells it the job started
+(`started`) and ended (`settle`), and runs its sampling when due (`tick`). Imports nothing
+of asyncio or sqlite3.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import threading
+import time
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import cast
+
+from sjq.contain.account import Usage, out_of_memory_reason, usage
+from sjq.contain.cgroup import Backend, CgroupError, Group, GroupPool
+from sjq.contain.procfs import keeper_peak, pinned, set_child_subreaper
+from sjq.contain.watch import Watcher, WatchPolicy
+from sjq.jobs import JobLaunch
+
+__all__ = ["Guard", "Settled"]
+
+log = logging.getLogger("sjq.keeper")
+
+
+@dataclass(slots=True)
+class _Held:
+    """What the guard keeps for one running job."""
+
+    pid: int  # its first process
+    group: Group | None
+    limit: int | None  # bytes; None: not enforced
+    keeper_peak: int  # the keeper's own peak just after the spawn (see account)
+    oom_fd: int | None = None  # the group's OOM eventfd, while registered with the keeper
+    over: bool = False  # stopped for going over its memory
+    reaped_utime: float = 0.0  # CPU of the job's orphans the keeper reaped
+    reaped_stime: float = 0.0
+    # processes killed (outside a cgroup) and not yet reaped: their CPU time just before
+    dying: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A job's end as the guard measured it; ``reason``: why memory stopped it, or ""."""
+
+    usage: Usage
+    reason: str
+
+
+class Guard:
+    """Containment of one keeper's jobs. ``backend``: the cgroup backend the daemon set up
+    (None: the watcher alone); ``pool_size``: groups kept ready in this keeper."""
+
+    def __init__(self, backend: Backend | None, *, pool_size: int = 4) -> None:
+        self.backend = backend
+        self.pool_size = pool_size
+        self.pool: GroupPool | None = None
+        self.watcher = Watcher(WatchPolicy())
+        self.jobs: dict[int, _Held] = {}
+        self._tidy_lock = threading.Lock()
+
+    def keep_fds(self) -> list[int]:
+        """Descriptors the keeper must keep when it drops what it inherited."""
+        return self.backend.held_fds() if self.backend is not None else []
+
+    def open(self) -> None:
+        """In the keeper process, once: orphans of jobs come to us (so their usage does
+        too), the watcher knows us as a reaper, the pool is filled."""
+        if not set_child_subreaper():
+            log.warning("cannot become a child subreaper: orphans of jobs go to init")
+        self.watcher = Watcher(WatchPolicy(), reapers={1, os.getpid()})
+        if self.backend is not None:
+            self.pool = GroupPool(self.backend, size=self.pool_size)
+            self.tidy()
+
+    def close(self) -> None:
+        """Remove this keeper's groups (every job has ended)."""
+        if self.pool is not None:
+            with self._tidy_lock:
+                self.pool.close(wait=0.5)
+
+    # -- a job's start -------------------------------------------------------------------
+
+    def place(self, req: JobLaunch) -> tuple[Group | None, AbstractContextManager[None]]:
+        """Where ``req`` starts: its group (taken from the pool, limits set) and the context
+        to run its spawn in, so that its first instruction is inside. A group that cannot
+        be had leaves the job to the watcher, with a log line: never an error for the job."""
+        group = None
+        if self.pool is not None and req.mem is not None:
+            try:
+                group = self.pool.take(req.mem, None)
+            except CgroupError as e:
+                log.warning("job %d: %s; its memory is watched instead", req.jobid, e)
+        return group, self.context(group)
+
+    def context(self, group: Group | None) -> AbstractContextManager[None]:
+        if group is not None and self.backend is not None:
+            return self.backend.inside(group)
+        return pinned(None)
+
+    def unplace(self, group: Group | None) -> None:
+        """The job did not start (or not in ``group``): the group goes back."""
+        if group is not None and self.pool is not None:
+            self.pool.give_back(group)
+
+    def started(self, req: JobLaunch, pid: int, tick_lo: int, group: Group | None) -> int | None:
+        """``req`` runs as ``pid`` (started at clock tick ``tick_lo`` or later); its OOM
+        eventfd for the keeper to watch, if its group has one."""
+        held = _Held(pid, group, req.mem, keeper_peak())
+        self.jobs[req.jobid] = held
+        sock = req.env.get("SJQ_SOCKET", "")
+        marker = (b"SJQ_JOBID=%d" % req.jobid, b"SJQ_SOCKET=" + os.fsencode(sock))
+        self.watcher.add(
+            req.jobid,
+            pid,
+            start=time.monotonic(),
+            limit=req.mem,
+            marker=marker,
+            group=group,
+            start_tick=tick_lo,
+        )
+        if group is not None and group.oom_fd is not None:
+            held.oom_fd = group.oom_fd
+        return held.oom_fd
+
+    # -- while jobs run ------------------------------------------------------------------
+
+    def due(self) -> float | None:
+        """When ``tick`` should run next (monotonic), or None."""
+        return self.watcher.due()
+
+    def tick(self) -> list[int]:
+        """Sample the jobs that are due; the jobs just stopped for their memory."""
+        # every event the watcher reports (OverLimit, OomKill) ends a job
+        return self._stop([cast("int", ev.job) for ev in self.watcher.tick()])
+
+    def oom_event(self, jobid: int) -> list[int]:
+        """A group's OOM eventfd is readable: look at the job at once."""
+        held = self.jobs.get(jobid)
+        if held is None or held.group is None:
+            return []
+        held.group.oom_fired()
+        ev = self.watcher.sample(jobid)
+        return self._stop([jobid] if ev is not None else [])
+
+    def _stop(self, jobids: list[int]) -> list[int]:
+        out = []
+        for jobid in jobids:
+            held = self.jobs.get(jobid)
+            if held is None or held.over:
+                continue
+            held.over = True
+            held.dying.update(self.watcher.stop(jobid))
+            out.append(jobid)
+        return out
+
+    def out_of_memory(self, jobid: int) -> bool:
+        """Whether memory stopped the job, as far as known now (cheap: before the keeper
+        decides whether an armed job that needs this one's success may start)."""
+        held = self.jobs.get(jobid)
+        if held is None:
+            return False
+        return held.over or (held.group is not None and held.group.oom_fired())
+
+    def orphan(self, pid: int, ru_utime: float, ru_stime: float) -> None:
+        """The keeper (a subreaper) reaped ``pid``, which is not a job's first process: its
+        CPU time is its job's, if the job is still running."""
+        owner = self.watcher.owner(pid)
+        held = self.jobs.get(owner) if isinstance(owner, int) else None
+        if held is not None:
+            held.dying.pop(pid, None)  # exact now
+            held.reaped_utime += ru_utime
+            held.reaped_stime += ru_stime
+
+    # -- a job's end ---------------------------------------------------------------------
+
+    def settle(self, jobid: int, ru: resource.struct_rusage) -> Settled:
+        """The job's first process has been reaped: kill what is left of it (its whole
+        group, or every process of its tree the watcher knows), measure it, give its group
+        back."""
+        held = self.jobs.pop(jobid)
+        held.dying.update(self.watcher.stop(jobid))
+        held.dying.pop(held.pid, None)  # wait4 counted it
+        for u_, s_ in held.dying.values():
+            held.reaped_utime += u_
+            held.reaped_stime += s_
+        judge = self.watcher.finish(jobid)
+        group_usage = None
+        if held.group is not None:
+            group_usage = held.group.finish()
+        u = usage(
+            judge=judge,
+            group=group_usage,
+            ru_utime=ru.ru_utime,
+            ru_stime=ru.ru_stime,
+            ru_maxrss_kb=ru.ru_maxrss,
+            keeper_peak=held.keeper_peak,
+            reaped_utime=held.reaped_utime,
+            reaped_stime=held.reaped_stime,
+        )
+        reason = ""
+        if held.over or u.oom:
+            limit = held.limit if held.limit is not None else u.maxrss
+            reason = out_of_memory_reason(limit, u.maxrss)
+        if held.group is not None and self.pool is not None:
+            self.pool.give_back(held.group)
+        return Settled(u, reason)
+
+    def wants_tidy(self) -> bool:
+        """Whether groups wait to be reset (the keeper asks its janitor thread to)."""
+        return self.pool is not None and bool(self.pool.used) and not self._tidy_lock.locked()
+
+    def tidy(self) -> None:
+        """Reset used groups and top the pool up: off the critical path (the janitor thread,
+        or the keeper when idle). Never raises."""
+        if self.pool is None:
+            return
+        with self._tidy_lock:
+            try:
+                self.pool.tidy()
+            except Exception:
+                log.exception("cannot tidy the group pool")

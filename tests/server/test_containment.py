@@ -1,0 +1,188 @@
+"""Resource fidelity through a real daemon: each job held to its MEM (sjq.enforce) and its
+true usage recorded (INFO maxrss, cpu_user, cpu_sys, measured_by), real processes."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import Daemon, Gate, wait_for
+
+from ._helpers import SH
+
+MB = 1 << 20
+PY = f"#!{sys.executable}\n"
+
+HELLO = (Path(__file__).resolve().parents[2] / "examples" / "hello.sh").read_text()
+
+
+def hog(mb: int, gate: Gate | None = None, seconds: float = 30.0) -> str:
+    """A Python job that touches ``mb`` MB of its own memory, then waits (for ``gate``, or
+    at most ``seconds``) holding it."""
+    wait = (
+        f"while not os.path.exists({str(gate.path)!r}) and time.time() < end:\n"
+        "    time.sleep(0.01)\n"
+        if gate is not None
+        else "while time.time() < end:\n    time.sleep(0.01)\n"
+    )
+    return (
+        PY + "import os, time\n"
+        f"end = time.time() + {seconds}\n"
+        f"b = bytearray({mb} * 2**20)\n"
+        "b[::4096] = b'x' * len(b[::4096])\n" + wait
+    )
+
+
+def helper(d: Daemon, name: str, body: str) -> str:
+    """A Python script in the jobs' directory; the command that runs it."""
+    path = d.jobs_dir / name
+    path.write_text("import os, sys, time\n" + body)
+    return f"{sys.executable} {path}"
+
+
+def ended(d: Daemon, jobid: int, timeout: float = 30.0) -> dict[str, object]:
+    d.wait_state(jobid, "SFAKE", timeout)
+    return d.info(jobid)
+
+
+@pytest.mark.parametrize("method", ["watch", "none"])
+def test_an_echo_job_shows_a_tiny_peak_never_the_keepers_size(
+    daemon_factory: Callable[..., Daemon], method: str
+) -> None:
+    d = daemon_factory(enforce=method).start()
+    info = ended(d, d.submit(HELLO, mem="10M"))
+    assert info["state"] == "S", info
+    assert isinstance(info["maxrss"], int)
+    assert 0 <= info["maxrss"] < 5 * MB, info  # wait4 alone said ~19 MB: the keeper's size
+    assert info["measured_by"] == "sampled"
+
+
+def test_several_processes_report_their_summed_peak(
+    daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate]
+) -> None:
+    d = daemon_factory(enforce="watch").start()
+    g = gate("three")
+    ready = d.jobs_dir / "ready"
+    one = helper(
+        d,
+        "hold50.py",
+        "b = bytearray(50 * 2**20)\n"
+        "b[::4096] = b'x' * len(b[::4096])\n"
+        f"open({str(ready)!r} + str(os.getpid()), 'w').close()\n"
+        f"while not os.path.exists({str(g.path)!r}): time.sleep(0.01)\n",
+    )
+    jid = d.submit(SH + f"{one} &\n{one} &\n{one} &\nwait\n", mem="1G")
+    wait_for(lambda: len(list(d.jobs_dir.glob("ready*"))) == 3, what="three 50 MB processes")
+    # two samples at the 0.25 s interval see all three at their size
+    wait_for(lambda: d.info(jid)["state"] == "R" and _sampled_long(d, jid), what="sampling")
+    g.open()
+    info = ended(d, jid)
+    assert info["state"] == "S", info
+    assert 150 * MB <= info["maxrss"] <= 200 * MB, info  # ru_maxrss would say one: ~60 MB
+
+
+def _sampled_long(d: Daemon, jid: int) -> bool:
+    started = d.info(jid)["started"]
+    return started is not None and time.time() - started > 1.0
+
+
+def test_a_job_over_its_mem_is_stopped_under_watch(daemon_factory: Callable[..., Daemon]) -> None:
+    d = daemon_factory(enforce="watch").start()
+    info = ended(d, d.submit(hog(300), mem="100M"))
+    assert info["state"] == "F", info
+    reason = str(info["reason"])
+    assert reason.startswith("out of memory (limit 100M, peak "), reason
+    assert info["maxrss"] > 100 * MB
+    assert info["measured_by"] == "sampled"
+    assert "job 1 is over its memory" in d.log
+
+
+def test_a_job_within_its_mem_never_notices(
+    daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate]
+) -> None:
+    d = daemon_factory(enforce="watch").start()
+    g = gate()
+    jid = d.submit(hog(50, g), mem="100M")
+    wait_for(lambda: _sampled_long(d, jid), what="a second of sampling")
+    g.open()
+    info = ended(d, jid)
+    assert info["state"] == "S", info
+    assert 50 * MB <= info["maxrss"] < 100 * MB
+
+
+def test_none_holds_no_job_to_its_mem_but_measures_it(
+    daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate]
+) -> None:
+    d = daemon_factory(enforce="none").start()
+    g = gate()
+    jid = d.submit(hog(300, g), mem="100M")
+    wait_for(lambda: _sampled_long(d, jid), what="a second of sampling")
+    g.open()
+    info = ended(d, jid)
+    assert info["state"] == "S", info
+    assert info["maxrss"] >= 300 * MB
+    assert "containment: none (sjq.enforce = none)" in d.log
+
+
+def test_cpu_time_covers_the_whole_tree(daemon_factory: Callable[..., Daemon]) -> None:
+    """Two children busy in the background, one of them left behind when the job ends: the
+    job's CPU time holds what each child says it used."""
+    d = daemon_factory(enforce="watch").start()
+    out = d.jobs_dir / "cpu"
+    busy = helper(
+        d,
+        "busy.py",
+        "t = time.process_time()\n"
+        "while time.process_time() - t < 0.3: pass\n"
+        f"open({str(out)!r} + str(os.getpid()), 'w').write(repr(time.process_time()))\n"
+        "if sys.argv[1] == 'stay': time.sleep(60)\n",
+    )
+    jid = d.submit(
+        SH + f"{busy} wait &\n{busy} stay &\n"
+        f'while [ "$(ls {out}* 2>/dev/null | wc -l)" -lt 2 ]; do sleep 0.01; done\n'
+    )
+    info = ended(d, jid)
+    assert info["state"] == "S", info
+    children = sum(float(p.read_text()) for p in d.jobs_dir.glob("cpu*"))
+    assert children >= 0.6
+    assert info["cpu_user"] + info["cpu_sys"] >= children * 0.9, (info, children)
+
+
+def test_a_readopted_job_is_still_held_to_its_mem(
+    daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate]
+) -> None:
+    """The daemon is SIGKILLed while a job runs; the job's keeper goes on holding it."""
+    d = daemon_factory(enforce="watch").start()
+    g = gate()
+    script = PY + (
+        "import os, time\n"
+        f"while not os.path.exists({str(g.path)!r}): time.sleep(0.01)\n"
+        "b = bytearray(300 * 2**20)\n"
+        "b[::4096] = b'x' * len(b[::4096])\n"
+        "time.sleep(30)\n"
+    )
+    jid = d.submit(script, mem="100M")
+    wait_for(lambda: d.info(jid)["pid"], what="the job's pid")
+    d.kill9()
+    d.start()
+    g.open()
+    info = ended(d, jid)
+    assert info["state"] == "F", info
+    assert str(info["reason"]).startswith("out of memory (limit 100M, peak ")
+    assert info["measured_by"] == "sampled"
+
+
+def test_an_unknown_enforce_value_is_a_config_error(
+    daemon_factory: Callable[..., Daemon],
+) -> None:
+    d = daemon_factory(enforce="strict")
+    d.start(wait=False)
+    assert d.proc is not None
+    assert d.proc.wait(30) != 0
+    d.proc = None
+    err = (d.dir / "stderr.log").read_text()
+    assert "sjq.enforce" in err
+    assert "expected one of auto, watch, none, got 'strict'" in err
