@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     )
     from ._job import AsyncJob, Job, JobRef
     from ._models import JobInfo
+    from ._stats import GroupStats, Hint, Stats
 
 __all__ = [
     "AsyncClient",
@@ -41,6 +42,8 @@ __all__ = [
     "ConnectionLost",
     "DaemonNotRunning",
     "DaemonStartFailed",
+    "GroupStats",
+    "Hint",
     "Job",
     "JobInfo",
     "JobNotFinished",
@@ -49,6 +52,7 @@ __all__ = [
     "ProtocolError",
     "RequestRejected",
     "SjqError",
+    "Stats",
     "TransportError",
 ]
 
@@ -59,6 +63,7 @@ _WHERE = {
     "Job": "_job",
     "JobRef": "_job",
     "JobInfo": "_models",
+    **dict.fromkeys(("GroupStats", "Hint", "Stats"), "_stats"),
     **dict.fromkeys(
         (
             "ConnectionLost",

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
     from ._connection import Connection
     from ._models import JobInfo, QueueState
+    from ._stats import Stats
 
 __all__ = ["AsyncClient", "AsyncJob"]
 
@@ -452,6 +453,21 @@ class AsyncClient:
     async def queue_state(self) -> QueueState:
         """Whether the queue is paused (and since when), and the daemon's resources."""
         return await self._run(calls.queue_state())
+
+    async def stats(
+        self,
+        ids: JobRef | Iterable[JobRef] | None = None,
+        *,
+        names: Iterable[str] = (),
+        since: float | None = None,
+        by: str = "auto",
+    ) -> Stats:
+        """Per job name, how the ended jobs ended and what they used, with hints; see
+        Client.stats."""
+        from . import _stats  # noqa: PLC0415 -- only for this call
+
+        wanted = None if ids is None else job_ids(ids)
+        return await self._run(_stats.plan(wanted, tuple(names), since, by))
 
     async def shutdown(self, *, keep_running: bool = False, timeout: float | None = 30.0) -> None:
         """Stop the daemon and wait until it has removed its socket (see Client.shutdown)."""

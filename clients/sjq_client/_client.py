@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from sjq.protocol import JobState
 
     from ._models import JobInfo, QueueState
+    from ._stats import Stats
 
 __all__ = ["Client", "Job", "JobRef"]
 
@@ -273,6 +274,28 @@ class Client:
     def queue_state(self) -> QueueState:
         """Whether the queue is paused (and since when), and the daemon's resources."""
         return self._run(calls.queue_state())
+
+    def stats(
+        self,
+        ids: JobRef | Iterable[JobRef] | None = None,
+        *,
+        names: Iterable[str] = (),
+        since: float | None = None,
+        by: str = "auto",
+    ) -> Stats:
+        """Per job name, how the ended jobs the daemon remembers ended and what they used,
+        with hints where a reservation is far off (`sjq stats`).
+
+        ``ids``: only these jobs. ``names``: glob patterns (``"align*"``), any of which a
+        name must match. ``since``: only jobs that ended then or later (unix time). ``by``:
+        ``"auto"`` groups names that differ in a number standing alone (``align.1``,
+        ``align.2``) or a ``[...]`` suffix, ``"name"`` does not group, ``"digits"`` groups
+        names that differ in any number. Never starts a daemon.
+        """
+        from . import _stats  # noqa: PLC0415 -- only for this call: keeps submits cheap
+
+        wanted = None if ids is None else job_ids(ids)
+        return self._run(_stats.plan(wanted, tuple(names), since, by))
 
     def shutdown(self, *, keep_running: bool = False, timeout: float | None = 30.0) -> None:
         """Stop the daemon, and wait (up to ``timeout`` s) until it has removed its socket.

@@ -69,6 +69,7 @@ TOP = Command(
         "  status     list jobs, with a one-line queue summary\n"
         "  info       everything about jobs: exit code, reason, CPU time, peak memory\n"
         "  wait       block until jobs end; exit 0 only if all succeeded\n"
+        "  stats      per job name: failures, wall and CPU time, peak memory; what to reserve\n"
         "  kill       kill jobs (running ones get SIGTERM, then SIGKILL)\n"
         "  hold       keep queued jobs from starting\n"
         "  release    let held jobs run\n"
@@ -102,6 +103,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "status": ("_cli_show", "STATUS", "run_status"),
     "info": ("_cli_show", "INFO", "run_info"),
     "wait": ("_cli_show", "WAIT", "run_wait"),
+    "stats": ("_cli_stats", "STATS", "run_stats"),
     "kill": ("cli", "KILL", "run_kill"),
     "hold": ("cli", "HOLD", "run_hold"),
     "release": ("cli", "RELEASE", "run_release"),
@@ -158,7 +160,7 @@ def _main(args: list[str]) -> int:
             ctx = ctx.with_options({dest[flag]: value})
         if i >= len(args):
             raise UsageError(
-                "give a command: submit, status, info, wait, kill, hold, release, pause,"
+                "give a command: submit, status, info, wait, stats, kill, hold, release, pause,"
                 " resume, ping, shutdown or server"
             )
         name, rest = args[i], args[i + 1 :]
