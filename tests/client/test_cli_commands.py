@@ -22,6 +22,7 @@ COMMANDS = [
     "status",
     "info",
     "wait",
+    "stats",
     "kill",
     "hold",
     "release",

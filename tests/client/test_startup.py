@@ -37,6 +37,9 @@ HEAVY = {
     # dataclasses and inspect compile code at import (the reason for sjq._record)
     "dataclasses",
     "inspect",
+    # `sjq stats` alone loads its code
+    "sjq_client._stats",
+    "sjq_client._cli_stats",
 }
 
 RUN = (
@@ -87,3 +90,12 @@ def test_status_imports_nothing_of_the_daemon(daemon: Daemon, tmp_path: Path) ->
     env = client_env(tmp_path, SJQ_SOCKET=daemon.socket)
     loaded = modules_after(["status", "--all"], env, daemon.jobs_dir, tmp_path / "modules.txt")
     assert not HEAVY & loaded
+
+
+def test_stats_imports_nothing_of_the_daemon(daemon: Daemon, tmp_path: Path) -> None:
+    daemon.submit("#!/bin/sh\ntrue\n")
+    daemon.wait_state(1, "S")
+    env = client_env(tmp_path, SJQ_SOCKET=daemon.socket)
+    loaded = modules_after(["stats", "-n", "x*"], env, daemon.jobs_dir, tmp_path / "modules.txt")
+    assert not (HEAVY - {"sjq_client._stats", "sjq_client._cli_stats"}) & loaded
+    assert {"sjq_client._stats", "sjq_client._cli_stats"} <= loaded
