@@ -11,7 +11,7 @@ import bisect
 import math
 import re
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from sjq._record import fields, record
 from sjq.protocol import Data, Error, Info, Reply, Status
@@ -178,9 +178,9 @@ def failure_reason(state: str, reason: str, exit_code: int | None, signal: int |
 # -- records ------------------------------------------------------------------------------
 
 
-@record
-class JobUsage:
-    """What stats needs of one ended job, from its INFO record."""
+class JobUsage(NamedTuple):
+    """What stats needs of one ended job, from its INFO record. A tuple, not a record: a
+    daemon may remember 100,000 jobs, and a tuple is built several times faster."""
 
     id: int
     name: str
@@ -206,38 +206,39 @@ class JobUsage:
 
     @classmethod
     def from_record(cls, rec: Mapping[str, Any]) -> JobUsage:
-        """From one decoded INFO record; ProtocolError if it lacks id, name or state."""
-
-        def number(key: str) -> float | None:
-            v = rec.get(key)
-            return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
-
-        def whole(key: str) -> int | None:
-            v = rec.get(key)
-            return v if isinstance(v, int) and not isinstance(v, bool) else None
-
-        jobid, name, state = rec.get("id"), rec.get("name"), rec.get("state")
-        if not (isinstance(jobid, int) and isinstance(name, str) and isinstance(state, str)):
+        """From one decoded INFO record; ProtocolError if it lacks id, name or state. Other
+        values of the wrong type count as unknown, as from a newer or older daemon."""
+        get = rec.get
+        jobid, name, state = get("id"), get("name"), get("state")
+        if type(jobid) is not int or type(name) is not str or type(state) is not str:
             raise ProtocolError(f"unreadable INFO record {dict(rec)!r:.200}")
-        user, sys_ = number("cpu_user"), number("cpu_sys")
-        measured = rec.get("measured_by")
+        user, sys_ = _number(get("cpu_user")), _number(get("cpu_sys"))
+        measured, reason = get("measured_by"), get("reason")
         return cls(
-            id=jobid,
-            name=name,
-            state=state,
-            procs=whole("procs") or 1,
-            mem=whole("mem") or 0,
-            started=number("started"),
-            ended=number("ended"),
-            cpu=None if user is None and sys_ is None else (user or 0.0) + (sys_ or 0.0),
-            maxrss=whole("maxrss"),
-            measured_by=measured if isinstance(measured, str) and measured else None,
-            attempts=max(1, whole("attempts") or 1),
-            time_limit=number("time_limit"),
-            reason=reason if isinstance(reason := rec.get("reason"), str) else "",
-            exit_code=whole("exit_code"),
-            signal=whole("signal"),
+            jobid,
+            name,
+            state,
+            _whole(get("procs")) or 1,
+            _whole(get("mem")) or 0,
+            _number(get("started")),
+            _number(get("ended")),
+            None if user is None and sys_ is None else (user or 0.0) + (sys_ or 0.0),
+            _whole(get("maxrss")),
+            measured if type(measured) is str and measured else None,
+            max(1, _whole(get("attempts")) or 1),
+            _number(get("time_limit")),
+            reason if type(reason) is str else "",
+            _whole(get("exit_code")),
+            _whole(get("signal")),
         )
+
+
+def _number(v: object) -> float | None:
+    return float(v) if type(v) is float or type(v) is int else None
+
+
+def _whole(v: object) -> int | None:
+    return v if type(v) is int else None  # not a bool: type(True) is bool
 
 
 @record
@@ -600,17 +601,20 @@ def _of(n: int, total: int) -> str:
 class Tally:
     """Ended jobs added one at a time (so that INFO can come in chunks); `result` sums up."""
 
-    __slots__ = ("by", "groups", "jobs")
+    __slots__ = ("by", "groups", "jobs", "keys")
 
     def __init__(self, by: str = "auto") -> None:
         if by not in GROUPINGS:
             raise ValueError(f"grouping must be one of {', '.join(GROUPINGS)}, not {by!r}")
         self.by = by
         self.groups: dict[str, _Group] = {}
+        self.keys: dict[str, str] = {}  # name: its group (array jobs repeat names)
         self.jobs = 0
 
     def add(self, job: JobUsage) -> None:
-        key = group_key(job.name, self.by)
+        key = self.keys.get(job.name)
+        if key is None:
+            key = self.keys[job.name] = group_key(job.name, self.by)
         group = self.groups.get(key)
         if group is None:
             group = self.groups[key] = _Group(key)
@@ -693,12 +697,20 @@ def _payload(reply: Reply, verb: str) -> str:
 def _usages(text: str) -> Iterable[JobUsage]:
     import json  # noqa: PLC0415 -- as in _calls: a client that only submits never needs it
 
-    for line in text.splitlines():
-        if line.strip():
+    lines = [line for line in text.splitlines() if line.strip()]
+    try:
+        # One call for the chunk: a third faster than a call per line.
+        records = json.loads("[" + ",".join(lines) + "]")
+    except ValueError:
+        records = None
+    if not isinstance(records, list) or len(records) != len(lines):
+        records = []  # a line is not one JSON value: find which, to say so
+        for line in lines:
             try:
-                rec = json.loads(line)
+                records.append(json.loads(line))
             except ValueError as e:
                 raise ProtocolError(f"INFO sent a line that is not JSON: {e}") from None
-            if not isinstance(rec, dict):
-                raise ProtocolError(f"INFO sent {rec!r:.80}, not a JSON object")
-            yield JobUsage.from_record(rec)
+    for rec in records:
+        if not isinstance(rec, dict):
+            raise ProtocolError(f"INFO sent {rec!r:.80}, not a JSON object")
+        yield JobUsage.from_record(rec)

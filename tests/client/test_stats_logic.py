@@ -422,3 +422,18 @@ def test_job_usage_from_an_info_record() -> None:
     with pytest.raises(ProtocolError):
         JobUsage.from_record({"id": 1})
     assert math.isclose(tally([u]).groups[0].cpu_efficiency or 0, 102.5 / (3600 * 4))
+
+
+def test_info_payloads_are_read_whole_or_refused() -> None:
+    from sjq_client import ProtocolError
+    from sjq_client._stats import _usages
+
+    line = '{"id": 3, "name": "a", "state": "S"}'
+    assert [u.id for u in _usages(f"{line}\n{line.replace('3', '4')}\n")] == [3, 4]
+    assert list(_usages("")) == []
+    with pytest.raises(ProtocolError, match="not JSON"):
+        list(_usages(f"{line}\n{{nope\n"))
+    with pytest.raises(ProtocolError, match="not a JSON object"):
+        list(_usages(f"{line}\n[1]\n"))
+    with pytest.raises(ProtocolError, match="not JSON"):
+        list(_usages('{"id": 1}], [{"id": 2}\n'))  # one line that would join into two values
