@@ -17,7 +17,7 @@ import pytest
 import sjq_client._calls
 from conftest import Daemon, make_daemon, reap_leftovers
 from sjq_client import AsyncClient, Client
-from sjq_client._stats import suggest_mem
+from sjq_client._stats import pleasant_mem, suggest_mem
 
 from sjq.units import format_mem
 
@@ -34,6 +34,8 @@ WORKER = (
     f"while time.process_time() - t < {BURN}:\n"
     "    pass\n"
 )
+# Allocates 300 MiB with 100M reserved, and waits to be stopped for it.
+GREEDY = "import time\nb = b'x' * (300 << 20)\ntime.sleep(30)\n"
 HEAD = [
     "NAME", "JOBS", "DONE", "FAILED", "WALL", "MEAN", "WALL", "MAX", "PROCS", "CPU", "EFF",
     "PEAK", "MAX", "RESERVED",
@@ -59,9 +61,10 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ran]:
     short         `true` with a 2h limit: a time hint only
     bad           exit 3, twice: counted as failures, no hint
     slow          a 1 s limit, hit: a hint to raise it
+    greedy        300M used, 100M reserved: stopped, out of memory; a hint for more
     """
     tmp = tmp_path_factory.mktemp("stats")
-    daemon = make_daemon(tmp).start()
+    daemon = make_daemon(tmp, enforce="auto").start()  # as a user's: jobs held to their MEM
     cli = Cli(client_env(tmp, SJQ_SOCKET=daemon.socket), daemon.jobs_dir)
     py = ["python3", "-c", WORKER]
     try:
@@ -71,10 +74,11 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ran]:
             "short": [cli.submit("-n", "short", "-t", "2h", "--", "true")],
             "bad": [cli.submit("-n", "bad", "--", "sh", "-c", "exit 3") for _ in range(2)],
             "slow": [cli.submit("-n", "slow", "-t", "1", "--", "sleep", "30")],
+            "greedy": [cli.submit("-n", "greedy", "-m", "100M", "--", "python3", "-c", GREEDY)],
         }
         every = [i for group in ids.values() for i in group]
         r = cli("wait", *map(str, every))
-        assert r.code == 1, r  # bad and slow failed
+        assert r.code == 1, r  # bad, slow and greedy failed
         yield Ran(daemon, cli, ids, time.time())
     finally:
         daemon.stop()
@@ -109,7 +113,7 @@ def test_the_table_hints_and_failures(ran: Ran) -> None:
     out = ran.cli.ok("stats")
     print(out)  # shown when the test fails
     table = rows(out)
-    assert sorted(table) == ["bad", "fat.#", "fit", "short", "slow"]
+    assert sorted(table) == ["bad", "fat.#", "fit", "greedy", "short", "slow"]
 
     fat, fit = ran.info("fat"), ran.info("fit")
     peak = max(i["maxrss"] for i in fat)
@@ -129,6 +133,12 @@ def test_the_table_hints_and_failures(ran: Ran) -> None:
     assert table["bad"][:3] == ["2", "0", "2"]
     assert table["slow"][:3] == ["1", "0", "1"]
     assert table["short"][:3] == ["1", "1", "0"]
+    (greedy,) = ran.info("greedy")
+    assert greedy["state"] == "F"
+    assert greedy["reason"].startswith("out of memory (limit 100M, peak ")
+    assert table["greedy"][:3] == ["1", "0", "1"]
+    assert table["greedy"][-1] == "100M"
+    more = format_mem(pleasant_mem(max(200 * M, suggest_mem(greedy["maxrss"]))))
 
     unsure = "" if precise(fat) else " (not measured precisely)"
     want = format_mem(suggest_mem(peak))
@@ -141,17 +151,19 @@ def test_the_table_hints_and_failures(ran: Ran) -> None:
             f" {efficiency(fat)}); --procs 1 would do",
             "short: ran at most 0:00:00 of a 2:00:00 limit; --time 10m would do",
             "slow: the job hit the time limit of 0:00:01; try --time 1m",
+            f"greedy: the job ran out of memory at 100M; try --mem {more}",
         ]
     )  # and none for fit or bad
     bad = ", ".join(map(str, ran.ids["bad"]))
     assert section(out, "not done") == [
         f"bad: 2 jobs: exit status 3 ({bad})",
+        f"greedy: 1 job: out of memory ({ran.ids['greedy'][0]})",
         f"slow: 1 job: time limit ({ran.ids['slow'][0]})",
     ]
     if precise(fat + fit):
         assert "~" not in out
     else:
-        assert "\n~ peak memory of 7 jobs not measured precisely" in out  # every job ran
+        assert "\n~ peak memory of 8 jobs not measured precisely" in out  # every job ran
 
 
 def seconds(text: str) -> float:
@@ -169,10 +181,10 @@ def max_cores(infos: list[dict[str, Any]]) -> float:
 def test_json_has_the_same_figures(ran: Ran) -> None:
     data = json.loads(ran.cli.ok("stats", "--json", "--sort", "wall"))
     assert data["since"] is None
-    assert data["jobs"] == 7
+    assert data["jobs"] == 8
     groups = {g["name"]: g for g in data["groups"]}
-    # most wall time first: two jobs of BURN s, one, a time limit of 1 s, then the quick ones
-    assert [g["name"] for g in data["groups"]][:3] == ["fat.#", "fit", "slow"]
+    # most wall time first: two jobs of BURN s, then one
+    assert [g["name"] for g in data["groups"]][:2] == ["fat.#", "fit"]
     fat = groups["fat.#"]
     infos = ran.info("fat")
     assert (fat["names"], fat["jobs"], fat["done"], fat["failed"], fat["ran"]) == (2, 2, 2, 0, 2)
@@ -196,19 +208,24 @@ def test_json_has_the_same_figures(ran: Ran) -> None:
     assert [(h["kind"], h["value"]) for h in groups["slow"]["hints"]] == [("time-limit", "1m")]
     assert groups["slow"]["time_limit"] == 1.0
     assert [(h["kind"], h["value"]) for h in groups["short"]["hints"]] == [("time", "10m")]
+    greedy = groups["greedy"]
+    assert [(h["kind"], h["option"]) for h in greedy["hints"]] == [("oom", "--mem")]
+    assert greedy["failures"] == [
+        {"reason": "out of memory", "count": 1, "jobs": ran.ids["greedy"]}
+    ]
 
 
 def test_filters_grouping_and_sorting(ran: Ran) -> None:
     cli = ran.cli
     assert sorted(rows(cli.ok("stats", "--by", "name"))) == [
-        "bad", "fat.1", "fat.2", "fit", "short", "slow",
+        "bad", "fat.1", "fat.2", "fit", "greedy", "short", "slow",
     ]  # fmt: skip
     assert sorted(rows(cli.ok("stats", "--name", "fat*", "-n", "slow"))) == ["fat.#", "slow"]
     assert sorted(rows(cli.ok("stats", str(ran.ids["fit"][0])))) == ["fit"]
     assert list(rows(cli.ok("stats", "--sort", "failed"))) == [
-        "bad", "slow", "fat.#", "fit", "short",
+        "bad", "greedy", "slow", "fat.#", "fit", "short",
     ]  # fmt: skip
-    assert set(list(rows(cli.ok("stats", "--sort", "mem")))[:2]) == {"fat.#", "fit"}
+    assert next(iter(rows(cli.ok("stats", "--sort", "mem")))) == "greedy"  # 300M
     assert cli.ok("stats", "--name", "nothing*") == "no ended jobs match\n"
 
     late = cli.submit("-n", "late", "--", "true")
@@ -220,7 +237,7 @@ def test_filters_grouping_and_sorting(ran: Ran) -> None:
     assert json.loads(cli.ok("stats", "--json", "--since", since))["since"] == pytest.approx(
         ran.after, abs=1e-5
     )
-    assert len(rows(cli.ok("stats", "--since", "1d"))) == 6
+    assert len(rows(cli.ok("stats", "--since", "1d"))) == 7
     assert cli.ok("stats", "--since", "0").startswith("no ended jobs since ")
 
 
@@ -239,7 +256,7 @@ def test_the_python_clients_read_in_chunks(ran: Ran, monkeypatch: pytest.MonkeyP
             return await client.stats()
 
     assert asyncio.run(ask()) == whole
-    assert whole.jobs == sum(g.jobs for g in whole.groups) >= 7
+    assert whole.jobs == sum(g.jobs for g in whole.groups) >= 8
 
 
 def test_usage_errors_and_no_daemon(sjq_main: Callable[..., Result], tmp_path: Path) -> None:
