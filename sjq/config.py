@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 DEFAULT_PATH: Final = "~/.sjqrc"
+SLURM_AUTO_PROCS: Final = 1 << 20  # sjq.maxprocs = auto under sjq.backend = slurm: no limit
 
 
 class ConfigError(ValueError):
@@ -92,6 +93,11 @@ class Config:
     sync: str
     loglevel: str
     enforce: str
+    backend: str
+    slurm_args: tuple[str, ...] | None
+    slurm_poll: float
+    slurm_poll_max: float
+    slurm_timeout: float
     source: str | None
 
 
@@ -277,6 +283,13 @@ def _reconcile(values: dict[str, Any], settings: Mapping[str, _Setting]) -> None
         setting = settings.get(name)
         return setting is None or setting.text.lower() == "auto"
 
+    if values["backend"] == "slurm":
+        # Under Slurm the limits are the largest job this front end accepts, and Slurm refuses
+        # what no node can hold: this machine's own size is no limit then.
+        if detected("sjq.maxprocs"):
+            values["maxprocs"] = SLURM_AUTO_PROCS
+        if detected("sjq.maxmem"):
+            values["maxmem"] = None
     if values["default_procs"] > values["maxprocs"]:
         if detected("sjq.maxprocs"):
             values["default_procs"] = values["maxprocs"]

@@ -119,6 +119,15 @@ def _choice(*words: str) -> Parser:
     return parse
 
 
+def _sbatch_args(text: str, where: Where) -> tuple[str, ...]:
+    from sjq.slurm.args import ArgsError, split_args  # noqa: PLC0415 - only when it is set
+
+    try:
+        return split_args(text, where.name)
+    except ArgsError as e:
+        raise Invalid(str(e).removeprefix(f"{where.name}: ")) from None
+
+
 def _path(text: str, where: Where) -> str:
     if text.lower() == "none":
         raise Invalid("cannot be none; give a path")
@@ -339,6 +348,22 @@ _KEY_LIST = (
         "how jobs are held to their MEM: watch = sample each job's process tree and stop it "
         "when over; none = not held (usage is still measured); auto = the best this machine "
         "allows", "resources"),
+    Key("sjq.backend", "backend", "local", _choice("local", "slurm"),
+        "local: the daemon runs jobs on this machine; slurm: it hands each job to Slurm "
+        "(sbatch) once its dependencies allow, and follows it there (docs/slurm.md)", "slurm"),
+    Key("sjq.slurm.args", "slurm_args", "none", _optional(_sbatch_args),
+        "sbatch options added to every job under sjq.backend = slurm, split like a shell "
+        "line (e.g. -p big --account lab); the job's own PROCS, MEM ... override them; "
+        "none = no extra options", "slurm"),
+    Key("sjq.slurm.poll", "slurm_poll", "0.5", _seconds(positive=True),
+        "shortest interval between two status queries (one squeue for all jobs), used while "
+        "jobs are about to start or end", "slurm"),
+    Key("sjq.slurm.poll.max", "slurm_poll_max", "10", _seconds(positive=True),
+        "longest interval between two status queries, reached when nothing changes; also the "
+        "longest wait between two tries while Slurm cannot be reached", "slurm"),
+    Key("sjq.slurm.timeout", "slurm_timeout", "30", _seconds(positive=True),
+        "a Slurm command that has not answered after this long counts as a transient failure",
+        "slurm"),
 )
 # fmt: on
 KEYS: Final[Mapping[str, Key]] = {k.name: k for k in _KEY_LIST}

@@ -25,6 +25,8 @@ from sjq.paths import make_dirs, make_private_file
 from sjq.recovery import recover
 from sjq.server import AlreadyRunning, bind_socket, file_identity, remove_socket
 from sjq.service import Daemon
+from sjq.slurm.backend import SlurmBackend, daemon_id, open_slurm
+from sjq.slurm.errors import SlurmError
 from sjq.state import State
 from sjq.store import Store, StoreError
 
@@ -90,6 +92,14 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
     except (AlreadyRunning, OSError) as e:
         return _fail(str(e), ready_fd)
     sock_ident = file_identity(cfg.socket)
+    slurm = None
+    if cfg.backend == "slurm":
+        try:
+            slurm = open_slurm(cfg)  # no sbatch, no slurm.conf: refuse to start, saying why
+        except SlurmError as e:
+            listen.close()
+            remove_socket(cfg.socket, sock_ident)
+            return _fail(f"sjq.backend = slurm: {e}", ready_fd)
     try:
         store = Store(cfg.db, sync=cfg.sync)
     except StoreError as e:
@@ -106,6 +116,17 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
             _unlink_quietly(path)
         contained = containment.choose(cfg)
         log.info("containment: %s", contained.line)
+        backend = None
+        if slurm is not None:
+            ident = daemon_id(store.meta("daemon_id"))
+            store.set_meta("daemon_id", ident)
+            backend = SlurmBackend(cfg, slurm, ident)
+            backend.adopt(recovered.in_slurm, now)
+        elif recovered.in_slurm:
+            raise RuntimeError(
+                f"the database holds {len(recovered.in_slurm)} job(s) handed to Slurm; start"
+                " with sjq.backend = slurm to follow them to their end"
+            )
         arm_pipe = ArmPipe()
         # groups kept ready per keeper: what one keeper may run at once, a few more
         pool = min(64, -(-cfg.maxprocs // cfg.keepers) + 2)
@@ -119,7 +140,7 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
                 arm_fd=arm_pipe.read_fd,
                 guard=contained.guard(pool),
             )
-            for _ in range(cfg.keepers)
+            for _ in range(cfg.keepers if backend is None else 0)
         ]
     except ConfigError as e:
         listen.close()
@@ -145,6 +166,7 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
         state=state,
         adopted=recovered.adopted,
         socket_ident=sock_ident,
+        backend=backend,
     )
     try:
         asyncio.run(daemon.run())

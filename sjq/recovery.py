@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from sjq.jobs import JobState
+from sjq.jobs import Job, JobState
 from sjq.keeper.adopt import Adoption
 from sjq.keeper.journal import JournalState
 from sjq.keeper.procs import process_alive
@@ -36,6 +36,7 @@ class Recovered:
     requeued: int = 0
     ended: int = 0
     started_late: int = 0  # recorded as waiting, but a keeper had started them
+    in_slurm: list[Job] = field(default_factory=list)  # handed to Slurm: its back end settles
 
 
 def read_journals(spool: str) -> list[JournalState]:
@@ -85,7 +86,11 @@ def recover(state: State, spool: str, now: float) -> Recovered:
                     break
         q.add(job, now, unmet=unmet, doomed=doomed)
 
+    slurm = state.cfg.backend == "slurm"
     for job in [x for x in q.jobs.values() if x.state is JobState.RUNNING]:
+        if job.backend_id is not None or (slurm and job.id not in started):
+            out.in_slurm.append(job)  # no keeper ran it: Slurm has it, or may have
+            continue
         jl = started.get(job.id)
         if jl is not None and job.id in jl.started:
             s = jl.started[job.id]

@@ -29,6 +29,7 @@ from sjq.links import KeeperLink, Timer, keeper_protocol
 from sjq.protocol import Data, Error, Ok, Request
 from sjq.replies import Accepted, Peer, Waiter
 from sjq.server import Connection, Limits, remove_socket
+from sjq.slurm.backend import SlurmBackend
 from sjq.state import State
 from sjq.store import Store, WriteFailed
 
@@ -58,12 +59,14 @@ class Daemon:
         state: State,
         adopted: list[Adoption],
         socket_ident: tuple[int, int] | None = None,
+        backend: SlurmBackend | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
         self.state = state
         self.listen = listen
         self.socket_ident = socket_ident
+        self.backend = backend  # sjq.backend = slurm: jobs go to Slurm, not to the keepers
         self.limits = Limits(
             max_line=cfg.maxline,
             max_src=cfg.maxsrc,
@@ -182,7 +185,7 @@ class Daemon:
         except Exception as e:
             self._internal_error(e)
             return
-        if st.to_spawn or st.to_kill:
+        if st.to_spawn or st.to_kill or st.to_hold:
             self._send_to_keepers()
         # Before the replies: a HOLD or KILL of an armed job is answered once its token
         # is back (or known taken).
@@ -274,6 +277,10 @@ class Daemon:
         overlaps with another's; a kill goes to the keeper that runs the job. With
         ``before``, only the spawns of jobs with smaller ids, and no kills."""
         st = self.state
+        if self.backend is not None:  # only what is committed goes to Slurm
+            if before is None:
+                self.backend.take(st)
+            return
         frames: dict[KeeperLink, list[bytes]] = {}
         live = [k for k in self.keepers if k.alive]
         now_spawn = st.to_spawn
@@ -416,16 +423,21 @@ class Daemon:
         # this one still waits for its running jobs to die.
         remove_socket(self.cfg.socket, self.socket_ident)
         if not self._keep_running:
-            for job in list(st.queue.running()):
+            for job in self._running():
                 st.kill_running(job, "killed by shutdown")
             self.want_turn()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.cfg.killgrace + STOP_GRACE):
-                    while st.queue.counts[JobState.RUNNING] and not self._force:
+                    while self._running() and not self._force:
                         self._drained.clear()
                         await self._drained.wait()
         self._turn.cancel()
         self._end_turn()
+
+    def _running(self) -> list[Job]:
+        """The jobs a SHUTDOWN kills: those that run (in Slurm: not those waiting there)."""
+        b = self.backend
+        return [j for j in self.state.queue.running() if b is None or b.running(j)]
 
     # -- running ---------------------------------------------------------------------------
 
@@ -459,11 +471,14 @@ class Daemon:
         async with asyncio.TaskGroup() as tg:
             safety = tg.create_task(self._safety_passes())
             purger = tg.create_task(self._purge_history())
+            slurm = tg.create_task(self.backend.run(self)) if self.backend else None
             await self._stop.wait()
             safety.cancel()
             purger.cancel()
-        server.close()
-        await self._shutdown()
+            server.close()
+            await self._shutdown()  # the back end still runs: it cancels what SHUTDOWN kills
+            if slurm is not None:
+                slurm.cancel()
         for timer in (self._turn, self._lazy_commit_timer, self._retry, self._idle):
             timer.cancel()
         self.armer.close()

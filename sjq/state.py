@@ -54,7 +54,9 @@ class State:
     def __init__(self, cfg: Config, store: Store, now: float) -> None:
         self.cfg = cfg
         self.store = store
-        self.queue = Queue(cfg.maxprocs, cfg.maxmem)
+        # Under Slurm every job whose dependencies allow goes to Slurm, which does the placing.
+        slurm = cfg.backend == "slurm"
+        self.queue = Queue(1 << 62, None) if slurm else Queue(cfg.maxprocs, cfg.maxmem)
         self.next_id = store.next_id()
         self.default_env = default_environment()
         self.is_root = os.geteuid() == 0
@@ -62,6 +64,7 @@ class State:
         self.waiters: dict[int, list[Waiter]] = {}
         self.to_spawn: list[JobLaunch] = []
         self.to_kill: list[Job] = []
+        self.to_hold: list[tuple[Job, bool]] = []  # jobs in Slurm to hold (True) or release
         self.ready_waiters: list[Waiter] = []  # WAITs completed this turn, answered after commit
         self.accepting = True
         # SHUTDOWN (running jobs are killed) or STOP (they carry on), for the daemon to act on
@@ -111,10 +114,12 @@ class State:
                 self.kill(jobid)
                 return Ok()
             case Release(jobid):
-                self.queue.release(jobid, self.now)
+                if not self.queue.release(jobid, self.now):
+                    self._backend_hold(jobid, False)
                 return Ok()
             case Hold(jobid):
-                self.queue.hold(jobid, self.now)
+                if not self.queue.hold(jobid, self.now):
+                    self._backend_hold(jobid, True)
                 return Ok()
             case Info(ids):
                 return self.info(ids)
@@ -248,6 +253,12 @@ class State:
         if job is not None:  # running: signalled now, K once its end is reported
             self.touched[job.id] = job
             self.to_kill.append(job)
+
+    def _backend_hold(self, jobid: int, hold: bool) -> None:
+        """HOLD/RELEASE of a job already handed to Slurm: scontrol uhold/release."""
+        job = self.queue.get(jobid)
+        if job is not None and job.backend_id is not None and job.state is R:
+            self.to_hold.append((job, hold))
 
     def status(self, jobid: int | None) -> Data:
         self.write_changes()
@@ -486,6 +497,7 @@ class State:
         q.changes[:] = [c for c in q.changes if c.job.id not in dropped]
         self.to_spawn[:] = [r for r in self.to_spawn if r.jobid not in dropped]
         self.to_kill[:] = [j for j in self.to_kill if j.id not in dropped]
+        self.to_hold[:] = [h for h in self.to_hold if h[0].id not in dropped]
         for jobid in dropped:
             for w in self.waiters.pop(jobid, ()):
                 w.error = f"unknown job {jobid}"

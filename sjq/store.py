@@ -96,19 +96,29 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN measured_by TEXT;
     """,
+    # Version 5: the Slurm back end's job id, node and shown state (Q or U while a job that
+    # sjq handed to Slurm waits there), and settings of this database (its daemon id).
+    """
+    ALTER TABLE jobs ADD COLUMN backend_id TEXT;
+    ALTER TABLE jobs ADD COLUMN node TEXT;
+    ALTER TABLE jobs ADD COLUMN shown TEXT;
+    CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _ROW = (
     "id, name, state, procs, mem, depends, uid, gid, submitted, started, ended, exit_code,"
     " signal, reason, pid, pid_start, cpu_user, cpu_sys, maxrss, priority, killing,"
-    " measured_by"
+    " measured_by, backend_id, node, shown"
 )
 INFO_COLUMNS = (
     "id, name, state, procs, mem, depends, priority, submitted, started, ended, exit_code,"
     " signal, reason, pid, cpu_user, cpu_sys, maxrss, cwd, stdout, stderr, time_limit,"
-    " measured_by"
+    " measured_by, backend_id, node, shown"
 )
+# What STATUS and INFO show as a job's state: a job handed to Slurm waits there as Q or U.
+_SHOWN = "CASE WHEN state = 'R' AND shown IS NOT NULL THEN shown ELSE state END"
 
 
 def _depends_text(depends: Sequence[int]) -> str:
@@ -309,7 +319,7 @@ class Store:
         self.db.executemany(
             "UPDATE jobs SET state=?, started=?, ended=?, exit_code=?, signal=?, reason=?,"
             " pid=?, pid_start=?, cpu_user=?, cpu_sys=?, maxrss=?, priority=?, killing=?,"
-            " measured_by=? WHERE id=?",
+            " measured_by=?, backend_id=?, node=?, shown=? WHERE id=?",
             [
                 (
                     j.state.value,
@@ -326,6 +336,9 @@ class Store:
                     j.priority,
                     j.killing,
                     j.measured_by,
+                    j.backend_id,
+                    j.node,
+                    None if j.shown is None else j.shown.value,
                     j.id,
                 )
                 for j in touched
@@ -415,6 +428,9 @@ class Store:
             priority=r[19],
             killing=bool(r[20]),
             measured_by=r[21],
+            backend_id=r[22],
+            node=r[23],
+            shown=None if r[24] is None else JobState(r[24]),
         )
 
     def paused_since(self) -> float | None:
@@ -446,8 +462,10 @@ class Store:
 
     def status_lines(self, jobid: int | None) -> Iterable[tuple[int, str, str, str]]:
         if jobid is None:
-            return self.db.execute("SELECT id, name, state, depends FROM jobs ORDER BY id")
-        return self.db.execute("SELECT id, name, state, depends FROM jobs WHERE id = ?", (jobid,))
+            return self.db.execute(f"SELECT id, name, {_SHOWN}, depends FROM jobs ORDER BY id")
+        return self.db.execute(
+            f"SELECT id, name, {_SHOWN}, depends FROM jobs WHERE id = ?", (jobid,)
+        )
 
     def info(self, ids: Sequence[int]) -> list[dict[str, Any]]:
         if ids:
@@ -462,8 +480,23 @@ class Store:
         for row in cur:
             d = dict(zip(names, row, strict=True))
             d["depends"] = list(_depends_tuple(d["depends"]))
+            shown = d.pop("shown")
+            if d["state"] == "R" and shown is not None:
+                d["state"] = shown  # waiting in Slurm
             out.append(d)
         return out
+
+    def meta(self, name: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, name: str, value: str) -> None:
+        """Record a setting of this database at once, in a transaction of its own."""
+        self.commit()
+        try:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
+        except sqlite3.Error as e:
+            raise WriteFailed(str(e)) from None
 
     def events(self, jobid: int) -> list[tuple[str, float]]:
         return self.db.execute(

@@ -73,7 +73,7 @@ def test_keys_and_config_fields_are_the_same_set() -> None:
 
 
 def test_every_key_has_a_meaning_a_group_and_a_parsable_default(home: Path) -> None:
-    groups = {"daemon", "scheduling", "resources", "limits", "storage"}
+    groups = {"daemon", "scheduling", "resources", "limits", "storage", "slurm"}
     for key in KEYS.values():
         assert key.meaning
         assert key.group in groups

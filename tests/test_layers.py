@@ -20,7 +20,13 @@ PROCESS_MODULES = {
     "sjq/slurm/commands.py": "runs Slurm's commands (from worker threads, never the event loop)",
     "sjq/daemon.py": "forks to detach the daemon (python-daemon)",
 }
-EVENT_LOOP_MODULES = {"sjq/service.py", "sjq/server.py", "sjq/links.py", "sjq/daemon.py"}
+EVENT_LOOP_MODULES = {
+    "sjq/service.py",
+    "sjq/server.py",
+    "sjq/links.py",
+    "sjq/daemon.py",
+    "sjq/slurm/backend.py",  # the Slurm back end's tasks (its commands run in worker threads)
+}
 DATABASE_MODULES = {"sjq/store.py"}
 # calls that start, signal or reap a process
 PROCESS_CALLS = {

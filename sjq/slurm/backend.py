@@ -1,0 +1,533 @@
+"""The Slurm back end: what the daemon sends its spawns, kills, holds and releases to when
+``sjq.backend = slurm``, and what follows its jobs in Slurm. Runs in the daemon's event loop;
+every Slurm command runs in a worker thread (``asyncio.to_thread``), never on the loop.
+
+What a job goes through (docs/slurm.md):
+
+1. The scheduler starts it (its dependencies allow; under Slurm there is no resource limit):
+   sjq records it ``R``, shown as ``Q`` (``Job.shown``) while it waits in Slurm. Only once
+   that is committed does ``take`` queue it for submission (never before, so a daemon that
+   died with the job recorded as waiting has not submitted it).
+2. A submitter runs ``sbatch`` with the tag ``sjq:<daemon-id>:<jobid>``. Its answer, the
+   Slurm job id, is recorded (``Job.backend_id``) and committed before anything about the
+   job's start can be: the start comes from a later status query. A definite refusal ends
+   the job in ``E`` with Slurm's message. A transient failure leaves the job *uncertain*
+   (``sjq.slurm.track``): its tag decides whether Slurm took it, and it is submitted again,
+   with backoff, only once a status answer proves Slurm does not have it.
+3. One ``squeue`` for all of the user's jobs per poll follows every job; the interval is
+   ``sjq.slurm.poll`` while things change and grows to ``sjq.slurm.poll.max`` while nothing
+   does. Starts, waiting reasons (held, Resources ...) and ends go into the job's record.
+   With slurmdbd, ``sacct`` adds CPU time and peak memory after the end, and tells how a
+   job ended that slurmctld has already forgotten.
+
+KILL is ``scancel``, HOLD/RELEASE of a job waiting in Slurm ``scontrol uhold/release``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import socket
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Protocol
+
+from sjq.config import Config
+from sjq.jobs import TERMINAL, E, F, Job, JobLaunch, JobState, K, Q, R
+from sjq.slurm.args import ArgsError, SbatchRequest, make_tag
+from sjq.slurm.commands import Slurm
+from sjq.slurm.errors import SlurmError, SlurmRejected
+from sjq.slurm.parse import SlurmJob
+from sjq.slurm.track import (
+    SETTLE,
+    Absent,
+    Began,
+    Ended,
+    Event,
+    Found,
+    Missing,
+    Tracked,
+    Waiting,
+    apply,
+    next_interval,
+    observe,
+)
+from sjq.state import State
+
+__all__ = ["SlurmBackend", "daemon_id", "open_slurm"]
+
+log = logging.getLogger("sjq.slurm")
+
+SUBMITTERS = 4  # sbatch commands under way at once (each mostly waits for slurmctld)
+MEASURE_FOR = 60.0  # seconds sacct is asked for an ended job's CPU time and peak memory
+# A job's variables that mean nothing on a compute node: a job there cannot reach this
+# daemon's socket (nested submits use a daemon of their own: pilot mode, docs/slurm.md).
+NOT_EXPORTED = ("SJQ_SOCKET",)
+
+
+class Host(Protocol):
+    """What of the daemon the back end needs."""
+
+    state: State
+
+    def want_turn(self) -> None: ...
+    def now(self) -> float: ...
+
+
+def open_slurm(cfg: Config) -> Slurm:
+    """Slurm's commands, checked: ``SlurmError`` (not installed, no configuration) says why a
+    daemon with ``sjq.backend = slurm`` cannot start. A controller that is down is no reason."""
+    slurm = Slurm(timeout=cfg.slurm_timeout)
+    slurm.check()
+    return slurm
+
+
+def daemon_id(store_meta: str | None) -> str:
+    """The id in this database's tags: the stored one, or a new one (host name and a random
+    part, so that two databases of one user never share tags)."""
+    if store_meta:
+        return store_meta
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:32] or "host"
+    return f"{host}-{os.urandom(4).hex()}"
+
+
+class SlurmBackend:
+    """The jobs sjq has handed to Slurm, the commands under way for them, and the tasks that
+    run those commands. Built before the event loop runs; ``run`` is owned by the daemon's
+    TaskGroup."""
+
+    def __init__(self, cfg: Config, slurm: Slurm, ident: str) -> None:
+        self.cfg = cfg
+        self.slurm = slurm
+        self.ident = ident
+        self.prefix = f"sjq:{ident}:"
+        self.tracked: dict[int, Tracked] = {}
+        self.jobs: dict[int, Job] = {}  # every job Slurm has or may have, by sjq id
+        self._launches: dict[int, JobLaunch] = {}  # until sbatch's answer is recorded
+        self._submit: deque[int] = deque()  # job ids to sbatch, in order
+        self._absent: set[int] = set()  # proven not in Slurm: to sbatch again after backoff
+        self._retry_at: dict[int, float] = {}  # an uncertain job's next try (backoff)
+        self._tries: dict[int, int] = {}
+        self._cancel: set[str] = set()  # Slurm ids to scancel
+        self._holds: dict[str, bool] = {}  # Slurm id -> uhold (True) or release
+        self._deferred: list[JobLaunch] = []  # started in a turn whose commit failed
+        self._measure: dict[int, tuple[Job, float]] = {}  # ended jobs sacct may measure
+        self.accounting: bool | None = None  # whether slurmdbd runs (asked once reachable)
+        self.interval = cfg.slurm_poll
+        self.unreachable = ""  # the last transient error of a status query, until one works
+        self._host: Host | None = None
+        self._deadline = 0.0  # the next status query (time.monotonic)
+        self._act_after = 0.0  # the next try of failed scancel/scontrol commands
+        self._nudge = asyncio.Event()  # the poller looks at its deadline and actions again
+        self._work = asyncio.Event()  # submitters look for work
+
+    # -- what the daemon tells it (in the event loop, between turns) ------------------------
+
+    def adopt(self, jobs: Iterable[Job], now: float) -> None:
+        """Recovery: jobs an earlier daemon handed to Slurm. Those without a recorded Slurm id
+        may or may not have reached it: their tags decide, after ``SETTLE`` seconds."""
+        for job in jobs:
+            self.jobs[job.id] = job
+            t = Tracked(job.id, job.backend_id)
+            if job.backend_id is None:
+                t.uncertain_since = now
+            if job.shown is None and job.backend_id is not None:
+                t.shown = R
+            elif job.shown is not None:
+                t.shown = job.shown
+            self.tracked[job.id] = t
+
+    def take(self, st: State) -> None:
+        """Act on the turn's spawns, kills, holds and releases (called once it is committed)."""
+        if st.write_error:
+            # Not on disk that these jobs left the queue: a crash now must not find them
+            # submitted. They go once a commit succeeds.
+            self._deferred += st.to_spawn
+        else:
+            for launch in [*self._deferred, *st.to_spawn]:
+                self._hand(st, launch)
+            self._deferred.clear()
+        st.to_spawn.clear()
+        for job in st.to_kill:
+            self._kill(st, job)
+        st.to_kill.clear()
+        for job, hold in st.to_hold:
+            if job.backend_id is not None and job.shown is not None:
+                self._holds[job.backend_id] = hold
+                self._act_after = 0.0
+        st.to_hold.clear()
+        self._work.set()
+        self._nudge.set()
+
+    def _hand(self, st: State, launch: JobLaunch) -> None:
+        job = st.queue.get(launch.jobid)
+        if job is None or job.state is not R:
+            return
+        job.shown, job.start_time, job.reason = Q, None, ""
+        st.touched[job.id] = job
+        self.jobs[job.id] = job
+        self.tracked[job.id] = Tracked(job.id)
+        self._launches[job.id] = launch
+        self._submit.append(job.id)
+
+    def _kill(self, st: State, job: Job) -> None:
+        t = self.tracked.get(job.id)
+        if t is not None and t.slurm_id is not None:
+            self._cancel.add(t.slurm_id)
+            self._act_after = 0.0
+        elif t is None or job.id in self._submit or job.id in self._absent:
+            # Never submitted: nothing in Slurm to cancel.
+            self._forget(job.id)
+            self._end(st, job, K, "killed by request", time.time())
+        # else sbatch is under way or its outcome unknown: cancelled once its id is known
+
+    def running(self, job: Job) -> bool:
+        """Whether ``job`` runs in Slurm (not: waits there, or is being submitted)."""
+        t = self.tracked.get(job.id)
+        return t is not None and t.shown is R
+
+    # -- the tasks -----------------------------------------------------------------------
+
+    async def run(self, host: Host) -> None:
+        """Submit, follow, cancel, hold and release until cancelled."""
+        self._host = host
+        self._work.set()
+        await asyncio.to_thread(wait_for_orphans, self.prefix, self.cfg.slurm_timeout + 5)
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(SUBMITTERS):
+                tg.create_task(self._submitter())
+            tg.create_task(self._poller())
+
+    async def _submitter(self) -> None:
+        while True:
+            while not self._submit:
+                self._work.clear()
+                await self._work.wait()
+            jobid = self._submit.popleft()
+            launch = self._launches.get(jobid)
+            job = self.jobs.get(jobid)
+            if launch is None or job is None or job.state is not R:
+                continue
+            if job.killing:  # killed before it reached Slurm
+                self._forget(jobid)
+                self._end(self._state(), job, K, "killed by request", time.time())
+                continue
+            await self._sbatch(job, launch)
+
+    async def _sbatch(self, job: Job, launch: JobLaunch) -> None:
+        t = self.tracked[job.id]
+        try:
+            req = self.request(job, launch)
+            env = {k: v for k, v in launch.env.items() if k not in NOT_EXPORTED}
+            sub = await asyncio.to_thread(self.slurm.submit, req, launch.script, env, launch.cwd)
+        except (ArgsError, SlurmRejected) as e:
+            log.warning("job %d: Slurm refused it: %s", job.id, e)
+            self._forget(job.id)
+            self._end(self._state(), job, E, f"Slurm refused the job: {e}", time.time())
+            return
+        except SlurmError as e:
+            tries = self._tries.get(job.id, 0) + 1
+            self._tries[job.id] = tries
+            t.uncertain_since = time.time()
+            delay = min(self.cfg.slurm_poll_max, self.cfg.slurm_poll * 2**tries)
+            self._retry_at[job.id] = t.uncertain_since + max(SETTLE, delay)
+            log.warning("job %d: sbatch failed (%s); trying again later", job.id, e)
+            self._note(job, f"waiting for Slurm: {e}")
+            return
+        self._recorded(job, str(sub.job_id))
+
+    def request(self, job: Job, launch: JobLaunch) -> SbatchRequest:
+        """What sbatch is told about ``job``."""
+        return SbatchRequest(
+            tag=make_tag(self.ident, job.id),
+            name=job.name,
+            procs=job.procs,
+            mem=job.mem or None,
+            time_limit=launch.time_limit,
+            cwd=launch.cwd,
+            stdout=launch.stdout,
+            stderr=launch.stderr,
+            extra=self.cfg.slurm_args or (),
+        )
+
+    async def _poller(self) -> None:
+        while True:
+            await self._sleep()
+            changed = False
+            if self._cancel or self._holds:
+                changed = await self._act()
+            if self.tracked:
+                changed |= await self._poll()
+            if self._measure:
+                await self._sacct_measure()
+            self.interval = next_interval(
+                self.interval, changed, self.cfg.slurm_poll, self.cfg.slurm_poll_max
+            )
+            self._deadline = time.monotonic() + self.interval
+
+    def _action_due(self) -> bool:
+        return bool(self._cancel or self._holds) and time.monotonic() >= self._act_after
+
+    async def _sleep(self) -> None:
+        """Until the next status query is due (never, with nothing to follow), or a kill,
+        hold or release is waiting to be sent."""
+        while not self._action_due():
+            left = None
+            if self.tracked:
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    return
+            if self._cancel or self._holds:
+                left = min(left or 1e9, self._act_after - time.monotonic())
+            self._nudge.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._nudge.wait()
+
+    def _soon(self) -> None:
+        """Something is about to change: the next query within the shortest interval."""
+        self.interval = self.cfg.slurm_poll
+        self._deadline = min(self._deadline, time.monotonic() + self.cfg.slurm_poll)
+        self._nudge.set()
+
+    async def _poll(self) -> bool:
+        """One status query for every job; whether anything changed."""
+        asked = time.time()
+        try:
+            answer = await asyncio.to_thread(self.slurm.squeue)
+            if self.accounting is None:
+                self.accounting = await asyncio.to_thread(self.slurm.accounting)
+        except SlurmError as e:
+            if not self.unreachable:
+                log.warning("Slurm cannot be asked (%s); trying again", e)
+            self.unreachable = str(e)
+            for jobid, t in self.tracked.items():
+                if t.slurm_id is None:
+                    self._note(self.jobs[jobid], f"waiting for Slurm: {e}")
+            self.interval = min(self.cfg.slurm_poll_max, self.interval * 2)
+            return False
+        if self.unreachable:
+            log.info("Slurm answers again")
+            self.unreachable = ""
+        for junk in answer.junk[:3]:
+            log.warning("squeue printed a record sjq cannot read: %r", junk[:200])
+        events = observe(self.tracked, answer.jobs, self.ident, asked)
+        missing = [e for e in events if isinstance(e, Missing)]
+        if missing:
+            events += await self._missing(missing, asked)
+        for ev in events:
+            self._apply(ev)
+        self._resubmit(asked)
+        if events:
+            self._host_turn()
+        return any(not isinstance(e, Missing) for e in events)
+
+    async def _missing(self, missing: list[Missing], asked: float) -> list[Event]:
+        """Jobs slurmctld has forgotten: sacct tells how they ended, if it runs."""
+        if not self.accounting:
+            return [self._lost(m) for m in missing]
+        try:
+            answer = await asyncio.to_thread(self.slurm.sacct, [m.slurm_id for m in missing])
+        except SlurmError as e:
+            log.warning("sacct failed (%s); asking again at the next poll", e)
+            return []
+        events = observe(self.tracked, answer.jobs, self.ident, asked, complete=False)
+        told = {e.jobid for e in events}
+        return events + [self._lost(m) for m in missing if m.jobid not in told]
+
+    def _lost(self, m: Missing) -> Ended:
+        why = "how it ended is lost: Slurm no longer lists job " + m.slurm_id
+        rec = SlurmJob(key=m.slurm_id, job_id=None, state="UNKNOWN")
+        return Ended(m.jobid, F, why, rec)
+
+    def _resubmit(self, asked: float) -> None:
+        """Uncertain jobs proven absent whose backoff is over go to sbatch again."""
+        for jobid in sorted(self._absent):
+            if self._retry_at.get(jobid, 0.0) <= asked:
+                self._absent.discard(jobid)
+                self._retry_at.pop(jobid, None)
+                job = self.jobs.get(jobid)
+                if job is None:
+                    continue
+                if jobid not in self._launches:  # an earlier daemon's: read back its record
+                    self._launches[jobid] = self._state().spawn_request(job)
+                self._submit.append(jobid)
+                self._work.set()
+
+    async def _act(self) -> bool:
+        """scancel, scontrol uhold/release: one command each for all the jobs concerned."""
+        changed = False
+        self._act_after = time.monotonic() + self.interval  # if a command fails
+        if self._cancel:
+            ids = sorted(self._cancel)
+            try:
+                await asyncio.to_thread(self.slurm.cancel, ids)
+                self._cancel.difference_update(ids)
+                changed = True
+            except SlurmError as e:
+                log.warning("scancel %s failed (%s); trying again", ",".join(ids), e)
+        for hold in (True, False):
+            ids = sorted(i for i, h in self._holds.items() if h is hold)
+            if not ids:
+                continue
+            call = self.slurm.hold if hold else self.slurm.release
+            try:
+                await asyncio.to_thread(call, ids)
+            except SlurmRejected as e:  # it started meanwhile: a running job is not held
+                log.info("scontrol %s %s: %s", "uhold" if hold else "release", ids, e)
+            except SlurmError as e:
+                log.warning("scontrol failed (%s); trying again", e)
+                continue
+            for i in ids:
+                if self._holds.get(i) is hold:
+                    del self._holds[i]
+            changed = True
+        return changed
+
+    async def _sacct_measure(self) -> None:
+        """CPU time and peak memory of ended jobs, which only slurmdbd knows."""
+        now = time.time()
+        if not self.accounting:
+            self._measure.clear()
+            return
+        ids = [j.backend_id for j, _ in self._measure.values() if j.backend_id]
+        try:
+            answer = await asyncio.to_thread(self.slurm.sacct, ids)
+        except SlurmError:
+            return
+        by_id = {r.key: r for r in answer.jobs}
+        st = self._state()
+        for jobid, (job, since) in list(self._measure.items()):
+            rec = by_id.get(job.backend_id or "")
+            if rec is not None and rec.end is not None and rec.state not in ("PENDING", "RUNNING"):
+                job.cpu_user = rec.cpu_time
+                job.maxrss = rec.maxrss
+                if rec.cancelled_by is not None and job.state is K and not job.killing:
+                    job.reason = f"cancelled in Slurm by uid {rec.cancelled_by}"
+                st.touched[jobid] = job
+                del self._measure[jobid]
+            elif now - since > MEASURE_FOR:
+                del self._measure[jobid]
+        self._host_turn()
+
+    # -- applying what Slurm said ---------------------------------------------------------
+
+    def _apply(self, ev: Event) -> None:
+        job = self.jobs.get(ev.jobid)
+        apply(self.tracked, ev)
+        if job is None:
+            return
+        st = self._state()
+        match ev:
+            case Found(_, slurm_id):
+                log.info("job %d: found in Slurm as %s", job.id, slurm_id)
+                self._recorded(job, slurm_id)
+            case Absent():
+                # Provably not in Slurm: tracked afresh, submitted again after its backoff.
+                self.tracked[job.id] = Tracked(job.id)
+                self._absent.add(job.id)
+                if job.killing:
+                    self._forget(job.id)
+                    self._end(st, job, K, "killed by request", time.time())
+            case Waiting(_, shown, reason):
+                job.shown = shown
+                job.reason = f"Slurm: {reason}" if reason else ""
+                st.touched[job.id] = job
+            case Began(_, start, node):
+                job.shown, job.reason = None, ""
+                job.node = node or job.node
+                job.start_time = start or time.time()
+                st.touched[job.id] = job
+            case Ended(_, state, reason, rec):
+                job.exit_code, job.signal = rec.exit_code, rec.signal
+                job.node = rec.node or job.node
+                if job.start_time is None:
+                    job.start_time = rec.start
+                job.cpu_user, job.maxrss = rec.cpu_time, rec.maxrss
+                job.measured_by = "slurm"
+                self._forget(job.id)
+                if rec.source == "squeue" and rec.job_id is not None and state is not E:
+                    self._measure[job.id] = (job, time.time())
+                self._end(st, job, state, reason, rec.end or time.time())
+            case Missing():
+                pass
+
+    def _recorded(self, job: Job, slurm_id: str) -> None:
+        """sbatch's answer, or a tag found: the Slurm id goes into the job's record."""
+        t = self.tracked.get(job.id)
+        if t is not None and t.slurm_id != slurm_id:
+            t.slurm_id, t.uncertain_since, t.known_since = slurm_id, None, time.time()
+        self._launches.pop(job.id, None)
+        self._tries.pop(job.id, None)
+        self._retry_at.pop(job.id, None)
+        job.backend_id = slurm_id
+        if job.reason.startswith("waiting for Slurm"):
+            job.reason = ""
+        self._state().touched[job.id] = job
+        if job.killing:
+            self._cancel.add(slurm_id)
+        self._soon()
+        self._host_turn()
+
+    def _note(self, job: Job, reason: str) -> None:
+        if job.reason != reason and job.state is R:
+            job.reason = reason
+            self._state().touched[job.id] = job
+            self._host_turn()
+
+    def _end(self, st: State, job: Job, state: JobState, reason: str, when: float) -> None:
+        if job.state is not R:
+            return
+        if job.killing:
+            state = K
+        else:
+            job.reason = reason
+        job.shown = None
+        assert state in TERMINAL
+        st.queue.finish(job, state, when)
+        self._host_turn()
+
+    def _forget(self, jobid: int) -> None:
+        self.tracked.pop(jobid, None)
+        self._absent.discard(jobid)
+        self.jobs.pop(jobid, None)
+        self._launches.pop(jobid, None)
+        self._tries.pop(jobid, None)
+        self._retry_at.pop(jobid, None)
+
+    def _state(self) -> State:
+        assert self._host is not None
+        return self._host.state
+
+    def _host_turn(self) -> None:
+        if self._host is not None:
+            self._host.want_turn()
+
+
+def wait_for_orphans(prefix: str, timeout: float) -> int:
+    """Wait (blocking, bounded) until no ``sbatch`` of an earlier daemon of this database is
+    still running: one that outlived its daemon may still queue a job, and the tags it finds
+    must be final before anything is submitted again. How many there were."""
+    needle = f"--comment={prefix}".encode()
+    deadline = time.monotonic() + timeout
+    found = 0
+    while True:
+        alive = []
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    with open(f"/proc/{name}/cmdline", "rb") as f:
+                        if needle in f.read():
+                            alive.append(name)
+                except OSError:
+                    continue
+        found = max(found, len(alive))
+        if not alive or time.monotonic() > deadline:
+            if alive:
+                log.warning("sbatch of an earlier daemon still running: pids %s", alive)
+            return found
+        time.sleep(0.05)  # polling interval of a bounded wait for other processes
