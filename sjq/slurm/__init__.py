@@ -8,6 +8,10 @@
   stderr -> transient or definite error.
 - ``sjq.slurm.commands``: runs the commands (blocking, with a timeout, counted). Meant for a
   worker thread or a helper process, never the event loop.
+- ``sjq.slurm.track``: pure; one status answer -> what changed for the jobs sjq follows
+  (found by tag, waiting, began, ended, missing), and the next poll interval.
+- ``sjq.slurm.backend``: the back end in the daemon's event loop (``sjq.backend = slurm``):
+  submits, follows, cancels, holds and releases, running the commands in worker threads.
 
 docs/slurm.md describes what each Slurm command tells and what is lost without slurmdbd.
 """

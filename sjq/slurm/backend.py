@@ -1,6 +1,8 @@
-"""The Slurm back end: what the daemon sends its spawns, kills, holds and releases to when
-``sjq.backend = slurm``, and what follows its jobs in Slurm. Runs in the daemon's event loop;
-every Slurm command runs in a worker thread (``asyncio.to_thread``), never on the loop.
+"""The Slurm back end; imports asyncio, never runs a Slurm command on the event loop.
+
+What the daemon sends its spawns, kills, holds and releases to when ``sjq.backend = slurm``,
+and what follows its jobs in Slurm. It runs in the daemon's event loop; every Slurm command
+runs in a worker thread (``asyncio.to_thread``).
 
 What a job goes through (docs/slurm.md):
 

@@ -1,7 +1,7 @@
-"""Following sjq's jobs in Slurm: one status answer -> what changed, and when to ask again.
+"""Which of sjq's jobs changed in Slurm, and when to ask again; pure: imports no subprocess/asyncio.
 
-Pure: imports no subprocess/asyncio/sqlite3; the Slurm back end (``sjq.slurm.backend``) feeds
-it what ``squeue`` (or ``sacct``) said and acts on the events it returns.
+Imports no sqlite3 either; the Slurm back end (``sjq.slurm.backend``) feeds it what
+``squeue`` (or ``sacct``) said and acts on the events it returns.
 
 Every job sjq hands to Slurm carries the tag ``sjq:<daemon-id>:<jobid>`` as its comment, and
 one ``squeue`` for all of the user's jobs answers for all of them at once. A job is tracked

@@ -5,6 +5,7 @@ in E with Slurm's words; a daemon without sbatch refuses to start."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -26,13 +27,24 @@ def slurm_daemon(make: Callable[..., Daemon], **settings: str) -> Daemon:
     return make(**(base | settings))
 
 
-def tagged(cluster: Cluster) -> dict[str, list[str]]:
-    """Every Slurm job of this user whose comment is an sjq tag: tag -> Slurm ids."""
+def daemon_id(d: Daemon) -> str:
+    """The id in the tags of ``d``'s jobs (read from its database, which it keeps open)."""
+    db = sqlite3.connect(f"file:{d.settings['sjq.db']}?mode=ro", uri=True)
+    try:
+        return str(db.execute("SELECT value FROM meta WHERE name = 'daemon_id'").fetchone()[0])
+    finally:
+        db.close()
+
+
+def tagged(cluster: Cluster, d: Daemon) -> dict[str, list[str]]:
+    """Every Slurm job (slurmctld still knows) that ``d`` submitted: tag -> Slurm ids."""
+    ident = daemon_id(d)
     out = cluster.command("squeue", "-h", "-t", "all", "-O", "JobID:|,Comment:\x1e")
     found: dict[str, list[str]] = {}
     for rec in out.split("\x1e"):
         jobid, _, comment = rec.strip().partition("|")
-        if parse_tag(comment.strip()) is not None:
+        tag = parse_tag(comment.strip())
+        if tag is not None and tag[0] == ident:
             found.setdefault(comment.strip(), []).append(jobid.strip())
     return found
 
@@ -62,7 +74,7 @@ def test_jobs_run_in_slurm_and_end_in_sjq_states(
     assert "NumCPUs=2" in shown, shown
     assert "mem=200M" in shown, shown
     assert "JobName=ok" in shown
-    assert len(tagged(slurm)) == 2
+    assert len(tagged(slurm, d)) == 2
 
 
 def test_a_job_waiting_in_slurm_shows_q_with_slurms_reason_then_runs(

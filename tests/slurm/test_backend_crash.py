@@ -60,7 +60,7 @@ def test_sigkill_mid_workload_submits_nothing_twice(
     ran = Counter(int(x) for x in ledger.read_text().split())
     assert all(n == 1 for n in ran.values()), ran
     assert set(ran) == {i for i, s in expected.items() if s != "A"}
-    tags = tagged(slurm)
+    tags = tagged(slurm, d)
     assert all(len(v) == 1 for v in tags.values()), tags  # nothing submitted twice
     assert len(tags) == len(ran)
     for i in ids:

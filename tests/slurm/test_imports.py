@@ -22,7 +22,9 @@ def loaded(module: str, names: tuple[str, ...]) -> list[str]:
     return out.stdout.split()
 
 
-@pytest.mark.parametrize("module", ["sjq.slurm.args", "sjq.slurm.parse", "sjq.slurm.errors"])
+@pytest.mark.parametrize(
+    "module", ["sjq.slurm.args", "sjq.slurm.parse", "sjq.slurm.errors", "sjq.slurm.track"]
+)
 def test_pure_modules_load_no_io(module: str) -> None:
     assert loaded(module, IO) == []
 
@@ -33,7 +35,7 @@ def test_commands_never_load_asyncio() -> None:
 
 def test_every_module_opens_with_what_it_must_not_import() -> None:
     modules = sorted(PACKAGE.glob("*.py"))
-    assert len(modules) == 5
+    assert len(modules) == 7
     for path in modules:
         doc = ast.get_docstring(ast.parse(path.read_text()))
         assert doc, path
