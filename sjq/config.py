@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 DEFAULT_PATH: Final = "~/.sjqrc"
+PILOT: Final = "the Slurm allocation ($SLURM_JOB_ID)"  # where pilot-mode values come from
 SLURM_AUTO_PROCS: Final = 1 << 20  # sjq.maxprocs = auto under sjq.backend = slurm: no limit
 
 
@@ -201,7 +202,50 @@ def _gather(
         if not raw.strip():
             raise ConfigError("command line", name, "empty value")
         settings[known.name] = _Setting(raw.strip(), Where("command line", name, None, env))
+    for name, text in _pilot(settings, env).items():
+        if name not in settings or settings[name].text.lower() == "auto":
+            settings[name] = _Setting(text, Where(PILOT, name, None, env))
     return settings, source, env
+
+
+def _pilot(settings: Mapping[str, _Setting], env: Mapping[str, str]) -> dict[str, str]:
+    """Inside a Slurm job (``$SLURM_JOB_ID``) with the local back end: the allocation's CPUs
+    and memory for ``auto``, and files of this allocation alone instead of the shared
+    ``$HOME/.sjq.*`` (several nodes would share those over NFS). docs/slurm.md, pilot mode."""
+    jobid = env.get("SLURM_JOB_ID", "")
+    backend = settings.get("sjq.backend")
+    if not (jobid.isascii() and jobid.isdigit()) or (backend and backend.text.lower() != "local"):
+        return {}
+    out: dict[str, str] = {}
+    cpus = env.get("SLURM_CPUS_ON_NODE", "")
+    if cpus.isascii() and cpus.isdigit() and int(cpus) > 0:
+        out["sjq.maxprocs"] = cpus
+    mem = _allocation_mem(env, int(cpus) if cpus.isdigit() else 0)
+    if mem:
+        out["sjq.maxmem"] = f"{mem}M"
+    here = f"{_temp_dir(env)}/sjq-{os.getuid()}-slurm-{jobid}"
+    files = {"socket": "sjq.sock", "db": "sjq.db", "pidfile": "sjq.pid", "logfile": "sjq.log",
+             "spool": "spool", "rundir": "run"}  # fmt: skip
+    out |= {f"sjq.{key}": f"{here}/{name}" for key, name in files.items()}
+    out["sjq.tmpdir"] = here
+    return out
+
+
+def _allocation_mem(env: Mapping[str, str], cpus: int) -> int:
+    """The allocation's memory on this node in MiB (0: not known)."""
+    per_node = env.get("SLURM_MEM_PER_NODE", "")
+    if per_node.isascii() and per_node.isdigit():
+        return int(per_node)
+    per_cpu = env.get("SLURM_MEM_PER_CPU", "")
+    if per_cpu.isascii() and per_cpu.isdigit() and cpus:
+        return int(per_cpu) * cpus
+    return 0
+
+
+def _temp_dir(env: Mapping[str, str]) -> str:
+    """Node-local: Slurm's per-job TMPDIR if it set one, else /tmp."""
+    tmp = env.get("TMPDIR", "")
+    return tmp if tmp.startswith("/") and os.path.isdir(tmp) else "/tmp"
 
 
 def _expand_user(path: str, environ: Mapping[str, str]) -> str:
@@ -281,7 +325,7 @@ def _reconcile(values: dict[str, Any], settings: Mapping[str, _Setting]) -> None
 
     def detected(name: str) -> bool:
         setting = settings.get(name)
-        return setting is None or setting.text.lower() == "auto"
+        return setting is None or setting.text.lower() == "auto" or setting.where.origin == PILOT
 
     if values["backend"] == "slurm":
         # Under Slurm the limits are the largest job this front end accepts, and Slurm refuses
