@@ -34,6 +34,8 @@ class Sizes:
     cli_runs: int = 20  # timed runs of each command line
     idle: float = 10.0  # seconds of idle-CPU observation
     rounds: int = 3  # interleaved repeats of throughput, gap and chain (median / pooled)
+    slurm_jobs: int = 300  # the Slurm figures: a burst of trivial jobs through Slurm
+    slurm_probes: int = 10  # one-at-a-time submit-to-start samples through Slurm
 
 
 QUICK = Sizes(
@@ -46,6 +48,8 @@ QUICK = Sizes(
     cli_runs=5,
     idle=2.0,
     rounds=1,
+    slurm_jobs=40,
+    slurm_probes=5,
 )
 
 
@@ -308,6 +312,33 @@ def build(t: Table, figures: set[str]) -> None:
             "0 ms",
             "≤ 10 ms (one clock tick)",
             i <= 0.010 if i is not None else None,
+        )
+    if "slurm" in figures:
+        s, b = r.number("sjqslurm.tp"), r.number("slurm.tp")
+        t.add(
+            f"Slurm: {z.slurm_jobs} trivial jobs, submit to last end",
+            t.num("sjqslurm.tp", lambda v: f"{v:,.1f} jobs/s"),
+            f"sbatch loop {t.num('slurm.tp', lambda v: f'{v:,.1f} jobs/s')}",
+            "≥ 0.8x sbatch loop",
+            s >= 0.8 * b if s is not None and b is not None else None,
+        )
+        s50, b50 = t.p50("sjqslurm.lat"), t.p50("slurm.lat")
+        t.add(
+            "Slurm: submit → start p50 / p99, idle cluster",
+            t.pct("sjqslurm.lat"),
+            f"sbatch {t.pct('slurm.lat')}",
+            "p50 ≤ sbatch + sjq.slurm.poll (0.5 s)",
+            s50 <= b50 + 0.5 if s50 is not None and b50 is not None else None,
+        )
+        parts = sorted(k.rsplit(".", 1)[1] for k in r.values if k.startswith("sjqslurm.cmds."))
+        split = ", ".join(f"{p} {r.number('sjqslurm.cmds.' + p) or 0:,.0f}" for p in parts)
+        sb = r.number("sjqslurm.cmds.sbatch")
+        t.add(
+            "Slurm commands sjq ran per 1,000 jobs",
+            t.num("sjqslurm.cmds", lambda v: f"{v:,.0f}"),
+            split or "not measured",
+            "1 sbatch per job (+1 check); squeue per poll, not per job",
+            sb <= 1000 + 1000 / z.slurm_jobs + 1e-9 if sb is not None else None,
         )
     helpers = r.number("sjq.rss.helpers")
     if "rss" in figures and helpers:

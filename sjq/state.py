@@ -168,13 +168,16 @@ class State:
             return Error("the daemon is shutting down; submit again in a moment")
         cfg, o = self.cfg, req.options
         errors: list[str] = []
-        procs = cfg.default_procs if o.procs is None else o.procs
+        # Under Slurm a PROCS or MEM not given is 0: not passed to sbatch, so the script's
+        # #SBATCH lines or the cluster's defaults apply.
+        unset = 0 if cfg.backend == "slurm" else None
+        procs = (unset if unset is not None else cfg.default_procs) if o.procs is None else o.procs
         if procs > cfg.maxprocs:
             errors.append(
                 f"PROCS {procs} is more than the {cfg.maxprocs} CPUs this daemon manages"
                 " (sjq.maxprocs)"
             )
-        mem = cfg.default_mem if o.mem is None else o.mem
+        mem = (unset if unset is not None else cfg.default_mem) if o.mem is None else o.mem
         if cfg.maxmem is not None and mem > cfg.maxmem:
             errors.append(
                 f"MEM {format_mem(mem)} is more than the {format_mem(cfg.maxmem)} this daemon"

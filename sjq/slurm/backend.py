@@ -198,11 +198,15 @@ class SlurmBackend:
         """Submit, follow, cancel, hold and release until cancelled."""
         self._host = host
         self._work.set()
-        await asyncio.to_thread(wait_for_orphans, self.prefix, self.cfg.slurm_timeout + 5)
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(SUBMITTERS):
-                tg.create_task(self._submitter())
-            tg.create_task(self._poller())
+        try:
+            await asyncio.to_thread(wait_for_orphans, self.prefix, self.cfg.slurm_timeout + 5)
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(SUBMITTERS):
+                    tg.create_task(self._submitter())
+                tg.create_task(self._poller())
+        finally:
+            counts = ", ".join(f"{c} {n}" for c, n in sorted(self.slurm.counts.items()))
+            log.info("Slurm commands run: %s", counts or "none")
 
     async def _submitter(self) -> None:
         while True:
@@ -247,7 +251,7 @@ class SlurmBackend:
         return SbatchRequest(
             tag=make_tag(self.ident, job.id),
             name=job.name,
-            procs=job.procs,
+            procs=job.procs or None,  # 0: not given (#SBATCH lines or Slurm's default)
             mem=job.mem or None,
             time_limit=launch.time_limit,
             cwd=launch.cwd,

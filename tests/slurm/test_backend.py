@@ -186,3 +186,18 @@ def test_without_sbatch_the_daemon_refuses_to_start(tmp_path: Path) -> None:
     assert p.returncode == 1
     assert "sjq.backend = slurm: no sbatch, squeue, scontrol, scancel on PATH" in p.stderr
     assert not (tmp_path / "s.sock").exists()
+
+
+def test_sbatch_lines_apply_where_the_job_sets_nothing(
+    slurm: Cluster, daemon_factory: Callable[..., Daemon]
+) -> None:
+    d = slurm_daemon(daemon_factory).start()
+    script = "#!/bin/sh\n#SBATCH -c 3\n#SBATCH --mem=300M\ntrue\n"
+    plain = d.submit(script)
+    mine = d.submit(script, procs=1, mem="100M")  # the job's own fields win
+    for jobid, cpus, mem in ((plain, 3, "300M"), (mine, 1, "100M")):
+        assert d.wait_state(jobid, "S", WAIT) == "S"
+        shown = slurm.command("scontrol", "show", "job", d.info(jobid)["backend_id"])
+        assert f"NumCPUs={cpus}" in shown, shown
+        assert f"mem={mem}" in shown, shown
+    assert (d.info(plain)["procs"], d.info(plain)["mem"]) == (0, 0)  # not given: Slurm's
