@@ -464,10 +464,10 @@ class AsyncClient:
     ) -> Stats:
         """Per job name, how the ended jobs ended and what they used, with hints; see
         Client.stats."""
-        from . import _stats  # noqa: PLC0415 -- only for this call
+        from . import _stats_plan  # noqa: PLC0415 -- only for this call
 
         wanted = None if ids is None else job_ids(ids)
-        return await self._run(_stats.plan(wanted, tuple(names), since, by))
+        return await self._run(_stats_plan.plan(wanted, tuple(names), since, by))
 
     async def shutdown(self, *, keep_running: bool = False, timeout: float | None = 30.0) -> None:
         """Stop the daemon and wait until it has removed its socket (see Client.shutdown)."""

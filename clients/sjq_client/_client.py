@@ -292,10 +292,10 @@ class Client:
         ``align.2``) or a ``[...]`` suffix, ``"name"`` does not group, ``"digits"`` groups
         names that differ in any number. Never starts a daemon.
         """
-        from . import _stats  # noqa: PLC0415 -- only for this call: keeps submits cheap
+        from . import _stats_plan  # noqa: PLC0415 -- only for this call: keeps submits cheap
 
         wanted = None if ids is None else job_ids(ids)
-        return self._run(_stats.plan(wanted, tuple(names), since, by))
+        return self._run(_stats_plan.plan(wanted, tuple(names), since, by))
 
     def shutdown(self, *, keep_running: bool = False, timeout: float | None = 30.0) -> None:
         """Stop the daemon, and wait (up to ``timeout`` s) until it has removed its socket.

@@ -1,8 +1,8 @@
-"""`sjq stats`' arithmetic: ended jobs grouped by name, their usage summed up, and advice on
-what to reserve. No I/O: `plan` is a generator of requests that Client and AsyncClient run.
+"""`sjq stats`' arithmetic: ended jobs grouped by name and their usage summed up, as records.
 
-Loaded only by `sjq stats` and ``Client.stats``; imports re, math, sjq.units and what every
-client has loaded already (sjq.protocol, _calls). Never asyncio, socket or the daemon's modules.
+Pure. The advice (when a reservation is far off, what to reserve) is in _stats_advice, the
+requests to the daemon in _stats_plan. Loaded only by `sjq stats` and ``Client.stats``.
+Never asyncio, socket or the daemon's modules.
 """
 
 from __future__ import annotations
@@ -10,17 +10,16 @@ from __future__ import annotations
 import bisect
 import math
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from sjq._record import fields, record
-from sjq.protocol import Data, Error, Info, Reply, Status
-from sjq.units import format_duration, format_mem
 
-from ._calls import Call, Plan, chunks
-from ._exceptions import ProtocolError, RequestRejected
+from ._exceptions import ProtocolError
+from ._stats_advice import CPU_MIN_WALL, Hint, hints
 
 __all__ = [
+    "ENDED",
     "GROUPINGS",
     "SORTS",
     "Failure",
@@ -31,101 +30,14 @@ __all__ = [
     "Tally",
     "failure_reason",
     "group_key",
-    "plan",
-    "pleasant_duration",
-    "pleasant_mem",
     "sort_groups",
-    "suggest_mem",
-    "suggest_procs",
-    "suggest_time",
 ]
 
 ENDED = "SFAKE"  # the states a job ends in: done, failed, aborted, killed, error
 GROUPINGS = ("auto", "name", "digits")
 SORTS = ("name", "jobs", "failed", "wall", "cpu", "mem")
 
-MiB = 1024**2
-# Suggestions: the largest peak seen times a headroom, rounded up to a size people write.
-MEM_HEADROOM = 1.2  # the next input may be a little larger than any seen
-MEM_FLOOR = 64 * MiB  # never suggest less: it saves nothing worth a job that a larger input kills
-MEM_FAR = 0.5  # "far off": the suggestion is at most half of what was reserved ...
-MEM_MIN_SAVING = 256 * MiB  # ... and frees at least this much (less is noise on a server)
-MEM_NEAR = 0.9  # a peak at 90 % of the reservation: a slightly larger input hits the limit
-OOM_FACTOR = 2  # after an out-of-memory end the real need is unknown: try twice the limit
-CPU_FAR = 0.5  # a CPU hint when the job would do with at most half of its CPUs
-CPU_OVER = 1.25  # ... or when it used a quarter more CPUs than it reserved (no pinning)
-CPU_TOLERANCE = 0.05  # cores: 1.03 measured is one busy core (tick and clock granularity)
-CPU_MIN_WALL = 1.0  # seconds: a shorter job's CPU/wall ratio is mostly start-up noise
-TIME_HEADROOM = 1.5  # run times vary with load and input more than memory does
-TIME_FLOOR = 600.0  # seconds: a tighter limit kills a job that merely waited for the disk
-TIME_FAR = 0.25  # a time hint when the suggestion is at most a quarter of the limit
-TIME_FACTOR = 2  # after a time-limit end: try twice the limit
 EXAMPLE_IDS = 5  # job ids listed per failure reason (`sjq info ID` shows the rest)
-
-# Sizes people write: 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8 times 1, 10 or 100, and the powers of two,
-# of K, M, G, T or P. Each step is at most half again the one before, and `format_mem` prints
-# every one exactly (2.5G, never a rounded 2.4G that would reserve less).
-_DECADE = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8)
-_MANTISSAS = tuple(
-    sorted({m * 10**k for m in _DECADE for k in range(3)} | {16, 32, 64, 128, 256, 512})
-)
-_UNITS = tuple(1024**k for k in range(1, 6))  # K .. P
-_MINUTE, _HOUR, _DAY = 60, 3600, 86400
-# Time limits people write: 1m .. 4 weeks, then whole weeks.
-_DURATIONS = (
-    *(m * _MINUTE for m in (1, 2, 3, 5, 10, 15, 20, 30, 45, 60, 90)),
-    *(h * _HOUR for h in (2, 3, 4, 6, 8, 12, 18, 24, 36)),
-    *(d * _DAY for d in (2, 3, 4, 5, 7, 10, 14, 21, 28)),
-)
-
-
-# -- suggestions --------------------------------------------------------------------------
-
-
-def pleasant_mem(nbytes: float) -> int:
-    """The smallest size of _MANTISSAS' form (... 200M, 250M, 256M, 300M ... 1G, 1.5G ...)
-    that is at least ``nbytes`` (whole pebibytes beyond)."""
-    for unit in _UNITS:
-        for m in _MANTISSAS:
-            if m * unit >= nbytes:
-                return int(m * unit)
-    return int(math.ceil(nbytes / _UNITS[-1]) * _UNITS[-1])
-
-
-def suggest_mem(peak: int) -> int:
-    """What to reserve for jobs whose largest peak was ``peak`` bytes: at least the peak with
-    headroom, rounded up to a pleasant size, never below MEM_FLOOR."""
-    return pleasant_mem(max(math.ceil(peak * MEM_HEADROOM), MEM_FLOOR))
-
-
-def suggest_procs(cores: float) -> int:
-    """CPUs for jobs that kept at most ``cores`` CPUs busy on average: the next whole number
-    (1.03 counts as one), at least 1."""
-    return max(1, math.ceil(cores - CPU_TOLERANCE))
-
-
-def pleasant_duration(seconds: float) -> int:
-    """The shortest limit of 1m, 2m, 3m, 5m, 10m ... 4 weeks (then whole weeks) that is at
-    least ``seconds``."""
-    for d in _DURATIONS:
-        if d >= seconds:
-            return d
-    week = 7 * _DAY
-    return math.ceil(seconds / week) * week
-
-
-def suggest_time(wall: float) -> int:
-    """A time limit for jobs that ran at most ``wall`` seconds: with headroom, pleasant."""
-    return pleasant_duration(max(wall * TIME_HEADROOM, TIME_FLOOR))
-
-
-def duration_option(seconds: int) -> str:
-    """``--time`` value of a pleasant duration: ``90m``, ``2h``, ``36h``, ``2d``."""
-    if seconds % _DAY == 0:
-        return f"{seconds // _DAY}d"
-    if seconds % _HOUR == 0:
-        return f"{seconds // _HOUR}h"
-    return f"{math.ceil(seconds / _MINUTE)}m"
 
 
 # -- grouping -----------------------------------------------------------------------------
@@ -239,23 +151,6 @@ def _number(v: object) -> float | None:
 
 def _whole(v: object) -> int | None:
     return v if type(v) is int else None  # not a bool: type(True) is bool
-
-
-@record
-class Hint:
-    """Advice for one group: ``kind`` (below), the submit option and value it suggests, and
-    the sentence that says why.
-
-    Kinds: ``mem`` (reserve less memory), ``mem-more`` (peaks close to the reservation),
-    ``oom`` (jobs ran out of memory), ``procs`` (reserve fewer CPUs), ``procs-more`` (jobs
-    used more CPUs than reserved), ``time`` (a much shorter limit would do), ``time-limit``
-    (jobs hit their limit).
-    """
-
-    kind: str
-    option: str  # --mem, --procs, --time
-    value: str  # as the option takes it: 3G, 2, 90m
-    text: str
 
 
 @record
@@ -482,120 +377,8 @@ class _Group:
             reserved_max=self.seen.reserved_max,
             time_limit=None if self.seen.unlimited else self.seen.time_limit,
             failures=tuple(Failure(why, n, tuple(ids)) for why, (n, ids) in failures),
-            hints=tuple(self.hints(efficiency)),
+            hints=tuple(hints(self, efficiency)),
         )
-
-    def hints(self, efficiency: float | None) -> Iterable[Hint]:
-        """At most one piece of advice per option. "Reserve more" comes first and from any
-        job; "reserve less" needs a job that succeeded (jobs that all failed early say
-        little of what the work needs), and is still computed from every job that ran, so
-        that it never suggests less than one of them used."""
-        yield from self.memory_hints()
-        yield from self.cpu_hints(efficiency)
-        yield from self.time_hints()
-
-    def memory_hints(self) -> Iterable[Hint]:
-        if self.oom:
-            want = pleasant_mem(
-                max(self.oom_mem * OOM_FACTOR, suggest_mem(self.seen.peak_max or 0))
-            )
-            value = format_mem(want)
-            yield Hint(
-                "oom",
-                "--mem",
-                value,
-                f"{_of(self.oom, self.jobs)} ran out of memory at {format_mem(self.oom_mem)};"
-                f" try --mem {value}",
-            )
-            return
-        if self.near is not None and self.seen.peak_max is not None:
-            ratio, peak, mem = self.near
-            if ratio >= MEM_NEAR and peak >= MEM_FLOOR:
-                value = format_mem(suggest_mem(self.seen.peak_max))
-                reserved = f"{format_mem(mem)} reserved" if mem else "none reserved"
-                unsure = " (not measured precisely)" if self.seen.imprecise else ""
-                yield Hint(
-                    "mem-more",
-                    "--mem",
-                    value,
-                    f"peak {format_mem(peak)} of {reserved}{unsure}: little headroom;"
-                    f" --mem {value} would be safer",
-                )
-                return
-        seen = self.seen
-        if seen.peak_max is None or "S" not in self.states:
-            return
-        want = suggest_mem(seen.peak_max)
-        if want <= seen.reserved_max * MEM_FAR and seen.reserved_max - want >= MEM_MIN_SAVING:
-            value = format_mem(want)
-            upto = "up to " if seen.reserved_min != seen.reserved_max else ""
-            unsure = " (not measured precisely)" if seen.imprecise else ""
-            yield Hint(
-                "mem",
-                "--mem",
-                value,
-                f"peak {format_mem(seen.peak_max)}{unsure} of {upto}{format_mem(seen.reserved_max)}"
-                f" reserved; --mem {value} would do",
-            )
-
-    def cpu_hints(self, efficiency: float | None) -> Iterable[Hint]:
-        if self.over is not None:
-            cores, procs = self.over
-            if cores >= procs * CPU_OVER and cores - procs >= 0.5:
-                want = suggest_procs(cores)
-                yield Hint(
-                    "procs-more",
-                    "--procs",
-                    str(want),
-                    f"used {cores:.1f} CPUs with {procs} reserved; --procs {want} would do",
-                )
-                return
-        if self.seen.cores_max is None or "S" not in self.states:
-            return
-        want = suggest_procs(self.seen.cores_max)
-        if self.procs >= 2 and want <= self.procs * CPU_FAR:
-            eff = "" if efficiency is None else f" (efficiency {efficiency:.0%})"
-            yield Hint(
-                "procs",
-                "--procs",
-                str(want),
-                f"used at most {self.seen.cores_max:.1f} of {self.procs} CPUs{eff};"
-                f" --procs {want} would do",
-            )
-
-    def time_hints(self) -> Iterable[Hint]:
-        if self.time_hits:
-            value = duration_option(pleasant_duration(self.time_hit_limit * TIME_FACTOR))
-            yield Hint(
-                "time-limit",
-                "--time",
-                value,
-                f"{_of(self.time_hits, self.jobs)} hit the time limit of"
-                f" {format_duration(self.time_hit_limit)}; try --time {value}",
-            )
-            return
-        seen = self.seen
-        if (
-            seen.wall_max is None
-            or seen.unlimited
-            or seen.time_limit is None
-            or "S" not in self.states
-        ):
-            return
-        want = suggest_time(seen.wall_max)
-        if want <= seen.time_limit * TIME_FAR:
-            value = duration_option(want)
-            yield Hint(
-                "time",
-                "--time",
-                value,
-                f"ran at most {format_duration(seen.wall_max)} of a"
-                f" {format_duration(seen.time_limit)} limit; --time {value} would do",
-            )
-
-
-def _of(n: int, total: int) -> str:
-    return f"{n} of {total} jobs" if total > 1 else "the job"
 
 
 class Tally:
@@ -642,75 +425,3 @@ def sort_groups(groups: Iterable[GroupStats], by: str) -> list[GroupStats]:
         raise ValueError(f"sort must be one of {', '.join(SORTS)}, not {by!r}")
     key = keys[by]
     return ordered if key is None else sorted(ordered, key=key)
-
-
-# -- asking the daemon ----------------------------------------------------------------------
-
-
-def plan(
-    ids: Collection[int] | None,
-    names: Collection[str],
-    since: float | None,
-    by: str,
-) -> Plan[Stats]:
-    """Stats of the ended jobs the daemon remembers: one STATUS (a few bytes a job) picks the
-    ended jobs of the wanted ids and names, then INFO in chunks of IDS_PER_LINE ids, so that
-    a daemon remembering 100,000 jobs never sends, nor this client holds, them all at once.
-
-    ``names``: glob patterns, any of which a job's name must match (none: every name).
-    ``since``: only jobs that ended then or later (unix time).
-    """
-    import fnmatch  # noqa: PLC0415 -- only when patterns are given; keeps the module light
-
-    tally = Tally(by)
-    wanted_ids = None if ids is None else set(ids)
-
-    def named(name: str) -> bool:
-        return not names or any(fnmatch.fnmatchcase(name, p) for p in names)
-
-    reply = (yield Call((Status(None),)))[0]
-    wanted = []
-    for line in _payload(reply, "STATUS").split("\r\n"):
-        fields = line.split("\t")
-        if len(fields) < 3 or not fields[0].isdigit() or fields[2] not in ENDED:
-            continue
-        jobid = int(fields[0])
-        if (wanted_ids is None or jobid in wanted_ids) and named(fields[1]):
-            wanted.append(jobid)
-    for chunk in chunks(tuple(wanted)):
-        reply = (yield Call((Info(chunk),)))[0]
-        for job in _usages(_payload(reply, "INFO")):
-            ended = job.ended if job.ended is not None else -math.inf
-            if job.state in ENDED and (since is None or ended >= since) and named(job.name):
-                tally.add(job)
-    return tally.result(since)
-
-
-def _payload(reply: Reply, verb: str) -> str:
-    if isinstance(reply, Error):
-        raise RequestRejected(reply.message)
-    if not isinstance(reply, Data):
-        raise ProtocolError(f"{verb} answered {reply!r}")
-    return reply.payload.decode(errors="replace")
-
-
-def _usages(text: str) -> Iterable[JobUsage]:
-    import json  # noqa: PLC0415 -- as in _calls: a client that only submits never needs it
-
-    lines = [line for line in text.splitlines() if line.strip()]
-    try:
-        # One call for the chunk: a third faster than a call per line.
-        records = json.loads("[" + ",".join(lines) + "]")
-    except ValueError:
-        records = None
-    if not isinstance(records, list) or len(records) != len(lines):
-        records = []  # a line is not one JSON value: find which, to say so
-        for line in lines:
-            try:
-                records.append(json.loads(line))
-            except ValueError as e:
-                raise ProtocolError(f"INFO sent a line that is not JSON: {e}") from None
-    for rec in records:
-        if not isinstance(rec, dict):
-            raise ProtocolError(f"INFO sent {rec!r:.80}, not a JSON object")
-        yield JobUsage.from_record(rec)

@@ -17,7 +17,7 @@ import pytest
 import sjq_client._calls
 from conftest import Daemon, make_daemon, reap_leftovers
 from sjq_client import AsyncClient, Client
-from sjq_client._stats import pleasant_mem, suggest_mem
+from sjq_client._stats_advice import pleasant_mem, suggest_mem
 
 from sjq.units import format_mem
 

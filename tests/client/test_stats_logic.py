@@ -14,22 +14,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sjq_client._stats import (
+    GroupStats,
+    JobUsage,
+    Stats,
+    Tally,
+    failure_reason,
+    group_key,
+    sort_groups,
+)
+from sjq_client._stats_advice import (
     CPU_FAR,
     MEM_FAR,
     MEM_FLOOR,
     MEM_HEADROOM,
     MEM_MIN_SAVING,
     TIME_FLOOR,
-    GroupStats,
-    JobUsage,
-    Stats,
-    Tally,
     duration_option,
-    failure_reason,
-    group_key,
     pleasant_duration,
     pleasant_mem,
-    sort_groups,
     suggest_mem,
     suggest_procs,
     suggest_time,
@@ -426,7 +428,7 @@ def test_job_usage_from_an_info_record() -> None:
 
 def test_info_payloads_are_read_whole_or_refused() -> None:
     from sjq_client import ProtocolError
-    from sjq_client._stats import _usages
+    from sjq_client._stats_plan import _usages
 
     line = '{"id": 3, "name": "a", "state": "S"}'
     assert [u.id for u in _usages(f"{line}\n{line.replace('3', '4')}\n")] == [3, 4]
