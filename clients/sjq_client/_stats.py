@@ -130,7 +130,7 @@ class JobUsage(NamedTuple):
             jobid,
             name,
             state,
-            _whole(get("procs")) or 1,
+            _whole(get("procs")) or 0,
             _whole(get("mem")) or 0,
             _number(get("started")),
             _number(get("ended")),
@@ -324,11 +324,12 @@ class _Group:
         cores = None
         if job.cpu is not None and wall > 0:
             self.cpu += job.cpu
-            self.cpu_capacity += wall * job.procs
+            procs = max(1, job.procs)  # 0: left to Slurm's default, at least one
+            self.cpu_capacity += wall * procs
             if wall >= CPU_MIN_WALL:
                 cores = job.cpu / wall
-                if self.over is None or cores / job.procs > self.over[0] / self.over[1]:
-                    self.over = (cores, job.procs)
+                if self.over is None or cores / procs > self.over[0] / self.over[1]:
+                    self.over = (cores, procs)
         self.seen.add(job, wall, cores)
         if job.maxrss is None:
             self.peak_unknown += 1

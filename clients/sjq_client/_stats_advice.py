@@ -154,15 +154,15 @@ def _memory(g: _Group) -> Iterable[Hint]:
         ratio, peak, mem = g.near
         if ratio >= MEM_NEAR and peak >= MEM_FLOOR:
             value = format_mem(suggest_mem(g.seen.peak_max))
-            reserved = f"{format_mem(mem)} reserved" if mem else "none reserved"
             unsure = " (not measured precisely)" if g.seen.imprecise else ""
-            yield Hint(
-                "mem-more",
-                "--mem",
-                value,
-                f"peak {format_mem(peak)} of {reserved}{unsure}: little headroom;"
-                f" --mem {value} would be safer",
-            )
+            if mem:
+                text = (
+                    f"peak {format_mem(peak)} of {format_mem(mem)} reserved{unsure}: little"
+                    f" headroom; --mem {value} would be safer"
+                )
+            else:  # MEM 0: a job that reserved nothing, or (Slurm) left it to the cluster
+                text = f"peak {format_mem(peak)}{unsure} with no memory given; --mem {value}"
+            yield Hint("mem-more", "--mem", value, text)
             return
     seen = g.seen
     if seen.peak_max is None or "S" not in g.states:

@@ -214,7 +214,7 @@ jobs_strategy = st.lists(
         st.integers(min_value=1, max_value=10**6),
         st.sampled_from(["align.1", "align.2", "sort", "rule[s=a]", "rule[s=b]", "x"]),
         st.sampled_from(STATES),
-        st.integers(min_value=1, max_value=64),
+        st.integers(min_value=0, max_value=64),  # 0: left to Slurm
         st.integers(min_value=0, max_value=64 * G),
         st.one_of(st.none(), st.integers(min_value=0, max_value=10**6)),
         st.integers(min_value=0, max_value=10**5),
@@ -327,6 +327,10 @@ def test_a_peak_near_the_reservation_gets_a_hint_for_more() -> None:
     g = one(job(mem=100 * M, maxrss=95 * M))
     assert [(h.kind, h.value) for h in g.hints] == [("mem-more", "128M")]
     assert "little headroom" in g.hints[0].text
+    nothing = one(job(mem=0, maxrss=2 * G))  # e.g. Slurm jobs that left MEM to the cluster
+    assert [h.text for h in nothing.hints] == ["peak 2G with no memory given; --mem 2.5G"]
+    cluster = one(job(procs=0, cpu=10.0))  # nor CPUs: efficiency counts one
+    assert (cluster.procs, cluster.cpu_efficiency, cluster.hints) == (0, 1.0, ())
 
 
 def test_out_of_memory_ends_suggest_twice_the_limit() -> None:
