@@ -25,8 +25,9 @@ from sjq.paths import make_dirs, make_private_file
 from sjq.recovery import recover
 from sjq.server import AlreadyRunning, bind_socket, file_identity, remove_socket
 from sjq.service import Daemon
-from sjq.slurm.backend import SlurmBackend, daemon_id, open_slurm
+from sjq.slurm.backend import SlurmBackend
 from sjq.slurm.errors import SlurmError
+from sjq.slurm.startup import daemon_id, open_slurm
 from sjq.state import State
 from sjq.store import Store, StoreError
 

@@ -190,6 +190,8 @@ class State:
         if self.is_root and peer.uid == 0:
             uid = peer.uid if o.uid is None else o.uid
             gid = peer.gid if o.gid is None else o.gid
+        if cfg.backend == "slurm" and uid != os.geteuid():
+            errors.append("under sjq.backend = slurm jobs go to Slurm as the daemon's user only")
         unmet: list[int] = []
         doomed = ""
         if o.depends:

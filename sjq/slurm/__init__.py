@@ -10,6 +10,8 @@
   worker thread or a helper process, never the event loop.
 - ``sjq.slurm.track``: pure; one status answer -> what changed for the jobs sjq follows
   (found by tag, waiting, began, ended, missing), and the next poll interval.
+- ``sjq.slurm.startup``: the checks before the daemon's loop runs: Slurm's commands usable,
+  this database's daemon id, no ``sbatch`` of an earlier daemon still under way.
 - ``sjq.slurm.backend``: the back end in the daemon's event loop (``sjq.backend = slurm``):
   submits, follows, cancels, holds and releases, running the commands in worker threads.
 

@@ -30,9 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import re
-import socket
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -44,6 +41,7 @@ from sjq.slurm.args import ArgsError, SbatchRequest, make_tag
 from sjq.slurm.commands import Slurm
 from sjq.slurm.errors import SlurmError, SlurmRejected
 from sjq.slurm.parse import SlurmJob
+from sjq.slurm.startup import wait_for_orphans
 from sjq.slurm.track import (
     SETTLE,
     Absent,
@@ -60,7 +58,7 @@ from sjq.slurm.track import (
 )
 from sjq.state import State
 
-__all__ = ["SlurmBackend", "daemon_id", "open_slurm"]
+__all__ = ["SlurmBackend"]
 
 log = logging.getLogger("sjq.slurm")
 
@@ -78,23 +76,6 @@ class Host(Protocol):
 
     def want_turn(self) -> None: ...
     def now(self) -> float: ...
-
-
-def open_slurm(cfg: Config) -> Slurm:
-    """Slurm's commands, checked: ``SlurmError`` (not installed, no configuration) says why a
-    daemon with ``sjq.backend = slurm`` cannot start. A controller that is down is no reason."""
-    slurm = Slurm(timeout=cfg.slurm_timeout)
-    slurm.check()
-    return slurm
-
-
-def daemon_id(store_meta: str | None) -> str:
-    """The id in this database's tags: the stored one, or a new one (host name and a random
-    part, so that two databases of one user never share tags)."""
-    if store_meta:
-        return store_meta
-    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:32] or "host"
-    return f"{host}-{os.urandom(4).hex()}"
 
 
 class SlurmBackend:
@@ -512,28 +493,3 @@ class SlurmBackend:
     def _host_turn(self) -> None:
         if self._host is not None:
             self._host.want_turn()
-
-
-def wait_for_orphans(prefix: str, timeout: float) -> int:
-    """Wait (blocking, bounded) until no ``sbatch`` of an earlier daemon of this database is
-    still running: one that outlived its daemon may still queue a job, and the tags it finds
-    must be final before anything is submitted again. How many there were."""
-    needle = f"--comment={prefix}".encode()
-    deadline = time.monotonic() + timeout
-    found = 0
-    while True:
-        alive = []
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                try:
-                    with open(f"/proc/{name}/cmdline", "rb") as f:
-                        if needle in f.read():
-                            alive.append(name)
-                except OSError:
-                    continue
-        found = max(found, len(alive))
-        if not alive or time.monotonic() > deadline:
-            if alive:
-                log.warning("sbatch of an earlier daemon still running: pids %s", alive)
-            return found
-        time.sleep(0.05)  # polling interval of a bounded wait for other processes

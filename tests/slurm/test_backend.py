@@ -5,17 +5,20 @@ in E with Slurm's words; a daemon without sbatch refuses to start."""
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Daemon, Gate, wait_for
+import pytest
+from conftest import Daemon, Gate, make_daemon, reap_leftovers, wait_for
+from server._helpers import as_nobody, submit_bytes
 
 from sjq.slurm.args import parse_tag
 
-from .cluster import NODE_CPUS, Cluster
+from .cluster import NODE_CPUS, Cluster, public_dir
 
 WAIT = 30.0  # seconds for a job to reach a state; a trivial job needs about 1-2 s here
 
@@ -201,3 +204,23 @@ def test_sbatch_lines_apply_where_the_job_sets_nothing(
         assert f"NumCPUs={cpus}" in shown, shown
         assert f"mem={mem}" in shown, shown
     assert (d.info(plain)["procs"], d.info(plain)["mem"]) == (0, 0)  # not given: Slurm's
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_a_root_front_end_refuses_other_users_jobs(slurm: Cluster) -> None:
+    """sbatch from a root daemon would run everybody's jobs as root."""
+    base = public_dir("sjq-slurm-root-")
+    try:
+        d = make_daemon(base, backend="slurm").start()
+        try:
+            os.chmod(d.socket, 0o666)
+            os.chmod(d.dir, 0o755)
+            reply = as_nobody(d.socket, submit_bytes(b"#!/bin/sh\ntrue\n", cwd="/tmp"), 1)
+            assert reply == [
+                b"ERROR under sjq.backend = slurm jobs go to Slurm as the daemon's user only\r\n"
+            ]
+        finally:
+            d.stop()
+    finally:
+        reap_leftovers(str(base))
+        shutil.rmtree(base, ignore_errors=True)
