@@ -245,6 +245,7 @@ def build_parser(prog: str = "sjq server") -> argparse.ArgumentParser:
             "  sjq server -f --set sjq.maxprocs=4 --set sjq.maxmem=16G\n"
             "  sjq server --stop                  stop: kill running jobs, keep the queue\n"
             "  sjq server --stop --keep-running   stop, leave running jobs running\n"
+            "  sjq server -d --set sjq.backend=slurm   hand jobs to Slurm (docs/slurm.md)\n"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
