@@ -203,29 +203,41 @@ class SlurmBackend:
                 self._forget(jobid)
                 self._end(self._state(), job, K, "killed by request", time.time())
                 continue
-            await self._sbatch(job, launch)
+            try:
+                await self._sbatch(job, launch)
+            except Exception:  # a bug must cost one job's try, never the daemon
+                log.exception("job %d: submitting it failed; trying again later", job.id)
+                self._uncertain(job, "internal error while submitting")
 
     async def _sbatch(self, job: Job, launch: JobLaunch) -> None:
-        t = self.tracked[job.id]
         try:
             req = self.request(job, launch)
             env = {k: v for k, v in launch.env.items() if k not in NOT_EXPORTED}
-            sub = await asyncio.to_thread(self.slurm.submit, req, launch.script, env, launch.cwd)
+            # sbatch runs where the daemon runs: the job's directory is --chdir, and one that
+            # is missing on the node is the job's error (E), not sbatch's.
+            sub = await asyncio.to_thread(self.slurm.submit, req, launch.script, env)
         except (ArgsError, SlurmRejected) as e:
             log.warning("job %d: Slurm refused it: %s", job.id, e)
             self._forget(job.id)
             self._end(self._state(), job, E, f"Slurm refused the job: {e}", time.time())
             return
         except SlurmError as e:
-            tries = self._tries.get(job.id, 0) + 1
-            self._tries[job.id] = tries
-            t.uncertain_since = time.time()
-            delay = min(self.cfg.slurm_poll_max, self.cfg.slurm_poll * 2**tries)
-            self._retry_at[job.id] = t.uncertain_since + max(SETTLE, delay)
             log.warning("job %d: sbatch failed (%s); trying again later", job.id, e)
-            self._note(job, f"waiting for Slurm: {e}")
+            self._uncertain(job, str(e))
             return
         self._recorded(job, str(sub.job_id))
+
+    def _uncertain(self, job: Job, why: str) -> None:
+        """sbatch failed transiently: Slurm may or may not have the job; its tag decides."""
+        t = self.tracked.get(job.id)
+        if t is None:
+            return
+        tries = self._tries.get(job.id, 0) + 1
+        self._tries[job.id] = tries
+        t.uncertain_since = time.time()
+        delay = min(self.cfg.slurm_poll_max, self.cfg.slurm_poll * 2**tries)
+        self._retry_at[job.id] = t.uncertain_since + max(SETTLE, delay)
+        self._note(job, f"waiting for Slurm: {why}")
 
     def request(self, job: Job, launch: JobLaunch) -> SbatchRequest:
         """What sbatch is told about ``job``."""
@@ -245,12 +257,15 @@ class SlurmBackend:
         while True:
             await self._sleep()
             changed = False
-            if self._cancel or self._holds:
-                changed = await self._act()
-            if self.tracked:
-                changed |= await self._poll()
-            if self._measure:
-                await self._sacct_measure()
+            try:
+                if self._cancel or self._holds:
+                    changed = await self._act()
+                if self.tracked:
+                    changed |= await self._poll()
+                if self._measure:
+                    await self._sacct_measure()
+            except Exception:  # a bug must delay following jobs, never stop the daemon
+                log.exception("following jobs in Slurm failed; trying again")
             self.interval = next_interval(
                 self.interval, changed, self.cfg.slurm_poll, self.cfg.slurm_poll_max
             )

@@ -224,3 +224,19 @@ def test_a_root_front_end_refuses_other_users_jobs(slurm: Cluster) -> None:
     finally:
         reap_leftovers(str(base))
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_working_directory_gone_by_the_time_the_job_runs_is_an_e(
+    slurm: Cluster, daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate]
+) -> None:
+    d = slurm_daemon(daemon_factory).start()
+    g = gate("g")
+    work = d.jobs_dir / "work"
+    work.mkdir()
+    first = d.submit(f"#!/bin/sh\n{g.wait}")
+    later = d.submit("#!/bin/sh\ntrue\n", depends=str(first), cwd=str(work))
+    d.wait_state(first, "R", WAIT)
+    work.rmdir()
+    g.open()
+    assert d.wait_state(later, "E", WAIT) == "E"
+    assert d.info(later)["reason"].startswith("Slurm could not start the job"), d.info(later)
