@@ -121,6 +121,9 @@ _EVENT_TYPES = (
     Info,
     Wait,
     Submit,
+    Pause,
+    Resume,
+    QueueInfo,
     BadRequest,
     Closed,
 )
