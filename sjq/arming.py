@@ -12,6 +12,7 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sjq.conditions import AFTERNOTOK, AFTEROK
 from sjq.jobs import H, Job, Q
 from sjq.scheduler import NO_KEY, Queue, ready_job
 
@@ -50,28 +51,48 @@ def could_start(q: Queue, armed: Iterable[Job] = ()) -> bool:
 
 
 def next_after(q: Queue, x: Job, armed: Iterable[Job] = ()) -> tuple[Job, bool] | None:
-    """The job a pass would start first once ``x`` (running) has ended, and whether
-    that needs ``x`` to succeed (it waits on ``x`` alone). ``armed`` are jobs already
-    armed, which the ready heaps no longer show. Meant for when ``x`` is the only job
-    running: the resources free now are counted as its."""
+    """The job a pass would start first once ``x`` (running) has ended, and whether that
+    holds only if ``x`` succeeds (it waits on ``x`` alone with afterok, or a job waiting
+    on x's failure would come first). ``armed`` are jobs already armed, which the ready
+    heaps no longer show. Meant for when ``x`` is the only job running: the resources
+    free now are counted as its."""
     free_procs = q.maxprocs - q.used_procs + x.procs
     free_mem = None if q.maxmem is None else q.maxmem - q.used_mem + x.mem
 
     def fits(j: Job) -> bool:
         return j.procs <= free_procs and (free_mem is None or j.mem <= free_mem)
 
-    candidates: list[tuple[Job, bool]] = []
+    candidates: list[tuple[Job, int | None]] = []  # a job, and its condition on x if any
     shape = q.best_shape(free_procs, free_mem)
     if shape is not None:
-        candidates.append((q.jobs[q.ready[shape][0][1]], False))
-    candidates.extend((a, False) for a in armed if a.state is Q and fits(a))
-    for cid in q.children_of(x.id):
+        candidates.append((q.jobs[q.ready[shape][0][1]], None))
+    candidates.extend((a, None) for a in armed if a.state is Q and fits(a))
+    for cid, kind in q.edges_of(x.id):
         child = q.jobs.get(cid)
         if child is not None and child.state is H and child.waiting == 1 and fits(child):
-            candidates.append((child, True))
-    if not candidates:
-        return None
-    return min(candidates, key=lambda c: (-c[0].priority, c[0].id))
+            candidates.append((child, kind))
+    candidates.sort(key=lambda c: (-c[0].priority, c[0].id))
+    # An end of x may abort jobs waiting on it (on a failure those waiting for its success,
+    # on a success those waiting for its failure), and an abort may make ready the jobs
+    # waiting on those with afterany, afternotok or after.
+    on_fail = on_success = NO_KEY
+    for cid, kind in q.edges_of(x.id):
+        if kind == AFTEROK:
+            on_fail = min(on_fail, q.abort_key(cid))
+        elif kind == AFTERNOTOK:
+            on_success = min(on_success, q.abort_key(cid))
+    # A child that x's failure would make ready first cannot be armed (a keeper starts on
+    # an end, or on a success only): arm what comes first if x succeeds, on that condition.
+    need_success = False
+    for job, cond in candidates:
+        key = (-job.priority, job.id)
+        if cond == AFTERNOTOK:
+            need_success = True
+            continue
+        if on_success < key:
+            return None  # x's success could make something else come first
+        return job, need_success or cond == AFTEROK or on_fail < key
+    return None
 
 
 def arm_plan(
@@ -102,7 +123,9 @@ def arm_plan(
             return []
         y = nxt[0]
         covered = y.procs <= x.procs and (q.maxmem is None or y.mem <= x.mem)
-        return [ArmEntry(y, x.id if nxt[1] else None, nxt[1], covered)]
+        # A job waiting on x (H) may start only on x's own end, whichever kind it waits for.
+        after = x.id if nxt[1] or y.state is H else None
+        return [ArmEntry(y, after, nxt[1], covered)]
     # Each entry must fit in what any runner, or any entry before it (which takes a
     # token in turn when it ends), leaves free: no larger than any of them.
     min_procs = min(r.procs for r in runners)

@@ -71,6 +71,7 @@ class Job:
     procs: int
     mem: int
     depends: tuple[int, ...] = ()
+    dependency: str = ""  # DEPENDENCY as recorded (normalised): conditions beyond DEPENDS
     uid: int = -1
     gid: int = -1
     submit_time: float = 0.0

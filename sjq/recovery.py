@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from sjq.conditions import parents, resolve
 from sjq.jobs import Job, JobState
 from sjq.keeper.adopt import Adoption
 from sjq.keeper.journal import JournalState
@@ -67,24 +68,23 @@ def recover(state: State, spool: str, now: float) -> Recovered:
             started.setdefault(jobid, j)
     q = state.queue
     jobs = state.store.load_active()
-    active = {job.id for job in jobs}
+    aborted: dict[int, JobState] = {}  # jobs aborted here, still recorded as waiting
+
+    def ended(jobid: int) -> JobState | None:
+        return aborted.get(jobid) or state.store.state_of(jobid)
+
     for job in jobs:
         if job.state is not JobState.RUNNING and job.id in started:
             # Started by a daemon that died before it could record so: it is running.
             rec = started[job.id].started.get(job.id)
             state.found_started(job, rec.time if rec is not None else now)
             out.started_late += 1
-        unmet = tuple(d for d in job.depends if d in active)
-        doomed = ""
-        if job.state is not JobState.RUNNING:
-            for d in job.depends:
-                if d in active:
-                    continue
-                st = state.store.state_of(d)
-                if st is not None and st is not JobState.SUCCESS:
-                    doomed = f"dependency {d} ended in {st.value}"
-                    break
-        q.add(job, now, unmet=unmet, doomed=doomed)
+        cond = resolve(parents(job.depends, job.dependency), q.get, ended)
+        if job.state is JobState.RUNNING:
+            cond.doomed = ""  # it runs: its condition held when it started
+        q.add(job, now, unmet=cond.unmet, conds=cond.conds, doomed=cond.doomed)
+        if cond.doomed:
+            aborted[job.id] = JobState.ABORT
 
     slurm = state.cfg.backend == "slurm"
     for job in [x for x in q.jobs.values() if x.state is JobState.RUNNING]:

@@ -7,9 +7,10 @@ same code runs in the daemon, in Hypothesis tests and in simulations.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-from sjq.jobs import TERMINAL, A, Change, H, Job, JobState, K, Q, R, S, U
+from sjq.conditions import AFTER, AFTEROK, ended_reason, holds_after_end, parents
+from sjq.jobs import TERMINAL, A, Change, H, Job, JobState, K, Q, R, U
 
 __all__ = ["NO_KEY", "Queue", "ready_job"]
 
@@ -23,7 +24,9 @@ class Queue:
     Ready (``Q``) jobs sit in one heap per resource shape ``(procs, mem)``; a pass looks
     only at the heads of the shapes that fit, so 100,000 waiting jobs of a few shapes cost
     no more to schedule than ten. Dependencies are a reverse index parent -> children, so
-    an exit touches only the jobs that waited on it.
+    an exit touches only the jobs that waited on it: ``_children`` holds the conditions on
+    a job's end (each child id packed with its kind, ``child << 2 | kind``), ``_starters``
+    the children waiting for it to start (``after``).
     """
 
     def __init__(self, maxprocs: int, maxmem: int | None) -> None:
@@ -35,11 +38,17 @@ class Queue:
         self.counts: dict[JobState, int] = dict.fromkeys(JobState, 0)
         self.changes: list[Change] = []  # every state change, for the caller to record
         self.ended = 0  # jobs that reached a final state since the caller last looked
-        self._children: dict[int, list[int]] = {}
+        self._children: dict[int, list[int]] = {}  # parent -> [child << 2 | kind]
+        self._starters: dict[int, list[int]] = {}  # parent -> children waiting for its start
         # parent -> the smallest (-priority, id) among the jobs that waited on it: never
         # larger than the true minimum (a child that left is not taken out), which is the
         # safe side for ``arm_plan``'s cut.
         self._child_key: dict[int, tuple[int, int]] = {}
+        # job -> the smallest (-priority, id) among the jobs its abort could make ready: its
+        # afterany/afternotok/after children, and (as an abort cascades down afterok
+        # conditions) those of its afterok children's aborts. Same safe side as _child_key,
+        # which counts these too for each parent whose end could abort the job.
+        self._abort_key: dict[int, tuple[int, int]] = {}
         # (procs, mem) -> heap of (-priority, id); entries go stale when a job leaves Q
         # and are dropped lazily when they reach the top.
         self.ready: dict[tuple[int, int], list[tuple[int, int]]] = {}
@@ -51,9 +60,18 @@ class Queue:
         larger than the true minimum), or NO_KEY."""
         return self._child_key.get(parent, NO_KEY)
 
+    def abort_key(self, jobid: int) -> tuple[int, int]:
+        """The smallest ``(-priority, id)`` of the jobs an abort of ``jobid`` could make
+        ready (never larger than the true minimum), or NO_KEY."""
+        return self._abort_key.get(jobid, NO_KEY)
+
     def children_of(self, parent: int) -> list[int]:
-        """The ids of the jobs waiting on ``parent``."""
-        return self._children.get(parent, [])
+        """The ids of the jobs waiting for ``parent`` to end."""
+        return [edge >> 2 for edge in self._children.get(parent, ())]
+
+    def edges_of(self, parent: int) -> list[tuple[int, int]]:
+        """The jobs waiting for ``parent`` to end, each with the kind of its condition."""
+        return [(edge >> 2, edge & 3) for edge in self._children.get(parent, ())]
 
     def get(self, jobid: int) -> Job | None:
         return self.jobs.get(jobid)
@@ -72,12 +90,24 @@ class Queue:
 
     # -- events ----------------------------------------------------------------
 
-    def add(self, job: Job, now: float, *, unmet: tuple[int, ...] = (), doomed: str = "") -> None:
+    def add(
+        self,
+        job: Job,
+        now: float,
+        *,
+        unmet: Iterable[int] = (),
+        doomed: str = "",
+        conds: Iterable[tuple[int, int]] = (),
+    ) -> None:
         """Take a new (or recovered) job in state Q, H or U.
 
-        ``unmet`` are the ids of active parents it still waits for; ``doomed``, when set, is
-        the reason it can never run (a parent already ended badly): it is aborted at once.
+        ``unmet`` are the ids of active parents it still waits for to succeed (afterok);
+        ``conds`` the other conditions still to hold, each a parent id and its kind
+        (sjq.conditions); ``doomed``, when set, is the reason it can never run (a parent
+        already ended badly): it is aborted at once.
         """
+        edges = [(p, AFTEROK) for p in unmet]
+        edges += conds
         if doomed and job.state is Q:
             job.state = H  # it has a dependency, one that can no longer succeed
         self.counts[job.state] += 1
@@ -90,12 +120,17 @@ class Queue:
         if job.state is R:
             self._reserve(job)
             return
-        job.waiting = len(unmet)
+        job.waiting = len(edges)
         key = (-job.priority, job.id)
-        for parent in unmet:
-            self._children.setdefault(parent, []).append(job.id)
+        for parent, kind in edges:
+            if kind == AFTER:
+                self._starters.setdefault(parent, []).append(job.id)
+            else:
+                self._children.setdefault(parent, []).append(job.id << 2 | kind)
             if key < self._child_key.get(parent, NO_KEY):
                 self._child_key[parent] = key
+            if kind != AFTEROK:
+                self._lower_abort_key(parent, key)
         if job.state is H and not job.waiting:
             self._set(job, Q, now)
         elif job.state is Q and job.waiting:
@@ -156,12 +191,15 @@ class Queue:
         if self.jobs.pop(job.id, None) is not None and job.state is R:
             self._unreserve(job)
         self.counts[job.state] -= 1
-        for parent in job.depends:
-            children = self._children.get(parent)
-            if children and job.id in children:
-                children.remove(job.id)
+        for parent in parents(job.depends, job.dependency):
+            for index in (self._children, self._starters):
+                children = index.get(parent)
+                if children:
+                    children[:] = [c for c in children if c != job.id and c >> 2 != job.id]
         self._children.pop(job.id, None)
+        self._starters.pop(job.id, None)
         self._child_key.pop(job.id, None)
+        self._abort_key.pop(job.id, None)
         shape = (job.procs, job.mem if self.maxmem is not None else 0)
         heap = self.ready.get(shape)
         if heap is not None:
@@ -248,6 +286,9 @@ class Queue:
             self.ended += 1
         if state is Q:
             self._push(job)
+        elif state is R and job.id in self._starters:
+            for cid in self._starters.pop(job.id):
+                self._met(cid, now)
 
     def _push(self, job: Job) -> None:
         if job.armed:
@@ -263,22 +304,51 @@ class Queue:
         self.used_procs -= job.procs
         self.used_mem -= job.mem
 
+    def _lower_abort_key(self, jobid: int, key: tuple[int, int]) -> None:
+        """A job of ``key`` would become ready if ``jobid`` were aborted: so it could at the
+        end of each job ``jobid`` waits on, and at the abort of each it waits on to succeed.
+        Stops where the key is no news (usually at once: ids grow)."""
+        todo = [jobid]
+        while todo:
+            c = todo.pop()
+            job = self.jobs.get(c)
+            if job is None or key >= self._abort_key.get(c, NO_KEY):
+                continue
+            self._abort_key[c] = key
+            for p, kind in parents(job.depends, job.dependency).items():
+                if p in self.jobs:
+                    if key < self._child_key.get(p, NO_KEY):
+                        self._child_key[p] = key
+                    if kind == AFTEROK:
+                        todo.append(p)
+
+    def _met(self, cid: int, now: float) -> None:
+        """One of a job's conditions holds now."""
+        child = self.jobs.get(cid)
+        if child is None:
+            return
+        child.waiting -= 1
+        if not child.waiting and child.state is H:
+            self._set(child, Q, now)
+
     def _finish_children(self, parent: Job, now: float) -> None:
         # Iterative, so a 100,000-long abort cascade cannot overflow the stack.
         todo = [parent]
         while todo:
             p = todo.pop()
             self._child_key.pop(p.id, None)
-            for cid in self._children.pop(p.id, ()):
+            self._abort_key.pop(p.id, None)
+            for cid in self._starters.pop(p.id, ()):
+                self._met(cid, now)  # it ended without starting: as Slurm, that will do
+            for edge in self._children.pop(p.id, ()):
+                cid, kind = edge >> 2, edge & 3
+                if holds_after_end(kind, p.state):
+                    self._met(cid, now)
+                    continue
                 child = self.jobs.get(cid)
                 if child is None:
                     continue
-                if p.state is S:
-                    child.waiting -= 1
-                    if not child.waiting and child.state is H:
-                        self._set(child, Q, now)
-                    continue
-                child.reason = f"dependency {p.id} ended in {p.state.value}"
+                child.reason = ended_reason(p.id, p.state, kind)
                 child.end_time = now
                 self._set(child, A, now)
                 del self.jobs[cid]

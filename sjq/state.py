@@ -14,6 +14,7 @@ from typing import Literal, assert_never
 
 from sjq import __version__
 from sjq.access import path_problems
+from sjq.conditions import missing_errors, parents, resolve
 from sjq.config import Config
 from sjq.jobs import TERMINAL, Change, E, ExitRecord, F, Job, JobLaunch, JobState, K, R, S
 from sjq.launch import default_environment, home_of, job_launch
@@ -38,6 +39,7 @@ from sjq.protocol import (
     Submit,
     Wait,
 )
+from sjq.protocol._dependency import format_dependency
 from sjq.replies import Accepted, Peer, Waiter
 from sjq.scheduler import Queue
 from sjq.store import JobSpec, Store, WriteFailed
@@ -192,20 +194,11 @@ class State:
             gid = peer.gid if o.gid is None else o.gid
         if cfg.backend == "slurm" and uid != os.geteuid():
             errors.append("under sjq.backend = slurm jobs go to Slurm as the daemon's user only")
-        unmet: list[int] = []
-        doomed = ""
-        if o.depends:
-            self.write_changes()
-        for dep in o.depends:
-            parent = self.queue.get(dep)
-            if parent is not None:
-                unmet.append(dep)
-                continue
-            st = self.store.state_of(dep)
-            if st is None:
-                errors.append(f"DEPENDS: there is no job {dep}")
-            elif st is not S and not doomed:
-                doomed = f"dependency {dep} ended in {st.value}"
+        if o.depends or o.dependency:
+            self.write_changes()  # so that the store knows the parents' final states
+        cond = resolve(parents(o.depends, o.dependency), self.queue.get, self.store.state_of)
+        if cond.missing:
+            errors += missing_errors(cond.missing, set(o.depends))
         if errors:
             return Error("; ".join(errors))
 
@@ -219,7 +212,7 @@ class State:
             env=None if o.env is None else dict(o.env),
             time_limit=o.time_limit,
         )
-        if not (o.depends or o.hold):
+        if not (o.depends or o.dependency or o.hold):
             # It could start at once, so a missing directory is a certain E: say so now.
             # (A job that waits may find the directory made by an earlier job.)
             outputs = (
@@ -229,7 +222,8 @@ class State:
             problems = path_problems(spec.cwd, outputs, uid, gid)
             if problems:
                 return Error("; ".join(problems))
-        state = JobState.HELD if o.hold else JobState.WAITING if unmet else JobState.QUEUED
+        waits = cond.unmet or cond.conds
+        state = JobState.HELD if o.hold else JobState.WAITING if waits else JobState.QUEUED
         job = Job(
             id=jobid,
             name=o.name or _DEFAULT_NAME,
@@ -237,6 +231,7 @@ class State:
             procs=procs,
             mem=mem,
             depends=tuple(o.depends),
+            dependency=format_dependency(o.dependency),
             uid=uid,
             gid=gid,
             submit_time=self.now,
@@ -248,7 +243,7 @@ class State:
             self.write_failed(e.reason)
             return Error(f"cannot record the job: {e.reason}")
         self.next_id += 1
-        self.queue.add(job, self.now, unmet=tuple(unmet), doomed=doomed)
+        self.queue.add(job, self.now, unmet=cond.unmet, conds=cond.conds, doomed=cond.doomed)
         accepted = Accepted(jobid)
         self._new.append((job, accepted))
         return accepted

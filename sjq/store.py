@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from sjq.conditions import condition_text
 from sjq.jobs import Change, Job, JobState
 from sjq.paths import make_dirs, make_private_file, tighten
 
@@ -104,18 +105,22 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN shown TEXT;
     CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # version 6: DEPENDENCY, conditions in Slurm's kinds beyond DEPENDS' afterok
+    """
+    ALTER TABLE jobs ADD COLUMN dependency TEXT NOT NULL DEFAULT '';
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _ROW = (
     "id, name, state, procs, mem, depends, uid, gid, submitted, started, ended, exit_code,"
     " signal, reason, pid, pid_start, cpu_user, cpu_sys, maxrss, priority, killing,"
-    " measured_by, backend_id, node, shown"
+    " measured_by, backend_id, node, shown, dependency"
 )
 INFO_COLUMNS = (
     "id, name, state, procs, mem, depends, priority, submitted, started, ended, exit_code,"
     " signal, reason, pid, cpu_user, cpu_sys, maxrss, cwd, stdout, stderr, time_limit,"
-    " measured_by, backend_id, node, shown"
+    " measured_by, backend_id, node, shown, dependency"
 )
 # What STATUS and INFO show as a job's state: a job handed to Slurm waits there as Q or U.
 _SHOWN = "CASE WHEN state = 'R' AND shown IS NOT NULL THEN shown ELSE state END"
@@ -281,8 +286,8 @@ class Store:
     def _insert(self, job: Job, spec: JobSpec) -> None:
         self.db.execute(
             "INSERT INTO jobs (id, name, state, procs, mem, depends, uid, gid, cwd, stdout,"
-            " stderr, env, script, submitted, priority, time_limit, reason)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " stderr, env, script, submitted, priority, time_limit, reason, dependency)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 job.id,
                 job.name,
@@ -301,6 +306,7 @@ class Store:
                 job.priority,
                 spec.time_limit,
                 job.reason,
+                job.dependency,
             ),
         )
         self.db.execute(
@@ -431,6 +437,7 @@ class Store:
             backend_id=r[22],
             node=r[23],
             shown=None if r[24] is None else JobState(r[24]),
+            dependency=r[25],
         )
 
     def paused_since(self) -> float | None:
@@ -483,6 +490,7 @@ class Store:
             shown = d.pop("shown")
             if d["state"] == "R" and shown is not None:
                 d["state"] = shown  # waiting in Slurm
+            d["dependency"] = condition_text(d["depends"], d["dependency"])
             out.append(d)
         return out
 

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sjq.arming import ARM_DEPTH, arm_plan, could_start, next_after
+from sjq.conditions import AFTER, AFTERANY, AFTERNOTOK, AFTEROK, NAMES
 from sjq.jobs import TERMINAL, A, F, H, IllegalTransition, Job, JobState, K, Q, R, S, U
 from sjq.scheduler import Queue
 
@@ -115,8 +116,35 @@ class Model:
     maxprocs: int
     maxmem: int
     final: dict[int, JobState] = field(default_factory=dict)
-    deps: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    deps: dict[int, tuple[tuple[int, str], ...]] = field(default_factory=dict)  # (parent, kind)
+    started: set[int] = field(default_factory=set)
 
+    def holds(self, parent: int, kind: str) -> bool:
+        """Whether one condition holds now, from what the model has seen happen."""
+        end = self.final.get(parent)
+        if kind == "after":
+            return parent in self.started or end is not None
+        if end is None:
+            return False
+        return {"afterok": end is S, "afterany": True, "afternotok": end is not S}[kind]
+
+    def never(self, parent: int, kind: str) -> bool:
+        """Whether it can no longer hold."""
+        end = self.final.get(parent)
+        if end is None:
+            return False
+        return (kind == "afterok" and end is not S) or (kind == "afternotok" and end is S)
+
+    def never_any(self, jobid: int) -> bool:
+        conds = self.deps[jobid]
+        for p in {p for p, _ in conds}:
+            kinds = {k for q, k in conds if q == p}
+            if {"afterok", "afternotok"} <= kinds:
+                return True
+        return any(self.never(p, k) for p, k in conds)
+
+
+KIND_WORDS = ("afterok", "afterok", "afterany", "afternotok", "after")
 
 ops = st.lists(
     st.one_of(
@@ -124,7 +152,9 @@ ops = st.lists(
             st.just("submit"),
             st.integers(1, 4),  # procs
             st.sampled_from([0, 100, 300, 700]),  # mem
-            st.lists(st.integers(0, 30), max_size=3),  # dependency picks
+            st.lists(  # dependency picks, each with its kind (afterok: DEPENDS)
+                st.tuples(st.integers(0, 30), st.sampled_from(KIND_WORDS)), max_size=3
+            ),
             st.booleans(),  # hold
             st.integers(-1, 1),  # priority
         ),
@@ -136,6 +166,33 @@ ops = st.lists(
     ),
     max_size=60,
 )
+
+
+def reference_resolve(
+    q: Queue, m: Model, deps: tuple[tuple[int, str], ...]
+) -> tuple[list[int], list[tuple[int, int]], str]:
+    """What the daemon hands the queue for a new job's conditions, worked out from the
+    model: afterok parents to wait for, other conditions to wait for, or why never."""
+    code = {"afterok": AFTEROK, "afterany": AFTERANY, "afternotok": AFTERNOTOK, "after": AFTER}
+    by_parent: dict[int, set[str]] = {}
+    for p, k in deps:
+        by_parent.setdefault(p, set()).add(k)
+    unmet: list[int] = []
+    conds: list[tuple[int, int]] = []
+    for p, kinds in sorted(by_parent.items()):
+        if {"afterok", "afternotok"} <= kinds:
+            return [], [], f"dependency {p}: never"
+        # the strongest: an end in S or not-S implies an end, which implies a start
+        kind = next(k for k in ("afterok", "afternotok", "afterany", "after") if k in kinds)
+        if m.never(p, kind):
+            return [], [], f"dependency {p} ended in {m.final[p].value}"
+        if m.holds(p, kind):
+            continue
+        if kind == "afterok":
+            unmet.append(p)
+        else:
+            conds.append((p, code[kind]))
+    return unmet, conds, ""
 
 
 def expected_starts(q: Queue) -> list[int]:
@@ -229,15 +286,13 @@ def test_scheduler_invariants(
             if procs > maxprocs:
                 continue
             known = list(m.deps)
-            deps = tuple(sorted({known[p % len(known)] for p in picks})) if known else ()
-            unmet = tuple(d for d in deps if d in q.jobs)
-            doomed = next(
-                (f"dep {d}" for d in deps if d not in q.jobs and m.final.get(d) is not S), ""
-            )
-            state = U if hold else (H if unmet else Q)
+            deps = tuple(sorted({(known[p % len(known)], k) for p, k in picks})) if known else ()
+            unmet, conds, doomed = reference_resolve(q, m, deps)
+            state = U if hold else (H if unmet or conds else Q)
             j = job(next_id, procs, mem, state, prio)
-            j.depends = deps
-            q.add(j, now, unmet=unmet, doomed=doomed)
+            j.depends = tuple(p for p, k in deps if k == "afterok")
+            j.dependency = ",".join(f"{k}:{p}" for p, k in deps if k != "afterok")
+            q.add(j, now, unmet=unmet, conds=conds, doomed=doomed)
             m.deps[next_id] = deps
             next_id += 1
         elif kind == "finish":
@@ -263,8 +318,12 @@ def test_scheduler_invariants(
             if ch.state in TERMINAL:
                 m.final[ch.job.id] = ch.state
             if ch.state is R:
-                for d in m.deps[ch.job.id]:
-                    assert m.final.get(d) is S, f"job {ch.job.id} started before {d} succeeded"
+                m.started.add(ch.job.id)
+            if ch.state in (Q, R):
+                for d, k in m.deps[ch.job.id]:
+                    assert m.holds(d, k), f"job {ch.job.id} went {ch.state.value} before {k}:{d}"
+            if ch.state is A:
+                assert m.never_any(ch.job.id), f"job {ch.job.id} aborted, yet it could run"
         q.changes.clear()
         running = [j for j in q.jobs.values() if j.state is R]
         assert sum(j.procs for j in running) == q.used_procs <= maxprocs
@@ -272,14 +331,17 @@ def test_scheduler_invariants(
         for j in q.jobs.values():
             assert not j.state.terminal
             if j.state is Q:
-                assert all(m.final.get(d) is S for d in m.deps[j.id])
+                assert all(m.holds(d, k) for d, k in m.deps[j.id])
             if j.state is H:
                 assert j.waiting > 0
+                assert not all(m.holds(d, k) for d, k in m.deps[j.id]), f"{j.id} stays H"
+            if j.state in (Q, H, U):
+                assert not m.never_any(j.id), f"job {j.id} waits for what cannot happen"
         counted = {s: sum(1 for j in q.jobs.values() if j.state is s) for s in (Q, H, U, R)}
         assert all(q.counts[s] == n for s, n in counted.items())
     # A job whose dependency failed never stays waiting.
     for j in q.jobs.values():
-        assert not any(m.final.get(d) in (F, A, K) for d in m.deps[j.id])
+        assert not any(m.final.get(d) in (F, A, K) for d, k in m.deps[j.id] if k == "afterok")
 
 
 def test_next_after_names_the_first_job_of_the_next_pass() -> None:
@@ -332,6 +394,7 @@ def test_an_armed_job_is_kept_out_of_the_pass_until_disarmed() -> None:
             st.integers(-1, 1),  # priority
             st.one_of(st.none(), st.integers(0, 30)),  # a dependency on an earlier job
             st.booleans(),  # submitted after the first pass (so it may wait on a runner)
+            st.sampled_from([AFTEROK, AFTEROK, AFTERANY, AFTERNOTOK, AFTER]),  # its kind
         ),
         min_size=2,
         max_size=25,
@@ -341,7 +404,7 @@ def test_an_armed_job_is_kept_out_of_the_pass_until_disarmed() -> None:
 def test_armed_tokens_start_what_the_passes_would(
     maxprocs: int,
     maxmem: int | None,
-    specs: list[tuple[int, int, int, int | None, bool]],
+    specs: list[tuple[int, int, int, int | None, bool, int]],
     end_order: list[tuple[int, bool]],
 ) -> None:
     """Several jobs running and a queue of every shape, priority and dependency behind
@@ -349,22 +412,31 @@ def test_armed_tokens_start_what_the_passes_would(
     after those ends would have started first."""
     q = Queue(maxprocs=maxprocs, maxmem=maxmem)
     late = []
-    for i, (procs, mem, prio, dep, after_pass) in enumerate(specs, start=1):
+
+    def add(j: Job, deps: tuple[int, ...], kind: int) -> None:
+        waits = [d for d in deps if d in q.jobs and not (kind == AFTER and q.jobs[d].state is R)]
+        j.state = H if waits else Q
+        # the queue reads a job's conditions back from these when it walks up the graph
+        j.depends = deps if kind == AFTEROK else ()
+        j.dependency = "" if kind == AFTEROK or not deps else f"{NAMES[kind]}:{deps[0]}"
+        if kind == AFTEROK:
+            q.add(j, 0, unmet=waits)
+        else:
+            q.add(j, 0, conds=[(d, kind) for d in waits])
+
+    for i, (procs, mem, prio, dep, after_pass, kind) in enumerate(specs, start=1):
         if procs > maxprocs:
             continue
         j = job(i, procs, mem, prio=prio)
+        # a dependency on a job that ended is left out: the parents here are all active
         deps = (dep % (i - 1) + 1,) if dep is not None and i > 1 else ()
         if after_pass:
-            late.append((j, deps))
+            late.append((j, deps, kind))
             continue
-        unmet = tuple(d for d in deps if d in q.jobs)
-        j.state = H if unmet else Q
-        q.add(j, 0, unmet=unmet)
+        add(j, deps, kind)
     q.schedule(0)
-    for j, deps in late:
-        unmet = tuple(d for d in deps if d in q.jobs)
-        j.state = H if unmet else Q
-        q.add(j, 0, unmet=unmet)
+    for j, deps, kind in late:
+        add(j, deps, kind)
     check_arm_plan(q, 1, end_order)
 
 
@@ -440,3 +512,57 @@ def test_could_start_counts_armed_jobs_as_ready() -> None:
     assert q.schedule(1) == []  # the pass does not see it ...
     assert could_start(q, [y])  # ... but it would start if taken back
     assert not could_start(q, [])
+
+
+def test_dependency_kinds() -> None:
+    q = Queue(maxprocs=8, maxmem=None)
+    q.add(job(1), 0)
+    q.add(job(2, state=U), 0)
+    q.add(job(3, state=U), 0)
+    q.add(job(4, state=H), 0, conds=[(1, AFTERANY)])
+    q.add(job(5, state=H), 0, conds=[(1, AFTERNOTOK)])
+    q.add(job(6, state=H), 0, conds=[(2, AFTERNOTOK)])
+    q.add(job(7, state=H), 0, conds=[(3, AFTER)])
+    q.add(job(8, state=H), 0, unmet=[2], conds=[(3, AFTERANY)])
+    assert [j.id for j in q.schedule(0)] == [1]
+    q.finish(q.jobs[1], F, 1)
+    assert q.jobs[4].state is Q  # afterany: ended, however
+    assert q.jobs[5].state is Q  # afternotok: ended other than in S
+    q.release(2, 1)
+    q.release(3, 1)
+    assert q.jobs[7].state is H  # after: 3 has not started yet
+    assert [j.id for j in q.schedule(1)] == [2, 3, 4, 5, 7]  # 7 is ready once 3 starts
+    q.finish(q.jobs[2], S, 2)
+    assert 6 not in q.jobs
+    assert q.changes[-1].job.reason == "dependency 2 ended in S (afternotok)"
+    assert q.jobs[8].state is H  # afterok:2 holds, afterany:3 not yet
+    q.finish(q.jobs[3], F, 3)
+    assert q.jobs[8].state is Q
+    assert q.edges_of(3) == []
+    assert q.children_of(2) == []
+
+
+def test_a_kill_of_a_waiting_job_releases_its_after_and_afterany_children() -> None:
+    q = Queue(maxprocs=1, maxmem=None)
+    q.add(job(1, state=U), 0)
+    q.add(job(2, state=H), 0, conds=[(1, AFTER)])
+    q.add(job(3, state=H), 0, conds=[(1, AFTERANY)])
+    q.add(job(4, state=H), 0, unmet=[1])
+    q.kill(1, 1)
+    assert (q.jobs[2].state, q.jobs[3].state) == (Q, Q)
+    assert 4 not in q.jobs
+
+
+def test_next_after_and_the_kinds_of_the_runners_children() -> None:
+    q = Queue(maxprocs=1, maxmem=None)
+    x = job(1)
+    q.add(x, 0)
+    q.schedule(0)
+    q.add(job(2, state=H), 0, conds=[(1, AFTERANY)])
+    assert next_after(q, x) == (q.jobs[2], False)  # whatever x's outcome
+    plan = arm_plan(q, [x])
+    assert (plan[0].after, plan[0].need_success) == (1, False)  # on x's own end only
+    q.add(job(3), 0)
+    q.add(job(0 + 4, state=H, prio=5), 0, conds=[(1, AFTERNOTOK)])
+    # 4 comes first if x fails, and cannot be armed; if x succeeds, 2 comes first
+    assert next_after(q, x) == (q.jobs[2], True)

@@ -382,6 +382,9 @@ class AsyncClient:
         stderr: str | os.PathLike[str] | None = None,
         time_limit: float | str | None = None,
         priority: int = 0,
+        afterany: Iterable[JobRef] = (),
+        afternotok: Iterable[JobRef] = (),
+        dependency: str | None = None,
     ) -> AsyncJob:
         """Queue a job; its AsyncJob (see Client.submit for every argument). With
         ``autostart``, starts a daemon when none answers."""
@@ -399,6 +402,9 @@ class AsyncClient:
             stderr=stderr,
             time_limit=time_limit,
             priority=priority,
+            afterany=afterany,
+            afternotok=afternotok,
+            dependency=dependency,
         )
         return AsyncJob(self, await self._run(calls.submit(request)))
 

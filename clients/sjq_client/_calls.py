@@ -37,6 +37,7 @@ from ._script import exportable, script_body
 
 if TYPE_CHECKING:
     from sjq.protocol import JobState
+    from sjq.protocol._dependency import Clause
 
     from ._models import JobInfo, QueueState
 
@@ -109,6 +110,9 @@ def submit_request(
     stderr: str | os.PathLike[str] | None,
     time_limit: float | str | None,
     priority: int,
+    afterany: Iterable[JobRef] = (),
+    afternotok: Iterable[JobRef] = (),
+    dependency: str | None = None,
 ) -> Submit:
     """The SUBMIT of `Client.submit`'s arguments (documented there), encoded once to check it:
     a value the wire cannot carry is a ValueError here, before any I/O (and before a daemon
@@ -128,6 +132,7 @@ def submit_request(
         env_pairs = tuple((str(k), str(v)) for k, v in env.items())
     else:
         raise ValueError(f"env must be a mapping, 'inherit' or 'daemon', got {env!r}")
+    clauses = dependency_clauses(dependency, afterany, afternotok)
     options = SubmitOptions(
         mem=mem,
         procs=procs,
@@ -140,10 +145,31 @@ def submit_request(
         hold=hold,
         time_limit=time_limit,
         priority=priority,
+        dependency=clauses,
     )
     request = Submit(options, body)
     encode_request(request)
     return request
+
+
+def dependency_clauses(
+    dependency: str | None, afterany: Iterable[JobRef], afternotok: Iterable[JobRef]
+) -> tuple[Clause, ...]:
+    """DEPENDENCY's clauses: ``dependency`` in Slurm's syntax (ValueError if it cannot be
+    read), then the ids of ``afterany`` and ``afternotok``."""
+    clauses: list[Clause] = []
+    if dependency is not None:
+        from sjq.protocol._dependency import parse_dependency  # noqa: PLC0415 -- rarely needed
+
+        parsed = parse_dependency(dependency)
+        if isinstance(parsed, str):
+            raise ValueError(f"dependency: {parsed}")
+        clauses += parsed
+    for kind, refs in (("afterany", afterany), ("afternotok", afternotok)):
+        ids = job_ids(refs)
+        if ids:
+            clauses.append((kind, tuple((i, i) for i in ids)))
+    return tuple(clauses)
 
 
 def submit(request: Submit) -> Plan[int]:

@@ -260,7 +260,7 @@ def details(i: JobInfo, now: float) -> str:
         ("cpu time", f"{seconds(i.cpu_user)} user, {seconds(i.cpu_sys)} system"),
         ("time limit", "-" if i.time_limit is None else format_duration(i.time_limit)),
         ("priority", str(i.priority)),
-        ("depends", " ".join(map(str, i.depends)) or "-"),
+        ("dependency", _dependency(i)),
         ("pid", "-" if i.pid is None else str(i.pid)),
         ("cwd", i.cwd or "-"),
         ("stdout", i.stdout or "-"),
@@ -269,6 +269,12 @@ def details(i: JobInfo, now: float) -> str:
     width = max(len(k) for k, _ in rows)
     body = "".join(f"  {k:<{width}}  {v}\n" for k, v in rows)
     return f"job {i.id}: {i.name}\n{body}"
+
+
+def _dependency(i: JobInfo) -> str:
+    if i.dependency:
+        return i.dependency
+    return "afterok:" + ":".join(map(str, i.depends)) if i.depends else "-"
 
 
 def run_wait(cmd: Command, argv: list[str], ctx: Context) -> int:

@@ -43,10 +43,33 @@ SUBMIT = Command(
             ("-n", "--name"), "name", "NAME", "a name for the job (default: the script's file name)"
         ),
         Opt(
-            ("-d", "--after", "--depends"),
+            ("--after", "--depends"),
             "after",
             "IDS",
-            "start only after these jobs succeed: 3, 3:4, 3,4 (repeatable)",
+            "start only after these jobs succeed: 3, 3:4, 3,4, 10-19 (repeatable)",
+            repeat=True,
+        ),
+        Opt(
+            ("--afterany",),
+            "afterany",
+            "IDS",
+            "start only after these jobs have ended, however (repeatable)",
+            repeat=True,
+        ),
+        Opt(
+            ("--afternotok",),
+            "afternotok",
+            "IDS",
+            "start only if these jobs end other than in success: failed, killed, aborted or"
+            " could not start (repeatable)",
+            repeat=True,
+        ),
+        Opt(
+            ("-d", "--dependency"),
+            "dependency",
+            "SPEC",
+            "Slurm's form: afterok:3:4,afterany:5,afternotok:6,after:7 (after: has started);"
+            " all must hold; bare ids mean --after (repeatable)",
             repeat=True,
         ),
         Opt(("-H", "--hold"), "hold", "", "queue it held; it runs after `sjq release ID`"),
@@ -96,6 +119,8 @@ SUBMIT = Command(
         "  sjq submit job.sh --mem 2G --procs 4      reserve 4 CPUs and 2 GiB\n"
         "  id=$(sjq submit prepare.sh)\n"
         "  sjq submit --after $id analyse.sh         run when job $id has succeeded\n"
+        "  sjq submit --afterany $id cleanup.sh      run when job $id has ended, however\n"
+        "  sjq submit -d afterok:3:4,afternotok:5 -- ./report\n"
         "  sjq submit -n sort -- sort -o 'out file.txt' in.txt\n"
         "  printf '#!/bin/sh\\nmake -j4\\n' | sjq submit -p 4 -\n"
         "  sjq submit --wait -- make test && echo passed\n"
@@ -308,9 +333,36 @@ def _options(values: Mapping[str, str | bool | list[str]]) -> dict[str, Any]:
     after = values.get("after")
     if isinstance(after, list):
         out["after"] = job_ids(after)
+    for kind in ("afterany", "afternotok"):
+        if isinstance(ids := values.get(kind), list):
+            out[kind] = job_ids(ids)
+    if isinstance(specs := values.get("dependency"), list):
+        bare, dependency = _dependency(specs)
+        out["after"] = [*out.get("after", []), *bare]
+        if dependency:
+            out["dependency"] = dependency
     env = values.get("env")
     out["env"] = _environment(_text(values, "export"), env if isinstance(env, list) else [])
     return out
+
+
+def _dependency(specs: Sequence[str]) -> tuple[list[int], str]:
+    """-d values: ids alone (``3:4``, ``3,4``, ``3-7``) are --after, as -d always meant and
+    STATUS's DEPS column shows; the rest, with Slurm's kinds, is DEPENDENCY, checked here."""
+    bare: list[int] = []
+    clauses: list[str] = []
+    for spec in specs:
+        text = spec.strip()
+        if text and all(c.isdigit() or c in ":,- " for c in text):
+            bare += job_ids([text])
+            continue
+        from sjq.protocol._dependency import parse_dependency  # noqa: PLC0415
+
+        parsed = parse_dependency(text)
+        if isinstance(parsed, str):
+            raise UsageError(f"--dependency: {parsed}")
+        clauses.append(text)
+    return bare, ",".join(clauses)
 
 
 def _environment(export: str | None, settings: Sequence[str]) -> Mapping[str, str] | str:

@@ -176,6 +176,9 @@ class Client:
         stderr: str | os.PathLike[str] | None = None,
         time_limit: float | str | None = None,
         priority: int = 0,
+        afterany: Iterable[JobRef] = (),
+        afternotok: Iterable[JobRef] = (),
+        dependency: str | None = None,
     ) -> Job:
         """Queue a job; return its Job at once (the job runs when its resources are free).
 
@@ -184,7 +187,12 @@ class Client:
         arguments, run through ``#!/bin/sh`` with ``exec``, quoting preserved).
 
         ``procs`` and ``mem`` (bytes, or ``"2G"``) are reserved for the job; the daemon's
-        defaults apply when None. ``after``: jobs that must succeed first. ``env``: the job's
+        defaults apply when None. ``after``: jobs that must succeed first (DEPENDS);
+        ``afterany``: jobs that must have ended, however; ``afternotok``: jobs that must have
+        ended other than in success; ``dependency``: conditions in Slurm's words
+        (``"afterok:3:4,afterany:10-19,after:7"``, docs/protocol.md), all of which must hold
+        together with the others; a job whose conditions can never hold is aborted at once
+        (state A). ``env``: the job's
         environment: ``"inherit"`` (this process's ``os.environ`` at the time of the call,
         like sbatch), ``"daemon"`` (the daemon's minimal PATH/HOME/USER/SHELL/LANG), or a
         mapping (exactly those variables). ``cwd``: the job's working directory (default: ours);
@@ -212,6 +220,9 @@ class Client:
             stderr=stderr,
             time_limit=time_limit,
             priority=priority,
+            afterany=afterany,
+            afternotok=afternotok,
+            dependency=dependency,
         )
         return Job(self, self._run(calls.submit(request)))
 

@@ -44,6 +44,7 @@ class JobInfo:
     stdout: str = ""
     stderr: str = ""
     time_limit: float | None = None  # seconds of wall-clock time
+    dependency: str = ""  # the whole condition in Slurm's words (DEPENDS as afterok)
 
     @property
     def finished(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import assert_never
 
+from ._dependency import KINDS, MAX_DEPENDENCY_IDS, format_dependency
 from ._events import (
     NEED_DATA,
     Data,
@@ -161,7 +162,25 @@ def _option_lines(o: SubmitOptions) -> list[bytes]:
         if not -MAX_INT <= o.priority <= MAX_INT:
             raise ValueError(f"PRIORITY must be within +/-{MAX_INT}, got {o.priority}")
         lines.append(b"PRIORITY %d\r\n" % o.priority)
+    if o.dependency:
+        lines.append(_line("DEPENDENCY", _dependency_text(o.dependency)))
     return lines
+
+
+def _dependency_text(clauses: tuple[tuple[str, tuple[tuple[int, int], ...]], ...]) -> str:
+    count = 0
+    for kind, ranges in clauses:
+        if kind not in KINDS:
+            raise ValueError(f"dependency kinds are {', '.join(KINDS)}, got {kind!r}")
+        if not ranges:
+            raise ValueError(f"a {kind} condition needs at least one job id")
+        for lo, hi in ranges:
+            if not 1 <= lo <= hi <= MAX_INT:
+                raise ValueError(f"bad job id range {lo}-{hi} in a {kind} condition")
+            count += hi - lo + 1
+    if count > MAX_DEPENDENCY_IDS:
+        raise ValueError(f"a dependency may name at most {MAX_DEPENDENCY_IDS} jobs")
+    return format_dependency(clauses)
 
 
 def _line(option: str, value: str) -> bytes:

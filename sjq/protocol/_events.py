@@ -162,6 +162,9 @@ class SubmitOptions:
     hold: bool = False
     time_limit: float | None = None  # seconds of wall-clock time (extension TIME)
     priority: int = 0  # higher runs first among jobs that fit (extension PRIORITY)
+    # DEPENDENCY (extension): Slurm's kinds, each with its ids as inclusive ranges, e.g.
+    # (("afterok", ((3, 3), (10, 19))), ("afterany", ((5, 5),))); see _dependency.Clause
+    dependency: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = ()
 
 
 @record

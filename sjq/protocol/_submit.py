@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from sjq.units import UnitError, parse_duration, parse_mem
 
+from ._dependency import parse_dependency
 from ._events import SubmitOptions
 from ._syntax import (
     MAX_ERRORS,
@@ -229,6 +230,14 @@ def _priority(b: SubmitBuilder, value: str) -> str | None:
     return None
 
 
+def _dependency(b: SubmitBuilder, value: str) -> str | None:
+    parsed = parse_dependency(value)
+    if isinstance(parsed, str):
+        return "DEPENDENCY: " + parsed
+    b.values["dependency"] = parsed
+    return None
+
+
 _OPTIONS: dict[bytes, _Handler] = {
     b"MEM": _mem,
     b"PROCS": _procs,
@@ -244,6 +253,7 @@ _OPTIONS: dict[bytes, _Handler] = {
     b"HOLD": _hold,
     b"TIME": _time,
     b"PRIORITY": _priority,
+    b"DEPENDENCY": _dependency,
 }
 _REPEATABLE = frozenset({b"ENV", b"SETENV"})
 _NO_VALUE_OK = frozenset({b"HOLD", b"ENV"})

@@ -87,3 +87,41 @@ def test_cli_pause_starts_a_daemon_that_keeps_it(home: Home) -> None:
     assert cli.ok("status", str(job)).splitlines()[1].split()[2] == "queued"
     cli.ok("resume")
     cli.ok("wait", str(job))
+
+
+# -- dependency kinds --------------------------------------------------------------------
+
+
+def test_cli_dependency_kinds(cli: Cli, daemon: Daemon, gate: Callable[..., Gate]) -> None:
+    g = gate()
+    parent = cli.submit("-", input="#!/bin/sh\n" + g.wait + "exit 2\n")
+    anyway = cli.submit("--afterany", str(parent), "--", "true")
+    failed = cli.submit("--afternotok", str(parent), "--", "true")
+    slurm = cli.submit("-d", f"afterany:{parent},after:{parent}", "--", "true")
+    bare = cli.submit("-d", f"{parent}", "--", "true")  # -d with ids alone: --after
+    assert daemon.info(bare)["depends"] == [parent]
+    assert daemon.info(slurm)["dependency"] == f"afterany:{parent},after:{parent}"
+    info = cli.ok("info", str(failed))
+    assert f"dependency  afternotok:{parent}\n" in info
+    g.open()
+    for jid in (anyway, failed, slurm):
+        assert daemon.wait_state(jid, "SFAKE") == "S"
+    assert daemon.wait_state(bare, "SFAKE") == "A"
+    r = cli("submit", "-d", "singleton", "--", "true")
+    assert r.code == 2
+    assert "--dependency: singleton (one job of a name at a time) is Slurm's" in r.err
+    script = "#!/bin/sh\n#SJQ --dependency afterany:" + str(parent) + "\ntrue\n"
+    directive = cli.submit("-", input=script)
+    assert daemon.info(directive)["dependency"] == f"afterany:{parent}"
+
+
+def test_client_dependency_arguments(client: Client, daemon: Daemon) -> None:
+    parent = client.submit(command=["false"])
+    assert parent.wait(10).value == "F"
+    anyway = client.submit(command=["true"], afterany=[parent])
+    failed = client.submit(command=["true"], afternotok=[parent], dependency=f"after:{parent.id}")
+    assert anyway.wait(10).value == "S"
+    assert failed.wait(10).value == "S"
+    assert failed.info().dependency == f"after:{parent.id},afternotok:{parent.id}"
+    with pytest.raises(ValueError, match="dependency: unknown kind 'later'"):
+        client.submit(command=["true"], dependency="later:3")

@@ -35,6 +35,7 @@ from sjq.protocol import (
     encode_reply,
     encode_request,
 )
+from sjq.protocol._dependency import KINDS
 from sjq.protocol._submit import shebang_has_cr
 from sjq.protocol._syntax import MAX_TIME
 
@@ -190,6 +191,19 @@ submit_options = st.builds(
     time_limit=st.none()
     | st.floats(min_value=0, max_value=MAX_TIME, exclude_min=True, allow_nan=False),
     priority=st.integers(-(2**63) + 1, 2**63 - 1),
+    dependency=st.lists(
+        st.tuples(
+            st.sampled_from(KINDS),
+            st.lists(
+                st.tuples(ids, st.integers(0, 50)).map(
+                    lambda r: (min(r[0], 2**63 - 1 - r[1]), min(r[0], 2**63 - 1 - r[1]) + r[1])
+                ),
+                min_size=1,
+                max_size=3,
+            ).map(tuple),
+        ),
+        max_size=3,
+    ).map(tuple),
 )
 requests: st.SearchStrategy[Request] = st.one_of(
     st.just(Ping()),
