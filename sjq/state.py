@@ -13,11 +13,10 @@ import signal
 from typing import Literal, assert_never
 
 from sjq import __version__
-from sjq.access import path_problems
-from sjq.conditions import missing_errors, parents, resolve
+from sjq.admission import admit
 from sjq.config import Config
 from sjq.jobs import TERMINAL, Change, E, ExitRecord, F, Job, JobLaunch, JobState, K, R, S
-from sjq.launch import default_environment, home_of, job_launch
+from sjq.launch import default_environment, job_launch
 from sjq.pause import Pause as PauseFlag
 from sjq.protocol import (
     Data,
@@ -39,15 +38,11 @@ from sjq.protocol import (
     Submit,
     Wait,
 )
-from sjq.protocol._dependency import format_dependency
 from sjq.replies import Accepted, Peer, Waiter
 from sjq.scheduler import Queue
-from sjq.store import JobSpec, Store, WriteFailed
-from sjq.units import format_mem
+from sjq.store import Store, WriteFailed
 
 __all__ = ["State"]
-
-_DEFAULT_NAME = "sjqjob"  # the 2014 daemon's default, kept for scripts that look for it
 
 
 class State:
@@ -166,87 +161,11 @@ class State:
         return Data((json.dumps(doc) + "\n").encode())
 
     def submit(self, req: Submit, peer: Peer) -> Accepted | Error:
-        if not self.accepting:
-            return Error("the daemon is shutting down; submit again in a moment")
-        cfg, o = self.cfg, req.options
-        errors: list[str] = []
-        # Under Slurm a PROCS or MEM not given is 0: not passed to sbatch, so the script's
-        # #SBATCH lines or the cluster's defaults apply.
-        unset = 0 if cfg.backend == "slurm" else None
-        procs = (unset if unset is not None else cfg.default_procs) if o.procs is None else o.procs
-        if procs > cfg.maxprocs:
-            errors.append(
-                f"PROCS {procs} is more than the {cfg.maxprocs} CPUs this daemon manages"
-                " (sjq.maxprocs)"
-            )
-        mem = (unset if unset is not None else cfg.default_mem) if o.mem is None else o.mem
-        if cfg.maxmem is not None and mem > cfg.maxmem:
-            errors.append(
-                f"MEM {format_mem(mem)} is more than the {format_mem(cfg.maxmem)} this daemon"
-                " manages (sjq.maxmem)"
-            )
-        uid, gid = peer.uid, peer.gid
-        for opt, asked, own in (("UID", o.uid, peer.uid), ("GID", o.gid, peer.gid)):
-            if asked is not None and asked != own and not (self.is_root and peer.uid == 0):
-                errors.append(f"{opt} {asked}: only root may run jobs as another user or group")
-        if self.is_root and peer.uid == 0:
-            uid = peer.uid if o.uid is None else o.uid
-            gid = peer.gid if o.gid is None else o.gid
-        if cfg.backend == "slurm" and uid != os.geteuid():
-            errors.append("under sjq.backend = slurm jobs go to Slurm as the daemon's user only")
-        if o.depends or o.dependency:
-            self.write_changes()  # so that the store knows the parents' final states
-        cond = resolve(parents(o.depends, o.dependency), self.queue.get, self.store.state_of)
-        if cond.missing:
-            errors += missing_errors(cond.missing, set(o.depends))
-        if errors:
-            return Error("; ".join(errors))
+        return admit(self, req, peer)
 
-        jobid = self.next_id
-        cwd = os.path.join(home_of(peer.uid), o.cwd) if o.cwd else home_of(peer.uid)
-        spec = JobSpec(
-            script=req.script,
-            cwd=cwd,
-            stdout=os.path.join(cwd, o.stdout or f"{jobid}.stdout"),
-            stderr=os.path.join(cwd, o.stderr or f"{jobid}.stderr"),
-            env=None if o.env is None else dict(o.env),
-            time_limit=o.time_limit,
-        )
-        if not (o.depends or o.dependency or o.hold):
-            # It could start at once, so a missing directory is a certain E: say so now.
-            # (A job that waits may find the directory made by an earlier job.)
-            outputs = (
-                ("stdout", spec.stdout, o.stdout is not None),
-                ("stderr", spec.stderr, o.stderr is not None),
-            )
-            problems = path_problems(spec.cwd, outputs, uid, gid)
-            if problems:
-                return Error("; ".join(problems))
-        waits = cond.unmet or cond.conds
-        state = JobState.HELD if o.hold else JobState.WAITING if waits else JobState.QUEUED
-        job = Job(
-            id=jobid,
-            name=o.name or _DEFAULT_NAME,
-            state=state,
-            procs=procs,
-            mem=mem,
-            depends=tuple(o.depends),
-            dependency=format_dependency(o.dependency),
-            uid=uid,
-            gid=gid,
-            submit_time=self.now,
-            priority=o.priority,
-        )
-        try:
-            self.store.insert(job, spec)
-        except WriteFailed as e:
-            self.write_failed(e.reason)
-            return Error(f"cannot record the job: {e.reason}")
-        self.next_id += 1
-        self.queue.add(job, self.now, unmet=cond.unmet, conds=cond.conds, doomed=cond.doomed)
-        accepted = Accepted(jobid)
-        self._new.append((job, accepted))
-        return accepted
+    def accepted(self, job: Job, reply: Accepted) -> None:
+        """A job recorded in the open transaction, whose SUBMIT waits for the commit."""
+        self._new.append((job, reply))
 
     def kill(self, jobid: int) -> None:
         job = self.queue.kill(jobid, self.now)

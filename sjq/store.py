@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 from sjq.conditions import condition_text
 from sjq.jobs import Change, Job, JobState
 from sjq.paths import make_dirs, make_private_file, tighten
+from sjq.schema import MIGRATIONS as _MIGRATIONS
 
 __all__ = ["SCHEMA_VERSION", "JobSpec", "Store", "StoreError", "WriteFailed"]
 
@@ -48,68 +49,6 @@ class JobSpec:
     time_limit: float | None
 
 
-# Each migration takes a database at version i to i + 1. Version 1 is the first layout;
-# version 2 added priorities, time limits and per-state timestamps in an events table.
-# Later ones say what they add above their text.
-_MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE jobs (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        name TEXT NOT NULL,
-        state TEXT NOT NULL,
-        procs INTEGER NOT NULL,
-        mem INTEGER NOT NULL,
-        depends TEXT NOT NULL,
-        uid INTEGER NOT NULL,
-        gid INTEGER NOT NULL,
-        cwd TEXT NOT NULL,
-        stdout TEXT NOT NULL,
-        stderr TEXT NOT NULL,
-        env TEXT,
-        script BLOB NOT NULL,
-        submitted REAL NOT NULL,
-        started REAL,
-        ended REAL,
-        exit_code INTEGER,
-        signal INTEGER,
-        reason TEXT NOT NULL DEFAULT '',
-        pid INTEGER,
-        pid_start INTEGER,
-        cpu_user REAL,
-        cpu_sys REAL,
-        maxrss INTEGER
-    );
-    CREATE INDEX jobs_active ON jobs(id) WHERE state IN ('Q', 'H', 'U', 'R');
-    CREATE INDEX jobs_ended ON jobs(ended) WHERE ended IS NOT NULL;
-    """,
-    """
-    ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE jobs ADD COLUMN time_limit REAL;
-    ALTER TABLE jobs ADD COLUMN killing INTEGER NOT NULL DEFAULT 0;
-    CREATE TABLE events (job INTEGER NOT NULL, state TEXT NOT NULL, time REAL NOT NULL);
-    CREATE INDEX events_job ON events(job);
-    """,
-    # version 3: the daemon's own flags (the queue paused, and since when)
-    """
-    CREATE TABLE flags (name TEXT PRIMARY KEY, value REAL);
-    """,
-    # version 4: how a job's usage was measured (INFO measured_by)
-    """
-    ALTER TABLE jobs ADD COLUMN measured_by TEXT;
-    """,
-    # Version 5: the Slurm back end's job id, node and shown state (Q or U while a job that
-    # sjq handed to Slurm waits there), and settings of this database (its daemon id).
-    """
-    ALTER TABLE jobs ADD COLUMN backend_id TEXT;
-    ALTER TABLE jobs ADD COLUMN node TEXT;
-    ALTER TABLE jobs ADD COLUMN shown TEXT;
-    CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-    """,
-    # version 6: DEPENDENCY, conditions in Slurm's kinds beyond DEPENDS' afterok
-    """
-    ALTER TABLE jobs ADD COLUMN dependency TEXT NOT NULL DEFAULT '';
-    """,
-]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _ROW = (

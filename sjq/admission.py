@@ -1,0 +1,109 @@
+"""SUBMIT's handler: the daemon's own checks of a job (limits, permissions, dependencies,
+paths), the job it makes and its record in the turn's transaction. Plain functions of the
+state; no I/O but what the store and the path checks do."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from sjq.access import path_problems
+from sjq.conditions import missing_errors, parents, resolve
+from sjq.jobs import Job, JobState
+from sjq.launch import home_of
+from sjq.protocol import Error, Submit
+from sjq.protocol._dependency import format_dependency
+from sjq.replies import Accepted, Peer
+from sjq.store import JobSpec, WriteFailed
+from sjq.units import format_mem
+
+if TYPE_CHECKING:
+    from sjq.state import State
+
+__all__ = ["admit"]
+
+DEFAULT_NAME = "sjqjob"  # the 2014 daemon's default, kept for scripts that look for it
+
+
+def admit(st: State, req: Submit, peer: Peer) -> Accepted | Error:
+    """Check a SUBMIT and queue its job, or say why not (every problem found, joined)."""
+    if not st.accepting:
+        return Error("the daemon is shutting down; submit again in a moment")
+    cfg, o = st.cfg, req.options
+    errors: list[str] = []
+    # Under Slurm a PROCS or MEM not given is 0: not passed to sbatch, so the script's
+    # #SBATCH lines or the cluster's defaults apply.
+    unset = 0 if cfg.backend == "slurm" else None
+    procs = (unset if unset is not None else cfg.default_procs) if o.procs is None else o.procs
+    if procs > cfg.maxprocs:
+        errors.append(
+            f"PROCS {procs} is more than the {cfg.maxprocs} CPUs this daemon manages (sjq.maxprocs)"
+        )
+    mem = (unset if unset is not None else cfg.default_mem) if o.mem is None else o.mem
+    if cfg.maxmem is not None and mem > cfg.maxmem:
+        errors.append(
+            f"MEM {format_mem(mem)} is more than the {format_mem(cfg.maxmem)} this daemon"
+            " manages (sjq.maxmem)"
+        )
+    uid, gid = peer.uid, peer.gid
+    for opt, asked, own in (("UID", o.uid, peer.uid), ("GID", o.gid, peer.gid)):
+        if asked is not None and asked != own and not (st.is_root and peer.uid == 0):
+            errors.append(f"{opt} {asked}: only root may run jobs as another user or group")
+    if st.is_root and peer.uid == 0:
+        uid = peer.uid if o.uid is None else o.uid
+        gid = peer.gid if o.gid is None else o.gid
+    if cfg.backend == "slurm" and uid != os.geteuid():
+        errors.append("under sjq.backend = slurm jobs go to Slurm as the daemon's user only")
+    if o.depends or o.dependency:
+        st.write_changes()  # so that the store knows the parents' final states
+    cond = resolve(parents(o.depends, o.dependency), st.queue.get, st.store.state_of)
+    if cond.missing:
+        errors += missing_errors(cond.missing, set(o.depends))
+    if errors:
+        return Error("; ".join(errors))
+
+    jobid = st.next_id
+    cwd = os.path.join(home_of(peer.uid), o.cwd) if o.cwd else home_of(peer.uid)
+    spec = JobSpec(
+        script=req.script,
+        cwd=cwd,
+        stdout=os.path.join(cwd, o.stdout or f"{jobid}.stdout"),
+        stderr=os.path.join(cwd, o.stderr or f"{jobid}.stderr"),
+        env=None if o.env is None else dict(o.env),
+        time_limit=o.time_limit,
+    )
+    if not (o.depends or o.dependency or o.hold):
+        # It could start at once, so a missing directory is a certain E: say so now.
+        # (A job that waits may find the directory made by an earlier job.)
+        outputs = (
+            ("stdout", spec.stdout, o.stdout is not None),
+            ("stderr", spec.stderr, o.stderr is not None),
+        )
+        problems = path_problems(spec.cwd, outputs, uid, gid)
+        if problems:
+            return Error("; ".join(problems))
+    waits = cond.unmet or cond.conds
+    state = JobState.HELD if o.hold else JobState.WAITING if waits else JobState.QUEUED
+    job = Job(
+        id=jobid,
+        name=o.name or DEFAULT_NAME,
+        state=state,
+        procs=procs,
+        mem=mem,
+        depends=tuple(o.depends),
+        dependency=format_dependency(o.dependency),
+        uid=uid,
+        gid=gid,
+        submit_time=st.now,
+        priority=o.priority,
+    )
+    try:
+        st.store.insert(job, spec)
+    except WriteFailed as e:
+        st.write_failed(e.reason)
+        return Error(f"cannot record the job: {e.reason}")
+    st.next_id += 1
+    st.queue.add(job, st.now, unmet=cond.unmet, conds=cond.conds, doomed=cond.doomed)
+    accepted = Accepted(jobid)
+    st.accepted(job, accepted)
+    return accepted
