@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 MB = 1e6  # the RSS target is 200 MB; decimal megabytes keep the check strict
+HELD_BUDGET = 200 * MB  # the daemon's RSS target with 100,000 held jobs (issue 6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,7 @@ class Sizes:
     rounds: int = 3  # interleaved repeats of throughput, gap and chain (median / pooled)
     slurm_jobs: int = 300  # the Slurm figures: a burst of trivial jobs through Slurm
     slurm_probes: int = 10  # one-at-a-time submit-to-start samples through Slurm
+    array: int = 10_000  # elements of the job array figure (as issue 13 asks, quick too)
 
 
 QUICK = Sizes(
@@ -339,6 +341,29 @@ def build(t: Table, figures: set[str]) -> None:
             split or "not measured",
             "1 sbatch per job (+1 check); squeue per poll, not per job",
             sb <= 1000 + 1000 / z.slurm_jobs + 1e-9 if sb is not None else None,
+        )
+    if "array" in figures:
+        a = r.number("sjq.array.accept")
+        t.add(
+            f"{z.array:,}-element array, SUBMIT to reply",
+            t.num("sjq.array.accept", secs),
+            f"{z.array:,} SUBMITs pipelined {t.num('sjq.singles.accept', secs)}; "
+            f"`sjq submit --array` wall {t.num('sjq.array.cli', secs)}",
+            "< 1 s",
+            a < 1.0 if a is not None else None,
+        )
+        ar, sr = r.number("sjq.array.rss"), r.number("sjq.singles.rss")
+        per_job = HELD_BUDGET / 100_000
+
+        def per(v: float) -> str:
+            return f"{v:,.0f} B per job"
+
+        t.add(
+            f"daemon RSS per queued job, {z.array:,}-element array",
+            t.num("sjq.array.rss", per),
+            f"one SUBMIT per job {t.num('sjq.singles.rss', per)}",
+            f"≤ {per_job:,.0f} B (200 MB for 100,000 held) and ≤ 1.1x one SUBMIT per job",
+            ar <= per_job and ar <= 1.1 * sr if ar is not None and sr is not None else None,
         )
     helpers = r.number("sjq.rss.helpers")
     if "rss" in figures and helpers:

@@ -4,6 +4,7 @@ state; no I/O but what the store and the path checks do."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,7 @@ from sjq.launch import home_of
 from sjq.protocol import Error, Submit
 from sjq.protocol._dependency import format_dependency
 from sjq.replies import Accepted, Peer
-from sjq.store import JobSpec, WriteFailed
+from sjq.store import Element, JobSpec, WriteFailed
 from sjq.units import format_mem
 
 if TYPE_CHECKING:
@@ -64,11 +65,17 @@ def admit(st: State, req: Submit, peer: Peer) -> Accepted | Error:
 
     jobid = st.next_id
     cwd = os.path.join(home_of(peer.uid), o.cwd) if o.cwd else home_of(peer.uid)
+    indexes = o.array if o.entries is None or o.array is not None else range(len(o.entries))
+    # (an array's: the first element's, whose paths are checked for all)
+    stdout, stderr = o.stdout, o.stderr
+    if indexes is not None:
+        stdout = element_path(stdout, jobid, jobid, indexes[0])
+        stderr = element_path(stderr, jobid, jobid, indexes[0])
     spec = JobSpec(
         script=req.script,
         cwd=cwd,
-        stdout=os.path.join(cwd, o.stdout or f"{jobid}.stdout"),
-        stderr=os.path.join(cwd, o.stderr or f"{jobid}.stderr"),
+        stdout=os.path.join(cwd, stdout or f"{jobid}.stdout"),
+        stderr=os.path.join(cwd, stderr or f"{jobid}.stderr"),
         env=None if o.env is None else dict(o.env),
         time_limit=o.time_limit,
     )
@@ -84,26 +91,71 @@ def admit(st: State, req: Submit, peer: Peer) -> Accepted | Error:
             return Error("; ".join(problems))
     waits = cond.unmet or cond.conds
     state = JobState.HELD if o.hold else JobState.WAITING if waits else JobState.QUEUED
-    job = Job(
-        id=jobid,
-        name=o.name or DEFAULT_NAME,
-        state=state,
-        procs=procs,
-        mem=mem,
-        depends=tuple(o.depends),
-        dependency=format_dependency(o.dependency),
-        uid=uid,
-        gid=gid,
-        submit_time=st.now,
-        priority=o.priority,
+    count = 1 if indexes is None else len(indexes)
+    name, depends, dependency = (
+        o.name or DEFAULT_NAME,
+        tuple(o.depends),
+        format_dependency(o.dependency),
     )
+    jobs = [
+        Job(
+            id=i,
+            name=name,
+            state=state,
+            procs=procs,
+            mem=mem,
+            depends=depends,
+            dependency=dependency,
+            uid=uid,
+            gid=gid,
+            submit_time=st.now,
+            priority=o.priority,
+            array=jobid if indexes is not None else 0,
+        )
+        for i in range(jobid, jobid + count)
+    ]
+    elements = None
+    if indexes is not None:
+        entries = o.entries or itertools.repeat(None)
+        # made one at a time as the store writes them: 10,000 at once would stay in RSS
+        elements = (
+            Element(
+                os.path.join(cwd, element_path(o.stdout, i, jobid, index) or f"{i}.stdout"),
+                os.path.join(cwd, element_path(o.stderr, i, jobid, index) or f"{i}.stderr"),
+                index,
+                entry,
+            )
+            # (entries repeats None for an array without ENTRY lines: as long as needed)
+            for i, index, entry in zip(range(jobid, jobid + count), indexes, entries, strict=False)
+        )
     try:
-        st.store.insert(job, spec)
+        st.store.insert(jobs, spec, elements, o.array_limit)
     except WriteFailed as e:
         st.write_failed(e.reason)
         return Error(f"cannot record the job: {e.reason}")
-    st.next_id += 1
-    st.queue.add(job, st.now, unmet=cond.unmet, conds=cond.conds, doomed=cond.doomed)
-    accepted = Accepted(jobid)
-    st.accepted(job, accepted)
+    st.next_id += count
+    if o.array_limit is not None and o.array_limit < count:
+        st.queue.limit_array(jobid, o.array_limit)
+    accepted = Accepted(jobid, None if indexes is None else jobid + count - 1)
+    for job in jobs:
+        st.queue.add(job, st.now, unmet=cond.unmet, conds=cond.conds, doomed=cond.doomed)
+    st.accepted(jobs, accepted)
     return accepted
+
+
+def element_path(path: str | None, jobid: int, first: int, index: int) -> str | None:
+    """An array element's STDOUT or STDERR, with Slurm's ``%A`` (the array's first id),
+    ``%a`` (the index), ``%j`` (the element's id) and ``%%`` (a ``%``) filled in."""
+    if path is None or "%" not in path:
+        return path
+    fill = {"A": str(first), "a": str(index), "j": str(jobid), "%": "%"}
+    out, i = [], 0
+    while i < len(path):
+        c = path[i]
+        if c == "%" and i + 1 < len(path) and path[i + 1] in fill:
+            out.append(fill[path[i + 1]])
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)

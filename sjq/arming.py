@@ -45,7 +45,8 @@ def could_start(q: Queue, armed: Iterable[Job] = ()) -> bool:
         return False
     free_mem = None if q.maxmem is None else q.maxmem - q.used_mem
     for j in armed:
-        if j.state is Q and j.procs <= free_procs and (free_mem is None or j.mem <= free_mem):
+        fits = j.procs <= free_procs and (free_mem is None or j.mem <= free_mem)
+        if j.state is Q and fits and not q.full(j):
             return True
     return q.best_shape(free_procs, free_mem) is not None
 
@@ -60,10 +61,12 @@ def next_after(q: Queue, x: Job, armed: Iterable[Job] = ()) -> tuple[Job, bool] 
     free_mem = None if q.maxmem is None else q.maxmem - q.used_mem + x.mem
 
     def fits(j: Job) -> bool:
-        return j.procs <= free_procs and (free_mem is None or j.mem <= free_mem)
+        """Room for it once x has ended: its CPUs and memory, and its array's limit."""
+        cpu_mem = j.procs <= free_procs and (free_mem is None or j.mem <= free_mem)
+        return cpu_mem and not q.full(j, x)
 
     candidates: list[tuple[Job, int | None]] = []  # a job, and its condition on x if any
-    shape = q.best_shape(free_procs, free_mem)
+    shape = q.best_shape(free_procs, free_mem, ending=x)
     if shape is not None:
         candidates.append((q.jobs[q.ready[shape][0][1]], None))
     candidates.extend((a, None) for a in armed if a.state is Q and fits(a))
@@ -133,10 +136,17 @@ def arm_plan(
     cut = min((q.child_key(r.id) for r in runners), default=NO_KEY)
     out: list[ArmEntry] = []
     depth = ARM_DEPTH * len(runners) if more is None else len(armed) + more
+    running: dict[int, int] = {}  # array -> its elements running, and planned so far
     for j in _first_ready(q, depth, armed):
         key = (-j.priority, j.id)
         if key > cut or j.procs > min_procs or (q.maxmem is not None and j.mem > min_mem):
             break
+        lim = q.limits.get(j.array) if j.array else None
+        if lim is not None:
+            # Whichever job ends, an element started must not take its array over the limit.
+            running[j.array] = running.get(j.array, lim[1]) + 1
+            if running[j.array] > lim[0]:
+                break
         out.append(ArmEntry(j, None, False))
         min_procs, min_mem = j.procs, j.mem
         cut = min(cut, q.child_key(j.id))

@@ -15,7 +15,10 @@ from sjq.store import JobSpec
 __all__ = ["default_environment", "home_of", "job_launch"]
 
 # Variables every job gets from sjq, whatever its submitter sent.
-PROTECTED = ("JOB_ID", "SJQ_JOBID", "SJQ_JOBNAME", "SJQ_PROCS", "SJQ_MEM", "SJQ_SOCKET", "TMPDIR")
+PROTECTED = (
+    *("JOB_ID", "SJQ_JOBID", "SJQ_JOBNAME", "SJQ_PROCS", "SJQ_MEM", "SJQ_SOCKET", "TMPDIR"),
+    *("SJQ_ARRAY_ID", "SJQ_ARRAY_INDEX", "SJQ_ENTRY"),  # never inherited from a submitting job
+)
 
 
 class Host(Protocol):
@@ -68,6 +71,10 @@ def job_launch(job: Job, spec: JobSpec, host: Host) -> JobLaunch:
         SJQ_MEM=str(job.mem),
         SJQ_SOCKET=host.socket,
     )
+    if spec.array_id is not None:
+        env.update(SJQ_ARRAY_ID=str(spec.array_id), SJQ_ARRAY_INDEX=str(spec.array_index))
+        if spec.entry is not None:
+            env["SJQ_ENTRY"] = spec.entry
     as_user = host.is_root and job.uid not in (-1, 0)
     return JobLaunch(
         jobid=job.id,

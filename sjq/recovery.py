@@ -68,6 +68,8 @@ def recover(state: State, spool: str, now: float) -> Recovered:
             started.setdefault(jobid, j)
     q = state.queue
     jobs = state.store.load_active()
+    for array, limit in state.store.array_limits().items():
+        q.limit_array(array, limit)
     aborted: dict[int, JobState] = {}  # jobs aborted here, still recorded as waiting
 
     def ended(jobid: int) -> JobState | None:

@@ -36,11 +36,12 @@ class Waiter:
 
 @dataclass(slots=True, eq=False)
 class Accepted:
-    """A SUBMIT's reply: ``OK <id>`` once the turn that recorded the job has been committed;
-    ``ERROR cannot record the job: <why>`` if the write or the commit failed (the job is then
-    forgotten, as if never submitted)."""
+    """A SUBMIT's reply: ``OK <id>`` (an array's ``OK <first>-<last>``) once the turn that
+    recorded the job has been committed; ``ERROR cannot record the job: <why>`` if the write
+    or the commit failed (the job is then forgotten, as if never submitted)."""
 
     jobid: int
+    last: int | None = None  # an array's: its ids are jobid to last, the reply ``OK 10-109``
     error: str = ""
     durable: bool = False  # set once the job's record is committed
 
@@ -49,4 +50,6 @@ class Accepted:
         return self.durable or bool(self.error)
 
     def reply(self) -> Ok | Error:
-        return Error(self.error) if self.error else Ok(str(self.jobid))
+        if self.error:
+            return Error(self.error)
+        return Ok(str(self.jobid) if self.last is None else f"{self.jobid}-{self.last}")

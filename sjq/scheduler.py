@@ -50,8 +50,12 @@ class Queue:
         # which counts these too for each parent whose end could abort the job.
         self._abort_key: dict[int, tuple[int, int]] = {}
         # (procs, mem) -> heap of (-priority, id); entries go stale when a job leaves Q
-        # and are dropped lazily when they reach the top.
-        self.ready: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        # and are dropped lazily when they reach the top. The elements of an array with a
+        # limit (ARRAY ...%N) have heaps of their own, (procs, mem, array), which a pass
+        # skips while that many of them run.
+        self.ready: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+        # array -> [limit, running, active] for arrays with a limit of elements at once
+        self.limits: dict[int, list[int]] = {}
 
     # -- queries ---------------------------------------------------------------
 
@@ -76,6 +80,15 @@ class Queue:
     def get(self, jobid: int) -> Job | None:
         return self.jobs.get(jobid)
 
+    def full(self, job: Job, ending: Job | None = None) -> bool:
+        """Whether ``job``'s array runs as many elements as its limit allows (counting
+        ``ending``, a running job, as ended)."""
+        lim = self.limits.get(job.array) if job.array else None
+        if lim is None:
+            return False
+        running = lim[1] - (ending is not None and ending.array == job.array)
+        return running >= lim[0]
+
     def running(self) -> Iterator[Job]:
         return (j for j in self.jobs.values() if j.state is R)
 
@@ -89,6 +102,10 @@ class Queue:
         return bool(c[R] or c[Q])
 
     # -- events ----------------------------------------------------------------
+
+    def limit_array(self, array: int, limit: int) -> None:
+        """The elements of ``array`` (its first id), added next, may run ``limit`` at once."""
+        self.limits[array] = [limit, 0, 0]
 
     def add(
         self,
@@ -111,10 +128,14 @@ class Queue:
         if doomed and job.state is Q:
             job.state = H  # it has a dependency, one that can no longer succeed
         self.counts[job.state] += 1
+        lim = self.limits.get(job.array) if job.array else None
+        if lim is not None:
+            lim[2] += 1
         if doomed:
             job.reason = doomed
             job.end_time = now
             self._set(job, A, now)
+            self._leave_array(job)
             return
         self.jobs[job.id] = job
         if job.state is R:
@@ -176,6 +197,7 @@ class Queue:
         job.end_time = now
         self._set(job, state, now)
         del self.jobs[job.id]
+        self._leave_array(job)
         self._finish_children(job, now)
 
     def requeue(self, job: Job, now: float) -> None:
@@ -184,28 +206,31 @@ class Queue:
         job.start_time = job.pid = job.pid_start = None
         self._set(job, Q, now)
 
-    def drop(self, job: Job) -> None:
-        """Forget a job whose submission was never recorded, as if it had never been added
-        (its id may be handed out again). Jobs that depend on it are new too and dropped by
-        the same caller."""
-        if self.jobs.pop(job.id, None) is not None and job.state is R:
-            self._unreserve(job)
-        self.counts[job.state] -= 1
-        for parent in parents(job.depends, job.dependency):
-            for index in (self._children, self._starters):
-                children = index.get(parent)
-                if children:
-                    children[:] = [c for c in children if c != job.id and c >> 2 != job.id]
-        self._children.pop(job.id, None)
-        self._starters.pop(job.id, None)
-        self._child_key.pop(job.id, None)
-        self._abort_key.pop(job.id, None)
-        shape = (job.procs, job.mem if self.maxmem is not None else 0)
-        heap = self.ready.get(shape)
-        if heap is not None:
-            # Its id may come back with another job: no stale entry may stand for that one.
-            heap[:] = [e for e in heap if e[1] != job.id]
-            heapq.heapify(heap)
+    def drop(self, jobs: Iterable[Job]) -> None:
+        """Forget jobs whose submission was never recorded, as if they had never been added
+        (their ids may be handed out again). Jobs that depend on them are new too and
+        dropped by the same caller. One sweep of the ready heaps for them all."""
+        gone: set[int] = set()
+        for job in jobs:
+            gone.add(job.id)
+            if self.jobs.pop(job.id, None) is not None and job.state is R:
+                self._unreserve(job)
+            self.counts[job.state] -= 1
+            self._leave_array(job)
+            for parent in parents(job.depends, job.dependency):
+                ends = self._children.get(parent)
+                if ends:
+                    ends[:] = [c for c in ends if c >> 2 != job.id]
+                starts = self._starters.get(parent)
+                if starts:
+                    starts[:] = [c for c in starts if c != job.id]
+            for index in (self._children, self._starters, self._child_key, self._abort_key):
+                index.pop(job.id, None)
+        for heap in self.ready.values():
+            # Their ids may come back with other jobs: no stale entry may stand for those.
+            if any(e[1] in gone for e in heap):
+                heap[:] = [e for e in heap if e[1] not in gone]
+                heapq.heapify(heap)
 
     def forget_counts(self, state: JobState, n: int) -> None:
         """Finished jobs purged from history no longer count in PING's statistics."""
@@ -239,19 +264,24 @@ class Queue:
             started.append(job)
         return started
 
-    def best_shape(self, free_procs: int, free_mem: int | None) -> tuple[int, int] | None:
+    def best_shape(
+        self, free_procs: int, free_mem: int | None, ending: Job | None = None
+    ) -> tuple[int, ...] | None:
         """The shape whose first ready job comes first among those that fit (stale heap
-        tops, of jobs no longer ready or armed, are dropped on the way)."""
+        tops, of jobs no longer ready or armed, are dropped on the way), skipping arrays
+        at their limit (``ending``, a running job, counted as ended)."""
         best_key: tuple[int, int] | None = None
-        best_shape: tuple[int, int] | None = None
+        best_shape: tuple[int, ...] | None = None
         for shape, heap in list(self.ready.items()):
             while heap and not ready_job(self.jobs.get(heap[0][1])):
                 heapq.heappop(heap)
             if not heap:
                 del self.ready[shape]
                 continue
-            procs, mem = shape
+            procs, mem = shape[0], shape[1]
             if procs > free_procs or (free_mem is not None and mem > free_mem):
+                continue
+            if len(shape) > 2 and self.full(self.jobs[heap[0][1]], ending):
                 continue
             if best_key is None or heap[0] < best_key:
                 best_key, best_shape = heap[0], shape
@@ -293,16 +323,30 @@ class Queue:
     def _push(self, job: Job) -> None:
         if job.armed:
             return
-        shape = (job.procs, job.mem if self.maxmem is not None else 0)
+        shape: tuple[int, ...] = (job.procs, job.mem if self.maxmem is not None else 0)
+        if job.array in self.limits:
+            shape += (job.array,)
         heapq.heappush(self.ready.setdefault(shape, []), (-job.priority, job.id))
 
     def _reserve(self, job: Job) -> None:
         self.used_procs += job.procs
         self.used_mem += job.mem
+        if job.array in self.limits:
+            self.limits[job.array][1] += 1
 
     def _unreserve(self, job: Job) -> None:
         self.used_procs -= job.procs
         self.used_mem -= job.mem
+        if job.array in self.limits:
+            self.limits[job.array][1] -= 1
+
+    def _leave_array(self, job: Job) -> None:
+        """``job`` is no longer active: an array's limit is forgotten with its last one."""
+        lim = self.limits.get(job.array) if job.array else None
+        if lim is not None:
+            lim[2] -= 1
+            if lim[2] <= 0:
+                del self.limits[job.array]
 
     def _lower_abort_key(self, jobid: int, key: tuple[int, int]) -> None:
         """A job of ``key`` would become ready if ``jobid`` were aborted: so it could at the
@@ -352,6 +396,7 @@ class Queue:
                 child.end_time = now
                 self._set(child, A, now)
                 del self.jobs[cid]
+                self._leave_array(child)
                 todo.append(child)
 
 

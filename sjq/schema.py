@@ -66,4 +66,18 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN dependency TEXT NOT NULL DEFAULT '';
     """,
+    # version 7: job arrays: the script and environment once per array (with its limit of
+    # elements running at once), each element's index and ENTRY line
+    """
+    CREATE TABLE arrays (
+        id INTEGER PRIMARY KEY,
+        script BLOB NOT NULL,
+        env TEXT,
+        array_limit INTEGER
+    );
+    ALTER TABLE jobs ADD COLUMN array_id INTEGER;
+    ALTER TABLE jobs ADD COLUMN array_index INTEGER;
+    ALTER TABLE jobs ADD COLUMN entry TEXT;
+    CREATE INDEX jobs_array ON jobs(array_id) WHERE array_id IS NOT NULL;
+    """,
 ]

@@ -69,7 +69,8 @@ class State:
         # What is not yet committed, so that a failed write or commit (a full disk) can be
         # undone in memory and written again: SQLite may roll the whole transaction back.
         self.committed_next_id = self.next_id
-        self._new: list[tuple[Job, Accepted]] = []  # submitted since the last commit
+        # submitted since the last commit: the jobs of each SUBMIT (an array's are many)
+        self._new: list[tuple[list[Job], Accepted]] = []
         # Jobs whose row is out of date other than by a state change (a pid learnt, a KILL
         # under way); state changes are the queue's ``changes``.
         self.touched: dict[int, Job] = {}
@@ -163,9 +164,9 @@ class State:
     def submit(self, req: Submit, peer: Peer) -> Accepted | Error:
         return admit(self, req, peer)
 
-    def accepted(self, job: Job, reply: Accepted) -> None:
-        """A job recorded in the open transaction, whose SUBMIT waits for the commit."""
-        self._new.append((job, reply))
+    def accepted(self, jobs: list[Job], reply: Accepted) -> None:
+        """Jobs recorded in the open transaction, whose SUBMIT waits for the commit."""
+        self._new.append((jobs, reply))
 
     def kill(self, jobid: int) -> None:
         job = self.queue.kill(jobid, self.now)
@@ -406,10 +407,10 @@ class State:
         self._purged.clear()
         if not self._new:
             return
-        dropped = {job.id for job, _ in self._new}
-        for job, accepted in self._new:
+        dropped = {job.id for jobs, _ in self._new for job in jobs}
+        for _, accepted in self._new:
             accepted.error = f"cannot record the job: {reason}"
-            q.drop(job)
+        q.drop(job for jobs, _ in self._new for job in jobs)
         self._new.clear()
         for jobid in dropped:
             self.touched.pop(jobid, None)

@@ -20,7 +20,7 @@ from sjq.jobs import Change, Job, JobState
 from sjq.paths import make_dirs, make_private_file, tighten
 from sjq.schema import MIGRATIONS as _MIGRATIONS
 
-__all__ = ["SCHEMA_VERSION", "JobSpec", "Store", "StoreError", "WriteFailed"]
+__all__ = ["SCHEMA_VERSION", "Element", "JobSpec", "Store", "StoreError", "WriteFailed"]
 
 
 class StoreError(RuntimeError):
@@ -47,6 +47,19 @@ class JobSpec:
     stderr: str
     env: dict[str, str] | None  # None: the job gets the daemon's minimal default environment
     time_limit: float | None
+    array_id: int | None = None  # an array element: the array's first id, its index, entry
+    array_index: int | None = None
+    entry: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Element:
+    """What differs between the elements of an array (the rest is the array's JobSpec)."""
+
+    stdout: str
+    stderr: str
+    index: int | None
+    entry: str | None
 
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -54,12 +67,12 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 _ROW = (
     "id, name, state, procs, mem, depends, uid, gid, submitted, started, ended, exit_code,"
     " signal, reason, pid, pid_start, cpu_user, cpu_sys, maxrss, priority, killing,"
-    " measured_by, backend_id, node, shown, dependency"
+    " measured_by, backend_id, node, shown, dependency, array_id"
 )
 INFO_COLUMNS = (
     "id, name, state, procs, mem, depends, priority, submitted, started, ended, exit_code,"
     " signal, reason, pid, cpu_user, cpu_sys, maxrss, cwd, stdout, stderr, time_limit,"
-    " measured_by, backend_id, node, shown, dependency"
+    " measured_by, backend_id, node, shown, dependency, array_id, array_index, entry"
 )
 # What STATUS and INFO show as a job's state: a job handed to Slurm waits there as Q or U.
 _SHOWN = "CASE WHEN state = 'R' AND shown IS NOT NULL THEN shown ELSE state END"
@@ -215,42 +228,47 @@ class Store:
         top = self.db.execute("SELECT max(id) FROM jobs").fetchone()[0]
         return max(row[0] if row else 0, top or 0) + 1
 
-    def insert(self, job: Job, spec: JobSpec) -> None:
+    def insert(
+        self,
+        jobs: Sequence[Job],
+        spec: JobSpec,
+        elements: Iterable[Element] | None = None,
+        limit: int | None = None,
+    ) -> None:
+        """Record new jobs: one, or an array (``elements[i]`` is ``jobs[i]``'s) whose script
+        and environment are recorded once, with its limit of elements running at once."""
+        env = None if spec.env is None else json.dumps(spec.env)
+        array = None if elements is None else jobs[0].id
+        own_env, script = (env, spec.script) if array is None else (None, b"")
+        if elements is None:
+            elements = [Element(spec.stdout, spec.stderr, None, None)]
         self._begin()
         try:
-            self._insert(job, spec)
+            if array is not None:
+                self.db.execute(
+                    "INSERT INTO arrays (id, script, env, array_limit) VALUES (?,?,?,?)",
+                    (array, spec.script, env, limit),
+                )
+            self.db.executemany(
+                "INSERT INTO jobs (id, name, state, procs, mem, depends, uid, gid, cwd, stdout,"
+                " stderr, env, script, submitted, priority, time_limit, reason, dependency,"
+                " array_id, array_index, entry) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    (
+                        *(job.id, job.name, job.state.value, job.procs, job.mem),
+                        *(_depends_text(job.depends), job.uid, job.gid, spec.cwd),
+                        *(e.stdout, e.stderr, own_env, script, job.submit_time, job.priority),
+                        *(spec.time_limit, job.reason, job.dependency, array, e.index, e.entry),
+                    )
+                    for job, e in zip(jobs, elements, strict=True)
+                ),
+            )
+            self.db.executemany(
+                "INSERT INTO events VALUES (?,?,?)",
+                ((job.id, job.state.value, job.submit_time) for job in jobs),
+            )
         except sqlite3.Error as e:
             self._failed(e)
-
-    def _insert(self, job: Job, spec: JobSpec) -> None:
-        self.db.execute(
-            "INSERT INTO jobs (id, name, state, procs, mem, depends, uid, gid, cwd, stdout,"
-            " stderr, env, script, submitted, priority, time_limit, reason, dependency)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                job.id,
-                job.name,
-                job.state.value,
-                job.procs,
-                job.mem,
-                _depends_text(job.depends),
-                job.uid,
-                job.gid,
-                spec.cwd,
-                spec.stdout,
-                spec.stderr,
-                None if spec.env is None else json.dumps(spec.env),
-                spec.script,
-                job.submit_time,
-                job.priority,
-                spec.time_limit,
-                job.reason,
-                job.dependency,
-            ),
-        )
-        self.db.execute(
-            "INSERT INTO events VALUES (?,?,?)", (job.id, job.state.value, job.submit_time)
-        )
 
     def write(self, touched: Iterable[Job], changes: Iterable[Change]) -> None:
         """Bring the rows of ``touched`` jobs up to date and log ``changes`` (same transaction)."""
@@ -333,6 +351,11 @@ class Store:
         try:
             self.db.executemany("DELETE FROM jobs WHERE id = ?", ids)
             self.db.executemany("DELETE FROM events WHERE job = ?", ids)
+            # an array's script goes with its last element
+            self.db.execute(
+                "DELETE FROM arrays WHERE NOT EXISTS"
+                " (SELECT 1 FROM jobs WHERE array_id = arrays.id)"
+            )
         except sqlite3.Error as e:
             self._failed(e)
         gone: dict[str, int] = {}
@@ -377,6 +400,7 @@ class Store:
             node=r[23],
             shown=None if r[24] is None else JobState(r[24]),
             dependency=r[25],
+            array=r[26] or 0,
         )
 
     def paused_since(self) -> float | None:
@@ -394,17 +418,31 @@ class Store:
 
     def spec(self, jobid: int) -> JobSpec:
         r = self.db.execute(
-            "SELECT script, cwd, stdout, stderr, env, time_limit FROM jobs WHERE id = ?",
+            "SELECT j.script, j.cwd, j.stdout, j.stderr, j.env, j.time_limit, j.array_id,"
+            " j.array_index, j.entry, a.script, a.env"
+            " FROM jobs j LEFT JOIN arrays a ON a.id = j.array_id WHERE j.id = ?",
             (jobid,),
         ).fetchone()
+        script, env = (r[9], r[10]) if r[6] is not None else (r[0], r[4])
         return JobSpec(
-            script=r[0],
+            script=script,
             cwd=r[1],
             stdout=r[2],
             stderr=r[3],
-            env=None if r[4] is None else json.loads(r[4]),
+            env=None if env is None else json.loads(env),
             time_limit=r[5],
+            array_id=r[6],
+            array_index=r[7],
+            entry=r[8],
         )
+
+    def array_limits(self) -> dict[int, int]:
+        """The limits (%N) of the arrays that have elements not yet ended."""
+        rows = self.db.execute(
+            "SELECT id, array_limit FROM arrays WHERE array_limit IS NOT NULL AND EXISTS"
+            " (SELECT 1 FROM jobs WHERE array_id = arrays.id AND state IN ('Q','H','U','R'))"
+        )
+        return dict(rows.fetchall())
 
     def status_lines(self, jobid: int | None) -> Iterable[tuple[int, str, str, str]]:
         if jobid is None:

@@ -130,8 +130,8 @@ class Raw:
         body = script.encode() if isinstance(script, str) else script
         lines = ["SUBMIT"]
         for key, value in options.items():
-            if key == "env":
-                lines += [f"ENV {v}" for v in value]
+            if key in ("env", "entry"):  # repeated option lines
+                lines += [f"{key.upper()} {v}" for v in value]
             elif value is True:
                 lines.append(key.upper())
             else:

@@ -118,6 +118,7 @@ class Model:
     final: dict[int, JobState] = field(default_factory=dict)
     deps: dict[int, tuple[tuple[int, str], ...]] = field(default_factory=dict)  # (parent, kind)
     started: set[int] = field(default_factory=set)
+    limits: dict[int, int] = field(default_factory=dict)  # array -> at most running at once
 
     def holds(self, parent: int, kind: str) -> bool:
         """Whether one condition holds now, from what the model has seen happen."""
@@ -156,6 +157,13 @@ ops = st.lists(
                 st.tuples(st.integers(0, 30), st.sampled_from(KIND_WORDS)), max_size=3
             ),
             st.booleans(),  # hold
+            st.integers(-1, 1),  # priority
+        ),
+        st.tuples(
+            st.just("array"),
+            st.integers(1, 2),  # procs of every element
+            st.integers(2, 4),  # elements
+            st.integers(1, 2),  # at most this many running at once (%N)
             st.integers(-1, 1),  # priority
         ),
         st.tuples(st.just("finish"), st.integers(0, 30), st.booleans()),
@@ -199,11 +207,21 @@ def expected_starts(q: Queue) -> list[int]:
     """The reference: scan ready jobs by (-priority, id) and take each that still fits."""
     free_p = q.maxprocs - q.used_procs
     free_m = None if q.maxmem is None else q.maxmem - q.used_mem
+    # elements running per array, against the limits the queue was given
+    limits = {a: lim[0] for a, lim in q.limits.items()}
+    running: dict[int, int] = {}
+    for j in q.jobs.values():
+        if j.state is R and j.array:
+            running[j.array] = running.get(j.array, 0) + 1
     out = []
     for j in sorted(
         (j for j in q.jobs.values() if j.state is Q), key=lambda j: (-j.priority, j.id)
     ):
+        if j.array in limits and running.get(j.array, 0) >= limits[j.array]:
+            continue
         if j.procs <= free_p and (free_m is None or j.mem <= free_m):
+            if j.array:
+                running[j.array] = running.get(j.array, 0) + 1
             out.append(j.id)
             free_p -= j.procs
             if free_m is not None:
@@ -295,6 +313,18 @@ def test_scheduler_invariants(
             q.add(j, now, unmet=unmet, conds=conds, doomed=doomed)
             m.deps[next_id] = deps
             next_id += 1
+        elif kind == "array":
+            _, procs, count, limit, prio = op
+            if procs > maxprocs:
+                continue
+            q.limit_array(next_id, limit)
+            m.limits[next_id] = limit
+            for i in range(next_id, next_id + count):
+                j = job(i, procs, 100, Q, prio)
+                j.array = next_id
+                q.add(j, now)
+                m.deps[i] = ()
+            next_id += count
         elif kind == "finish":
             running = sorted(j.id for j in q.jobs.values() if j.state is R)
             if running:
@@ -327,6 +357,8 @@ def test_scheduler_invariants(
         q.changes.clear()
         running = [j for j in q.jobs.values() if j.state is R]
         assert sum(j.procs for j in running) == q.used_procs <= maxprocs
+        for first, limit in m.limits.items():
+            assert sum(1 for j in running if j.array == first) <= limit, "over %N"
         assert sum(j.mem for j in running) == q.used_mem <= maxmem
         for j in q.jobs.values():
             assert not j.state.terminal

@@ -31,13 +31,14 @@ if TYPE_CHECKING:
         SjqError,
         TransportError,
     )
-    from ._job import AsyncJob, Job, JobRef
-    from ._models import JobInfo
+    from ._job import AsyncJob, AsyncJobArray, Job, JobArray, JobRef
+    from ._models import JobInfo, QueueState
     from ._stats import GroupStats, Hint, Stats
 
 __all__ = [
     "AsyncClient",
     "AsyncJob",
+    "AsyncJobArray",
     "Client",
     "ConnectionLost",
     "DaemonNotRunning",
@@ -45,11 +46,13 @@ __all__ = [
     "GroupStats",
     "Hint",
     "Job",
+    "JobArray",
     "JobInfo",
     "JobNotFinished",
     "JobRef",
     "JobTimeout",
     "ProtocolError",
+    "QueueState",
     "RequestRejected",
     "SjqError",
     "Stats",
@@ -59,10 +62,13 @@ __all__ = [
 _WHERE = {
     "AsyncClient": "_aclient",  # imports asyncio: only when asked for
     "AsyncJob": "_job",
+    "AsyncJobArray": "_job",
+    "JobArray": "_job",
     "Client": "_client",
     "Job": "_job",
     "JobRef": "_job",
     "JobInfo": "_models",
+    "QueueState": "_models",
     **dict.fromkeys(("GroupStats", "Hint", "Stats"), "_stats"),
     **dict.fromkeys(
         (

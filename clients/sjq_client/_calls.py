@@ -113,6 +113,9 @@ def submit_request(
     afterany: Iterable[JobRef] = (),
     afternotok: Iterable[JobRef] = (),
     dependency: str | None = None,
+    array: str | Iterable[int] | None = None,
+    entries: Iterable[str] | None = None,
+    limit: int | None = None,
 ) -> Submit:
     """The SUBMIT of `Client.submit`'s arguments (documented there), encoded once to check it:
     a value the wire cannot carry is a ValueError here, before any I/O (and before a daemon
@@ -133,6 +136,9 @@ def submit_request(
     else:
         raise ValueError(f"env must be a mapping, 'inherit' or 'daemon', got {env!r}")
     clauses = dependency_clauses(dependency, afterany, afternotok)
+    indexes, entry_lines = None, None
+    if array is not None or entries is not None or limit is not None:
+        indexes, limit, entry_lines = array_options(array, entries, limit)
     options = SubmitOptions(
         mem=mem,
         procs=procs,
@@ -146,6 +152,9 @@ def submit_request(
         time_limit=time_limit,
         priority=priority,
         dependency=clauses,
+        array=indexes,
+        array_limit=limit,
+        entries=entry_lines,
     )
     request = Submit(options, body)
     encode_request(request)
@@ -172,6 +181,34 @@ def dependency_clauses(
     return tuple(clauses)
 
 
+def array_options(
+    array: str | Iterable[int] | None, entries: Iterable[str] | None, limit: int | None
+) -> tuple[tuple[int, ...] | None, int | None, tuple[str, ...] | None]:
+    """ARRAY and ENTRY from `Client.submit_array`'s arguments: a spec as sbatch's
+    (``"1-100%4"``) or the indexes, the entries, a limit (ValueError if unreadable)."""
+    indexes: tuple[int, ...] | None = None
+    if isinstance(array, str):
+        from sjq.protocol._array import parse_array  # noqa: PLC0415 -- arrays only
+
+        parsed = parse_array(array)
+        if isinstance(parsed, str):
+            raise ValueError(f"array: {parsed}")
+        indexes, spec_limit = parsed
+        if spec_limit is not None:
+            if limit is not None and limit != spec_limit:
+                raise ValueError(f"array {array!r} says %{spec_limit}, limit says {limit}")
+            limit = spec_limit
+    elif array is not None:
+        indexes = tuple(sorted(set(array)))
+    lines = None if entries is None else tuple(entries)
+    for line in lines or ():
+        if not isinstance(line, str) or not line or "\n" in line or "\0" in line:
+            raise ValueError(f"entries are non-empty lines of text, got {line!r}")
+    if indexes is None and lines is None:
+        raise ValueError("an array needs indexes (array=) or entries (entries=)")
+    return indexes, limit, lines
+
+
 def submit(request: Submit) -> Plan[int]:
     """Queue a job; its id."""
     replies = yield Call((request,), start=True, retry=False)
@@ -179,6 +216,16 @@ def submit(request: Submit) -> Plan[int]:
     if text is None or not text.isdigit():
         raise ProtocolError(f"SUBMIT answered {text!r}, not a job id")
     return int(text)
+
+
+def submit_array(request: Submit) -> Plan[range]:
+    """Queue an array; its ids (the reply ``OK <first>-<last>``)."""
+    replies = yield Call((request,), start=True, retry=False)
+    text = expect_ok(replies[0]) or ""
+    first, dash, last = text.partition("-")
+    if not (dash and first.isdigit() and last.isdigit() and int(first) <= int(last)):
+        raise ProtocolError(f"SUBMIT of an array answered {text!r}, not <first>-<last>")
+    return range(int(first), int(last) + 1)
 
 
 # -- reading jobs -------------------------------------------------------------------------

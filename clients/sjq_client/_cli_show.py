@@ -261,11 +261,14 @@ def details(i: JobInfo, now: float) -> str:
         ("time limit", "-" if i.time_limit is None else format_duration(i.time_limit)),
         ("priority", str(i.priority)),
         ("dependency", _dependency(i)),
+        ("array", "-" if i.array_id is None else f"{i.array_id}, index {i.array_index}"),
         ("pid", "-" if i.pid is None else str(i.pid)),
         ("cwd", i.cwd or "-"),
         ("stdout", i.stdout or "-"),
         ("stderr", i.stderr or "-"),
     ]
+    if i.entry is not None:
+        rows.append(("entry", i.entry))
     width = max(len(k) for k, _ in rows)
     body = "".join(f"  {k:<{width}}  {v}\n" for k, v in rows)
     return f"job {i.id}: {i.name}\n{body}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sjq.units import UnitError, parse_duration, parse_mem
 
@@ -17,6 +17,9 @@ from ._args import Command, HelpRequested, Opt, Parsed, UsageError, parse
 from ._exceptions import RequestRejected
 from ._script import exportable, wrap_command
 from .cli import EXIT_ERROR, EXIT_OK, Context, job_ids
+
+if TYPE_CHECKING:
+    from ._client import Client
 
 __all__ = ["SUBMIT", "directives", "outcome_status", "run_submit"]
 
@@ -72,6 +75,20 @@ SUBMIT = Command(
             " all must hold; bare ids mean --after (repeatable)",
             repeat=True,
         ),
+        Opt(
+            ("-a", "--array"),
+            "array",
+            "SPEC",
+            "a job array, one job per index: 1-100, 0-30:3, 1,5,7; %N after it: at most N"
+            " running at once (1-100%4); prints the ids, e.g. 10-109",
+        ),
+        Opt(
+            ("--each-line",),
+            "each_line",
+            "FILE",
+            "an array of one job per line of FILE (- for stdin; empty lines skipped), the"
+            " line in $SJQ_ENTRY; a {} in the command after -- stands for it",
+        ),
         Opt(("-H", "--hold"), "hold", "", "queue it held; it runs after `sjq release ID`"),
         Opt(("-o", "--stdout"), "stdout", "FILE", "the job's stdout (default: CWD/ID.stdout)"),
         Opt(("-e", "--stderr"), "stderr", "FILE", "the job's stderr (default: CWD/ID.stderr)"),
@@ -106,13 +123,16 @@ SUBMIT = Command(
         "does), except variables the protocol cannot carry (names such as BASH_FUNC_f%%, values\n"
         "with a line break). NONE: the daemon's minimal PATH, HOME, USER, SHELL and LANG, unless\n"
         "--env is given, in which case the job gets exactly the --env variables. Every job also\n"
-        "gets SJQ_JOBID, SJQ_PROCS, SJQ_MEM, SJQ_SOCKET and a private TMPDIR.\n"
+        "gets SJQ_JOBID, SJQ_PROCS, SJQ_MEM, SJQ_SOCKET and a private TMPDIR; an array's\n"
+        "elements also SJQ_ARRAY_ID (the first id), SJQ_ARRAY_INDEX and, with --each-line,\n"
+        "SJQ_ENTRY (the line). The script is stored once for the whole array.\n"
         "\n"
         "relative --stdout/--stderr paths are relative to the job's working directory.\n"
         "\n"
         "with --wait the exit status is the job's: 0 if it succeeded, its exit status if it\n"
         "failed with one, 128+N if it died of signal N; 1 if it was aborted, could not start or\n"
-        "was killed by sjq without a signal; and 1 for sjq's own errors, 2 for usage errors."
+        "was killed by sjq without a signal; and 1 for sjq's own errors, 2 for usage errors.\n"
+        "With --array or --each-line: 0 if every element succeeded, else 1."
     ),
     examples=(
         "  sjq submit job.sh                         queue a script, print its id\n"
@@ -125,6 +145,8 @@ SUBMIT = Command(
         "  printf '#!/bin/sh\\nmake -j4\\n' | sjq submit -p 4 -\n"
         "  sjq submit --wait -- make test && echo passed\n"
         "  sjq submit --export NONE --env OMP_NUM_THREADS=4 job.sh\n"
+        "  sjq submit --array 1-100%10 sweep.sh      100 jobs, 10 at a time; prints e.g. 10-109\n"
+        "  ls *.fq | sjq submit --each-line - -- gzip {}\n"
     ),
 )
 
@@ -132,7 +154,10 @@ SUBMIT = Command(
 def run_submit(cmd: Command, argv: list[str], ctx: Context) -> int:
     parsed = parse(cmd, argv)
     ctx = ctx.with_options(parsed.values)
-    script, default_name = _script(parsed)
+    each = parsed.values.get("each_line")
+    if each == "-" and parsed.args == ["-"]:
+        raise UsageError("the script and --each-line cannot both be read from standard input")
+    script, default_name = _script(parsed, entry=isinstance(each, str))
     values = dict(parsed.values)
     if parsed.rest is None:
         found = directives(script, cmd, default_name or "standard input")
@@ -143,17 +168,15 @@ def run_submit(cmd: Command, argv: list[str], ctx: Context) -> int:
             else:
                 values.setdefault(dest, value)
     options = _options(values)
+    if "array" in options or "entries" in options:
+        return _submit_array(ctx, script, {"name": default_name, **options}, values)
     with ctx.client(autostart=True) as client:
         try:
             job = client.submit(script, **{"name": default_name, **options})
         except RequestRejected as e:
             print(f"sjq: the daemon refused the job: {e.message}", file=sys.stderr)
             return EXIT_ERROR
-        if client.started_pid is not None:
-            print(
-                f"sjq: started a daemon (pid {client.started_pid}) on {client.socket}",
-                file=sys.stderr,
-            )
+        _started(client)
         print(job.id, flush=True)
         if not values.get("wait"):
             return EXIT_OK
@@ -168,6 +191,37 @@ def run_submit(cmd: Command, argv: list[str], ctx: Context) -> int:
     return outcome_status(info.exit_code, info.signal)
 
 
+def _started(client: Client) -> None:
+    if client.started_pid is not None:
+        print(
+            f"sjq: started a daemon (pid {client.started_pid}) on {client.socket}",
+            file=sys.stderr,
+        )
+
+
+def _submit_array(
+    ctx: Context, script: bytes, options: dict[str, Any], values: Mapping[str, object]
+) -> int:
+    """--array / --each-line: print FIRST-LAST; with --wait, exit 0 only if all succeeded."""
+    with ctx.client(autostart=True) as client:
+        try:
+            jobs = client.submit_array(script, **options)
+        except RequestRejected as e:
+            print(f"sjq: the daemon refused the array: {e.message}", file=sys.stderr)
+            return EXIT_ERROR
+        _started(client)
+        print(jobs, flush=True)
+        if not values.get("wait"):
+            return EXIT_OK
+        states = jobs.wait()
+        failed = [i for i, state in states.items() if state.value != "S"]
+        infos = client.status(failed) if failed else []
+    for info in infos:
+        why = f": {info.reason}" if info.reason else ""
+        print(f"sjq: job {info.id} {info.state.word}{why}", file=sys.stderr)
+    return EXIT_ERROR if failed else EXIT_OK
+
+
 def outcome_status(exit_code: int | None, signal: int | None) -> int:
     """The exit status `submit --wait` mirrors for a job that did not succeed."""
     if exit_code:
@@ -177,14 +231,15 @@ def outcome_status(exit_code: int | None, signal: int | None) -> int:
     return EXIT_ERROR
 
 
-def _script(parsed: Parsed) -> tuple[bytes, str | None]:
-    """The script's bytes and the job name it suggests."""
+def _script(parsed: Parsed, *, entry: bool = False) -> tuple[bytes, str | None]:
+    """The script's bytes and the job name it suggests (``entry``: a {} in a command stands
+    for $SJQ_ENTRY)."""
     if parsed.rest is not None:
         if parsed.args:
             raise UsageError(f"give a SCRIPT or -- COMMAND, not both (got {parsed.args[0]!r})")
         if not parsed.rest:
             raise UsageError("-- must be followed by a command, e.g. sjq submit -- sleep 10")
-        return wrap_command(parsed.rest), os.path.basename(parsed.rest[0])
+        return wrap_command(parsed.rest, entry=entry), os.path.basename(parsed.rest[0])
     if not parsed.args:
         raise UsageError("give a script file, - for standard input, or -- COMMAND [ARGS...]")
     path, *extra = parsed.args
@@ -336,6 +391,16 @@ def _options(values: Mapping[str, str | bool | list[str]]) -> dict[str, Any]:
     for kind in ("afterany", "afternotok"):
         if isinstance(ids := values.get(kind), list):
             out[kind] = job_ids(ids)
+    spec, each = values.get("array"), values.get("each_line")
+    if isinstance(spec, str):
+        indexes, limit = _array(spec)
+        if indexes is not None and isinstance(each, str):
+            raise UsageError("--each-line makes its own array: --array may only add %N to it")
+        if indexes is None and not isinstance(each, str):
+            raise UsageError(f"--array {spec}: a limit alone names no job; give indexes")
+        out["array"], out["limit"] = indexes, limit
+    if isinstance(each, str):
+        out["entries"] = _lines(each)
     if isinstance(specs := values.get("dependency"), list):
         bare, dependency = _dependency(specs)
         out["after"] = [*out.get("after", []), *bare]
@@ -343,6 +408,38 @@ def _options(values: Mapping[str, str | bool | list[str]]) -> dict[str, Any]:
             out["dependency"] = dependency
     env = values.get("env")
     out["env"] = _environment(_text(values, "export"), env if isinstance(env, list) else [])
+    return out
+
+
+def _array(spec: str) -> tuple[tuple[int, ...] | None, int | None]:
+    """--array's indexes (None for a limit alone, %N) and limit."""
+    from sjq.protocol._array import parse_array  # noqa: PLC0415 - arrays only
+
+    parsed = parse_array(spec)
+    if isinstance(parsed, str):
+        raise UsageError(f"--array: {parsed}")
+    return parsed
+
+
+def _lines(path: str) -> list[str]:
+    """--each-line: the lines of FILE (- for stdin), without line ends, empty ones skipped."""
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
+        text = data.decode()
+    except OSError as e:
+        raise UsageError(f"--each-line: cannot read {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--each-line: {path} is not UTF-8 text ({e.reason})") from None
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    out = [line for line in lines if line]
+    if any("\0" in line for line in out):
+        raise UsageError(f"--each-line: {path} has a NUL byte in a line")
+    if not out:
+        raise UsageError(f"--each-line: {path} has no lines")
     return out
 
 

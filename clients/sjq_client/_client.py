@@ -19,7 +19,7 @@ from . import _calls as calls
 from ._calls import MIN_WAIT, Plan
 from ._connection import Connection, Dropped, connect
 from ._exceptions import DaemonNotRunning, SjqError
-from ._job import Job, JobRef, job_ids
+from ._job import Job, JobArray, JobRef, job_ids
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -225,6 +225,59 @@ class Client:
             dependency=dependency,
         )
         return Job(self, self._run(calls.submit(request)))
+
+    def submit_array(
+        self,
+        script: str | bytes | os.PathLike[str] | None = None,
+        *,
+        command: Sequence[str] | None = None,
+        array: str | Iterable[int] | None = None,
+        entries: Iterable[str] | None = None,
+        limit: int | None = None,
+        procs: int | None = None,
+        mem: int | str | None = None,
+        after: Iterable[JobRef] = (),
+        name: str | None = None,
+        env: Mapping[str, str] | Literal["inherit", "daemon"] = "inherit",
+        cwd: str | os.PathLike[str] | None = None,
+        hold: bool = False,
+        stdout: str | os.PathLike[str] | None = None,
+        stderr: str | os.PathLike[str] | None = None,
+        time_limit: float | str | None = None,
+        priority: int = 0,
+        afterany: Iterable[JobRef] = (),
+        afternotok: Iterable[JobRef] = (),
+        dependency: str | None = None,
+    ) -> JobArray:
+        """Queue a job array: one job per index of ``array`` (sbatch's spec, ``"1-100"``,
+        ``"0-30:3"``, ``"1,5,7"``, with ``"%4"`` for at most 4 running at once; or the
+        indexes) or per line of ``entries`` (indexes 0, 1 ...; with ``array``, as many).
+        Each element gets a consecutive id, its index in ``SJQ_ARRAY_INDEX``, the first id in
+        ``SJQ_ARRAY_ID`` and its entry in ``SJQ_ENTRY``; the script is stored once for all.
+        ``limit``: at most this many elements run at once. The other arguments are
+        `submit`'s and apply to every element (default outputs ``<cwd>/<id>.stdout``)."""
+        request = calls.submit_request(
+            script,
+            command,
+            procs=procs,
+            mem=mem,
+            after=after,
+            name=name,
+            env=env,
+            cwd=cwd,
+            hold=hold,
+            stdout=stdout,
+            stderr=stderr,
+            time_limit=time_limit,
+            priority=priority,
+            afterany=afterany,
+            afternotok=afternotok,
+            dependency=dependency,
+            array=array,
+            entries=entries,
+            limit=limit,
+        )
+        return JobArray(self, self._run(calls.submit_array(request)))
 
     def job(self, jobid: int) -> Job:
         """The Job of an id (submitted earlier, perhaps by someone else). Asks nothing yet."""

@@ -45,6 +45,9 @@ class JobInfo:
     stderr: str = ""
     time_limit: float | None = None  # seconds of wall-clock time
     dependency: str = ""  # the whole condition in Slurm's words (DEPENDS as afterok)
+    array_id: int | None = None  # an array element: the array's first id, its index, entry
+    array_index: int | None = None
+    entry: str | None = None
 
     @property
     def finished(self) -> bool:

@@ -13,8 +13,10 @@ from sjq.protocol._syntax import env_name
 __all__ = ["exportable", "script_body", "wrap_command"]
 
 
-def wrap_command(argv: Sequence[str]) -> bytes:
+def wrap_command(argv: Sequence[str], *, entry: bool = False) -> bytes:
     """A ``#!/bin/sh`` script that runs ``argv`` exactly, quoting preserved: ``exec 'a b' c``.
+    With ``entry``, each ``{}`` in an argument stands for the element's line, ``$SJQ_ENTRY``
+    (as xargs -I {} and GNU parallel): ``gzip {}`` runs ``gzip "$SJQ_ENTRY"``.
 
     ``exec`` so that the job's process is the command itself: its exit status and signals
     are the command's, and KILL reaches it directly.
@@ -23,7 +25,12 @@ def wrap_command(argv: Sequence[str]) -> bytes:
         raise ValueError("command must name a program to run")
     import shlex  # noqa: PLC0415 - only `sjq submit -- CMD` pays for it
 
-    line = " ".join(shlex.quote(a) for a in argv)
+    def word(a: str) -> str:
+        if not (entry and "{}" in a):
+            return shlex.quote(a)
+        return '"$SJQ_ENTRY"'.join(shlex.quote(p) if p else "" for p in a.split("{}"))
+
+    line = " ".join(word(a) for a in argv)
     # surrogateescape: arguments that are not UTF-8 (os.fsdecode'd) go back as their bytes.
     return b"#!/bin/sh\nexec " + line.encode("utf-8", "surrogateescape") + b"\n"
 

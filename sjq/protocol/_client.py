@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import assert_never
 
+from ._array import MAX_ARRAY, MAX_INDEX, format_array
 from ._dependency import KINDS, MAX_DEPENDENCY_IDS, format_dependency
 from ._events import (
     NEED_DATA,
@@ -164,6 +165,36 @@ def _option_lines(o: SubmitOptions) -> list[bytes]:
         lines.append(b"PRIORITY %d\r\n" % o.priority)
     if o.dependency:
         lines.append(_line("DEPENDENCY", _dependency_text(o.dependency)))
+    lines += _array_lines(o)
+    return lines
+
+
+def _array_lines(o: SubmitOptions) -> list[bytes]:
+    indexes, limit, entries = o.array, o.array_limit, o.entries
+    if limit is not None and not 1 <= limit <= MAX_INT:
+        raise ValueError(f"an array's limit must be a whole number >= 1, got {limit}")
+    if indexes is not None:
+        if not indexes:
+            raise ValueError("an array needs at least one index")
+        if len(indexes) > MAX_ARRAY:
+            raise ValueError(f"an array may have at most {MAX_ARRAY} elements")
+        if list(indexes) != sorted(set(indexes)) or not 0 <= indexes[0] <= indexes[-1] <= MAX_INDEX:
+            raise ValueError(f"array indexes must be increasing, from 0 to {MAX_INDEX}")
+    if entries is None:
+        if indexes is None and limit is not None:
+            raise ValueError("an array's limit needs indexes or entries")
+        return [] if indexes is None else [_line("ARRAY", format_array(indexes, limit))]
+    if not entries or len(entries) > MAX_ARRAY:
+        raise ValueError(f"entries: from 1 to {MAX_ARRAY}, got {len(entries)}")
+    if indexes is not None and len(indexes) != len(entries):
+        raise ValueError(f"{len(indexes)} array indexes but {len(entries)} entries")
+    lines = (
+        [] if indexes is None and limit is None else [_line("ARRAY", format_array(indexes, limit))]
+    )
+    for e in entries:
+        if not e:
+            raise ValueError("an entry must not be empty")
+        lines.append(_line("ENTRY", e))
     return lines
 
 

@@ -165,6 +165,13 @@ class SubmitOptions:
     # DEPENDENCY (extension): Slurm's kinds, each with its ids as inclusive ranges, e.g.
     # (("afterok", ((3, 3), (10, 19))), ("afterany", ((5, 5),))); see _dependency.Clause
     dependency: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = ()
+    # ARRAY (extension): the elements' indexes, sorted (None: not given, or only %N), and
+    # at most how many run at once (%N)
+    array: tuple[int, ...] | None = None
+    array_limit: int | None = None
+    # ENTRY lines (extension): one element per entry, in order; with ARRAY's indexes (as
+    # many), else indexes 0, 1, 2 ...
+    entries: tuple[str, ...] | None = None
 
 
 @record

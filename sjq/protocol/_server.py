@@ -252,6 +252,7 @@ class ServerConnection:
         submit = self._submit
         assert submit is not None
         self._submit = None
+        submit.finish()
         if not has_shebang(script):
             submit.errors.append(MISSING_SHEBANG)
         elif shebang_has_cr(script):

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from sjq.units import UnitError, parse_duration, parse_mem
 
+from ._array import MAX_ARRAY, parse_array
 from ._dependency import parse_dependency
 from ._events import SubmitOptions
 from ._syntax import (
@@ -52,12 +53,13 @@ def has_shebang(script: bytes) -> bool:
 class SubmitBuilder:
     """Collects the options of one SUBMIT and every error found in them, in line order."""
 
-    __slots__ = ("env", "errors", "seen", "size", "values")
+    __slots__ = ("entries", "env", "errors", "seen", "size", "values")
 
     def __init__(self) -> None:
         # SubmitOptions field -> value, for the options given (the rest keep their defaults)
         self.values: dict[str, object] = {}
         self.env: list[tuple[str, str]] | None = None  # ENV and SETENV lines add up
+        self.entries: list[str] | None = None  # ENTRY lines add up
         self.errors: list[str] = []
         self.seen: set[bytes] = set()
         self.size = 0  # bytes of option lines so far, bounded by the connection's max_src
@@ -92,6 +94,21 @@ class SubmitBuilder:
         if message is not None:
             self.errors.append(message)
 
+    def finish(self) -> None:
+        """Checks across options, once every option line is in."""
+        array, entries = self.values.get("array"), self.entries
+        if entries is not None and len(entries) > MAX_ARRAY:
+            self.errors.append(f"more than {MAX_ARRAY} ENTRY lines")
+        elif entries is not None and isinstance(array, tuple) and len(array) != len(entries):
+            self.errors.append(
+                f"ARRAY names {len(array)} elements but {len(entries)} ENTRY lines were given"
+            )
+        elif entries is None and array is None and "array_limit" in self.values:
+            self.errors.append(
+                "ARRAY: a limit alone (%N) names no element; give indexes"
+                " (e.g. 1-100%4) or ENTRY lines"
+            )
+
     def error_message(self) -> str | None:
         """All errors as one line, or None when the request is good."""
         errors = self.errors
@@ -105,6 +122,8 @@ class SubmitBuilder:
     def build(self) -> SubmitOptions:
         if self.env is not None:
             self.values["env"] = tuple(self.env)
+        if self.entries is not None:
+            self.values["entries"] = tuple(self.entries)
         return SubmitOptions(**self.values)  # type: ignore[arg-type]
 
 
@@ -238,6 +257,25 @@ def _dependency(b: SubmitBuilder, value: str) -> str | None:
     return None
 
 
+def _array(b: SubmitBuilder, value: str) -> str | None:
+    parsed = parse_array(value)
+    if isinstance(parsed, str):
+        return "ARRAY: " + parsed
+    indexes, limit = parsed
+    if indexes is not None:
+        b.values["array"] = indexes
+    if limit is not None:
+        b.values["array_limit"] = limit
+    return None
+
+
+def _entry(b: SubmitBuilder, value: str) -> str | None:
+    if b.entries is None:
+        b.entries = []
+    b.entries.append(value)
+    return None
+
+
 _OPTIONS: dict[bytes, _Handler] = {
     b"MEM": _mem,
     b"PROCS": _procs,
@@ -254,7 +292,9 @@ _OPTIONS: dict[bytes, _Handler] = {
     b"TIME": _time,
     b"PRIORITY": _priority,
     b"DEPENDENCY": _dependency,
+    b"ARRAY": _array,
+    b"ENTRY": _entry,
 }
-_REPEATABLE = frozenset({b"ENV", b"SETENV"})
+_REPEATABLE = frozenset({b"ENV", b"SETENV", b"ENTRY"})
 _NO_VALUE_OK = frozenset({b"HOLD", b"ENV"})
 _NAME_SHOWN = 40  # bytes of an unknown option name quoted back

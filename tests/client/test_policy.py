@@ -125,3 +125,72 @@ def test_client_dependency_arguments(client: Client, daemon: Daemon) -> None:
     assert failed.info().dependency == f"after:{parent.id},afternotok:{parent.id}"
     with pytest.raises(ValueError, match="dependency: unknown kind 'later'"):
         client.submit(command=["true"], dependency="later:3")
+
+
+# -- arrays ------------------------------------------------------------------------------
+
+
+def test_cli_array_and_each_line(cli: Cli, daemon: Daemon, tmp_path: Path) -> None:
+    out = cli.ok("submit", "--array", "1-3%2", "--", "sh", "-c", 'echo "$SJQ_ARRAY_INDEX"')
+    first, _, last = out.strip().partition("-")
+    elements = range(int(first), int(last) + 1)
+    assert len(elements) == 3
+    assert cli.ok("wait", out.strip()) == ""  # the range works wherever ids do
+    for jobid, index in zip(elements, (1, 2, 3), strict=True):
+        assert (daemon.jobs_dir / f"{jobid}.stdout").read_text() == f"{index}\n"
+    files = tmp_path / "files.txt"
+    files.write_text("a b.txt\n\nc.txt\r\n")  # an empty line is skipped, a CR dropped
+    out = cli.ok("submit", "--each-line", str(files), "--wait", "--", "echo", "got {}!")
+    first, _, last = out.strip().partition("-")
+    assert int(last) - int(first) == 1
+    assert (daemon.jobs_dir / f"{first}.stdout").read_text() == "got a b.txt!\n"
+    assert (daemon.jobs_dir / f"{last}.stdout").read_text() == "got c.txt!\n"
+    assert daemon.info(int(last))["entry"] == "c.txt"
+    piped = cli("submit", "--each-line", "-", "--", "sh", "-c", "exit 1", input="x\ny\n")
+    assert piped.code == 0
+    failed = cli("wait", piped.out.strip())
+    assert failed.code == 1
+    script = "#!/bin/sh\n#SJQ --array 0-4:2\necho $SJQ_ARRAY_INDEX\n"
+    out = cli.ok("submit", "--wait", "-", input=script)
+    first, _, last = out.strip().partition("-")
+    assert (daemon.jobs_dir / f"{last}.stdout").read_text() == "4\n"
+
+
+def test_cli_array_usage_errors(cli: Cli) -> None:
+    for args, message in [
+        (["--array", "3-1"], "--array: range '3-1' goes down"),
+        (["--array", "%4"], "--array %4: a limit alone names no job"),
+        (["--each-line", "/nonexistent"], "--each-line: cannot read /nonexistent"),
+        (["--each-line", "-", "--array", "1-3"], "--each-line makes its own array"),
+    ]:
+        r = cli("submit", *args, "--", "true", input="x\n")
+        assert r.code == 2, (args, r)
+        assert message in r.err, (args, r.err)
+
+
+def test_client_arrays_and_id_ranges(client: Client, daemon: Daemon) -> None:
+    jobs = client.submit_array(command=["sh", "-c", "echo $SJQ_ENTRY"], entries=["x", "y z"])
+    assert len(jobs) == 2
+    assert str(jobs) == f"{jobs.first}-{jobs.first + 1}"
+    assert [s.value for s in jobs.wait(10).values()] == ["S", "S"]
+    assert [i.entry for i in jobs.info()] == ["x", "y z"]
+    assert [i.id for i in client.status(str(jobs))] == list(jobs.ids)
+    assert client.wait(f"{jobs.first}:{jobs.first + 1}", 10) == jobs.wait(10)
+    held = client.submit_array(command=["true"], array="0-30:3", limit=2, hold=True)
+    assert len(held) == 11
+    client.release(str(held))
+    assert set(held.wait(10).values()) == {client.state(held[0])}
+    with pytest.raises(ValueError, match="array: range '3-1' goes down"):
+        client.submit_array(command=["true"], array="3-1")
+    with pytest.raises(ValueError, match="bad id range '9-3'"):
+        client.kill("9-3")
+
+
+@pytest.mark.asyncio
+async def test_async_client_arrays(daemon: Daemon) -> None:
+    async with AsyncClient(daemon.socket, autostart=False) as c:
+        jobs = await c.submit_array(command=["true"], array="1-3", cwd=daemon.jobs_dir)
+        assert len(jobs) == 3
+        states = await jobs.wait(10)
+        assert [s.value for s in states.values()] == ["S", "S", "S"]
+        assert [i.array_index for i in await jobs.info()] == [1, 2, 3]

@@ -35,6 +35,7 @@ from sjq.protocol import (
     encode_reply,
     encode_request,
 )
+from sjq.protocol._array import MAX_INDEX
 from sjq.protocol._dependency import KINDS
 from sjq.protocol._submit import shebang_has_cr
 from sjq.protocol._syntax import MAX_TIME
@@ -204,6 +205,29 @@ submit_options = st.builds(
         ),
         max_size=3,
     ).map(tuple),
+)
+# ARRAY and ENTRY: indexes alone, entries alone, or both (as many), each with a limit or not.
+array_indexes = st.lists(st.integers(0, MAX_INDEX), min_size=1, max_size=6, unique=True).map(
+    lambda xs: tuple(sorted(xs))
+)
+array_parts = st.one_of(
+    st.just((None, None, None)),
+    st.tuples(array_indexes, st.none() | st.integers(1, 2**63 - 1), st.none()),
+    st.tuples(
+        st.none(),
+        st.none() | st.integers(1, 99),
+        st.lists(line_text, min_size=1, max_size=4).map(tuple),
+    ),
+    array_indexes.flatmap(
+        lambda ix: st.tuples(
+            st.just(ix),
+            st.none() | st.integers(1, 5),
+            st.lists(line_text, min_size=len(ix), max_size=len(ix)).map(tuple),
+        )
+    ),
+)
+submit_options = st.tuples(submit_options, array_parts).map(
+    lambda t: t[0]._replace(array=t[1][0], array_limit=t[1][1], entries=t[1][2])
 )
 requests: st.SearchStrategy[Request] = st.one_of(
     st.just(Ping()),
