@@ -269,7 +269,10 @@ def test_bad_arguments_raise_before_anything_is_sent(tmp_path: Path) -> None:
         (lambda: c.submit(command=["true"], name="two\nlines"), ValueError),
         (lambda: c.submit(command=["true"], env={"1BAD": "x"}), ValueError),
         (lambda: c.submit(command=["true"], after=[0]), ValueError),
-        (lambda: c.submit(command=["true"], after=["3"]), TypeError),  # type: ignore[list-item]
+        (lambda: c.submit(command=["true"], after=[3.0]), TypeError),  # type: ignore[list-item]
+        (lambda: c.submit(command=["true"], after=["three"]), ValueError),  # ids as text: 3-7
+        (lambda: c.submit(command=["true"], dependency="afterok:3?afterany:4"), ValueError),
+        (lambda: c.submit_array(command=["true"], array="1-"), ValueError),
         (lambda: c.kill([True]), TypeError),
     ]
     for call, error in bad:
