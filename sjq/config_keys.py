@@ -344,10 +344,11 @@ _KEY_LIST = (
         "full: fsync every commit, so an acknowledged job survives power loss", "storage"),
     Key("sjq.loglevel", "loglevel", "info", _choice("debug", "info", "warning", "error"),
         "least severe message written to the log", "daemon"),
-    Key("sjq.enforce", "enforce", "auto", _choice("auto", "watch", "none"),
-        "how jobs are held to their MEM: watch = sample each job's process tree and stop it "
-        "when over; none = not held (usage is still measured); auto = the best this machine "
-        "allows", "resources"),
+    Key("sjq.enforce", "enforce", "auto", _choice("auto", "cgroup", "watch", "none"),
+        "how jobs are held to their MEM: cgroup = a cgroup per job (v2 delegated, or v1 as "
+        "root); watch = sample each job's process tree and stop it when over; none = not held "
+        "(usage is still measured); auto = cgroup if one can be made, else watch",
+        "resources"),
     Key("sjq.backend", "backend", "local", _choice("local", "slurm"),
         "local: the daemon runs jobs on this machine; slurm: it hands each job to Slurm "
         "(sbatch) once its dependencies allow, and follows it there (docs/slurm.md)", "slurm"),

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sjq.config import Config
-from sjq.contain.cgroup import Backend
+from sjq.config import Config, ConfigError
+from sjq.contain.cgroup import Backend, CgroupError, detect
 from sjq.keeper.guard import Guard
 
 __all__ = ["Containment", "choose"]
@@ -33,19 +33,51 @@ class Containment:
     def close(self) -> None:
         """The daemon stops: remove what is left of its groups (those still holding jobs
         that run on stay, and the next daemon finds them)."""
+        if self.backend is not None:
+            self.backend.teardown()
 
 
 def choose(cfg: Config) -> Containment:
-    """The method ``sjq.enforce`` asks for, as this machine allows it."""
+    """The method ``sjq.enforce`` asks for, as this machine allows it; its groups set up.
+    Raises ConfigError when ``cgroup`` is asked for and cannot be had."""
     if cfg.enforce == "none":
         return Containment(
             "none",
             None,
             "none (sjq.enforce = none): jobs are not held to their MEM; their usage is sampled",
         )
-    return Containment(
-        "watch",
-        None,
+    watch = (
         f"watch (sjq.enforce = {cfg.enforce}): each job's process tree is sampled and"
-        " stopped when it is over its MEM",
+        " stopped when it is over its MEM"
+    )
+    if cfg.enforce == "watch":
+        return Containment("watch", None, watch)
+    det = detect(controllers=("memory", "cpuacct"))
+    backend, why = det.backend, det.why
+    if backend is not None:
+        try:
+            backend.sweep_stale()
+            backend.setup()
+        except CgroupError as e:
+            why = f"{backend.describe()}: {e.strerror or e}"
+            backend = None
+    if cfg.enforce == "cgroup" and (backend is None or not backend.memory):
+        raise ConfigError(
+            "sjq.enforce",
+            None,
+            f"cgroup: no cgroup can hold a job's memory here ({why}); use sjq.enforce = watch"
+            " or auto",
+        )
+    if backend is None:
+        return Containment("watch", None, f"{watch}: {why}")
+    if not backend.memory:
+        return Containment(
+            "cgroup",
+            backend,
+            f"cgroup (sjq.enforce = {cfg.enforce}): {why}; memory sampled over each job's group",
+        )
+    return Containment(
+        "cgroup",
+        backend,
+        f"cgroup (sjq.enforce = {cfg.enforce}): {why}; the kernel holds each job to its MEM",
     )

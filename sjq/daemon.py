@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from sjq import __version__, containment
 from sjq.config import Config, ConfigError, load_config
 from sjq.keeper import ArmPipe, KeeperHandle
+from sjq.keeper.handle import await_keepers
 from sjq.keeper.procs import proc_start_time
 from sjq.paths import make_dirs, make_private_file
 from sjq.recovery import recover
@@ -34,6 +35,8 @@ from sjq.store import Store, StoreError
 __all__ = ["daemonize", "main", "serve"]
 
 log = logging.getLogger("sjq")
+
+KEEPER_EXIT_WAIT = 2.0  # seconds a stopping daemon waits for its keepers to tidy up and go
 
 
 # -- starting the process ------------------------------------------------------------------
@@ -172,6 +175,8 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
     try:
         asyncio.run(daemon.run())
     finally:
+        if not daemon.keep_running:
+            await_keepers(keepers, KEEPER_EXIT_WAIT)  # each removes its own groups
         contained.close()
         remove_socket(cfg.socket, sock_ident)
         _remove_pidfile(cfg.pidfile)

@@ -99,6 +99,11 @@ class Daemon:
     def now(self) -> float:
         return time.time()
 
+    @property
+    def keep_running(self) -> bool:
+        """Whether the daemon stopped leaving running jobs to their keepers (STOP)."""
+        return self._keep_running
+
     def _later(self, delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
         return self.loop.call_later(delay, fn)
 

@@ -97,7 +97,7 @@ class Guard:
             try:
                 group = self.pool.take(req.mem, None)
             except CgroupError as e:
-                log.warning("job %d: %s; its memory is watched instead", req.jobid, e)
+                log.warning("job %d: %s; its memory is watched instead", req.jobid, e.strerror or e)
         return group, self.context(group)
 
     def context(self, group: Group | None) -> AbstractContextManager[None]:

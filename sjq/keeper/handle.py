@@ -7,13 +7,14 @@ import contextlib
 import logging
 import os
 import socket
+import time
 
 from sjq.keeper.guard import Guard
 from sjq.keeper.janitor import own_tmp_base, private_dir
 from sjq.keeper.loop import Keeper
 from sjq.paths import make_dirs
 
-__all__ = ["KeeperHandle"]
+__all__ = ["KeeperHandle", "await_keepers"]
 
 log = logging.getLogger("sjq.keeper")
 
@@ -72,3 +73,19 @@ class KeeperHandle:
         if not answer.startswith("/"):
             raise OSError(f"the job keeper could not start: {answer or 'it died'}")
         return cls(pid, ours, answer)
+
+
+def await_keepers(keepers: list[KeeperHandle], timeout: float) -> None:
+    """Wait (bounded) for keepers that have seen the daemon go and have no job left."""
+    deadline = time.monotonic() + timeout
+    left = {k.pid for k in keepers}
+    while left and time.monotonic() < deadline:
+        for pid in list(left):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                left.discard(pid)
+        if left:
+            time.sleep(0.01)  # polling a bounded wait: the keepers exit within milliseconds

@@ -5,8 +5,9 @@ whole lines (a torn last line has no newline and is ignored on reading). The rec
 their encoder and decoder side by side below:
 
 - ``K pid start``: `Header`, the keeper that writes this journal;
-- ``S job pid lo time hi``: `Start`, the process started between clock ticks ``lo`` and
-  ``hi`` since boot (``time``: wall clock);
+- ``S job pid lo time hi [g=group]``: `Start`, the process started between clock ticks
+  ``lo`` and ``hi`` since boot (``time``: wall clock), in cgroup ``group`` (its name and
+  baselines, for a daemon that re-adopts it);
 - ``X job pid code|- signal|- time user sys maxrss [m=how] reason``: the job ended
   (`sjq.jobs.ExitRecord`; ``how`` is INFO's ``measured_by``);
 - ``E job time reason``: `Refusal`, the job could not be started;
@@ -53,6 +54,7 @@ class Start(NamedTuple):
     tick_lo: int | None
     time: float
     tick_hi: int | None
+    group: str = ""  # its cgroup's name and baselines (``Group.state``); "" under the watcher
 
 
 class Refusal(NamedTuple):
@@ -81,8 +83,9 @@ def encode(rec: JournalRecord) -> str:
     match rec:
         case Header(pid, tick):
             return f"K {pid} {_text(tick)}"
-        case Start(jobid, pid, lo, t, hi):
-            return f"S {jobid} {pid} {_text(lo)} {t!r} {_text(hi)}"
+        case Start(jobid, pid, lo, t, hi, group):
+            extra = f" g={group}" if group else ""
+            return f"S {jobid} {pid} {_text(lo)} {t!r} {_text(hi)}{extra}"
         case ExitRecord(jobid, pid, code, sig, t, user, sys_, rss, reason, measured_by):
             how = f"m={measured_by} " if measured_by else ""
             return (
@@ -107,8 +110,16 @@ def _header(p: list[str]) -> Header:
 
 
 def _start(p: list[str]) -> Start:
-    # Journals of an earlier sjq have no high tick.
-    return Start(int(p[1]), int(p[2]), _int(p[3]), float(p[4]), _int(p[5]) if len(p) > 5 else None)
+    # Journals of an earlier sjq have no high tick, nor the ``name=value`` items after it.
+    extra = dict(item.split("=", 1) for item in p[6:] if "=" in item)
+    return Start(
+        int(p[1]),
+        int(p[2]),
+        _int(p[3]),
+        float(p[4]),
+        _int(p[5]) if len(p) > 5 else None,
+        group=extra.get("g", ""),
+    )
 
 
 def _exit(p: list[str]) -> ExitRecord:

@@ -59,9 +59,7 @@ class _Child:
     req: JobLaunch
     script_path: str
     tmpdir: str
-    start: int  # process start time, clock ticks since boot: at least this
-    start_hi: int  # and at most this
-    started: float  # wall-clock time of the start
+    start: Start  # as journaled
     oom_fd: int | None = None  # its group's OOM eventfd, registered with the selector
     reason: str = ""
 
@@ -216,8 +214,8 @@ class Keeper:
             log.warning("cannot start a new journal (%s); going on in %s", e, old.path)
             return
         # The new journal alone must say what is still running, so the old one can go.
-        for pid, c in self.children.items():
-            new.write(Start(c.req.jobid, pid, c.start, c.started, c.start_hi))
+        for c in self.children.values():
+            new.write(c.start)
         if not new.healthy:
             new.close()
             with contextlib.suppress(OSError):
@@ -336,7 +334,7 @@ class Keeper:
                 pid = spawn(req, script_path, tmpdir, self.sigdef, place)
             except CgroupError as e:
                 # Its group could not be entered: the watcher holds it instead.
-                log.warning("job %d: %s; its memory is watched instead", req.jobid, e)
+                log.warning("job %d: %s; its memory is watched instead", req.jobid, e.strerror or e)
                 self.guard.unplace(group)
                 group = None
                 lo = boot_ticks()
@@ -349,11 +347,12 @@ class Keeper:
             self.guard.unplace(group)
             return self._refuse(req, tmpdir, script_path, e)
         now = time.time()
-        self.journal.write(Start(req.jobid, pid, lo, now, hi))
+        start = Start(req.jobid, pid, lo, now, hi, group.state() if group is not None else "")
+        self.journal.write(start)
         oom_fd = self.guard.started(req, pid, lo, group)
         if oom_fd is not None:
             self.sel.register(oom_fd, selectors.EVENT_READ, req.jobid)
-        self.children[pid] = _Child(req, script_path, tmpdir, lo, hi, now, oom_fd)
+        self.children[pid] = _Child(req, script_path, tmpdir, start, oom_fd)
         self.by_job[req.jobid] = pid
         if req.time_limit:
             self._timer(req.time_limit, _Timer.LIMIT, pid)

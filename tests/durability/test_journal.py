@@ -32,7 +32,15 @@ exits = st.builds(
 )
 records = st.one_of(
     st.builds(Header, ids, ticks),
-    st.builds(Start, ids, st.integers(1, 2**22), ticks, times, ticks),
+    st.builds(
+        Start,
+        ids,
+        st.integers(1, 2**22),
+        ticks,
+        times,
+        ticks,
+        st.sampled_from(["", "j42.7:0:0:0.0:0.0", "j9.1:2:4096:1.5:0.25"]),
+    ),
     exits,
     st.builds(Refusal, ids, times, reasons),
     st.builds(Detached, times),
@@ -58,3 +66,11 @@ def test_how_usage_was_measured_is_kept() -> None:
     rec = ExitRecord(7, 4000, None, 9, 12.5, 0.25, 0.5, 99, "out of memory (limit 1M)", "cgroup")
     assert encode(rec) == "X 7 4000 - 9 12.5 0.25 0.5 99 m=cgroup out of memory (limit 1M)"
     assert decode(encode(rec)) == rec
+
+
+def test_a_start_record_of_an_earlier_sjq_still_reads() -> None:
+    assert decode("S 3 999 5 12.5") == Start(3, 999, 5, 12.5, None)
+    assert decode("S 3 999 5 12.5 6") == Start(3, 999, 5, 12.5, 6)
+    assert decode("S 3 999 5 12.5 6 g=j1.2:0:0:0.0:0.0 z=later") == Start(
+        3, 999, 5, 12.5, 6, "j1.2:0:0:0.0:0.0"
+    )
