@@ -142,13 +142,14 @@ class Guard:
         return self._stop([cast("int", ev.job) for ev in self.watcher.tick()])
 
     def oom_event(self, jobid: int) -> list[int]:
-        """A group's OOM eventfd is readable: look at the job at once."""
+        """A group's OOM eventfd is readable: the kernel found the job over its limit and
+        kills a process of it; the rest of the job is stopped at once (the kernel counts
+        the kill a moment later: not waited for)."""
         held = self.jobs.get(jobid)
-        if held is None or held.group is None:
+        if held is None or held.group is None or not held.group.oom_fired():
             return []
-        held.group.oom_fired()
-        ev = self.watcher.sample(jobid)
-        return self._stop([jobid] if ev is not None else [])
+        self.watcher.sample(jobid)  # the memory it had, for its peak
+        return self._stop([jobid])
 
     def _stop(self, jobids: list[int]) -> list[int]:
         out = []
