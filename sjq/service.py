@@ -428,6 +428,8 @@ class Daemon:
         # this one still waits for its running jobs to die.
         remove_socket(self.cfg.socket, self.socket_ident)
         if not self._keep_running:
+            # No keeper may start an armed job as the killed ones end: the tokens first.
+            self.armer.take_back()
             for job in self._running():
                 st.kill_running(job, "killed by shutdown")
             self.want_turn()
