@@ -22,7 +22,7 @@ class Containment:
     """The method in use (INFO's ``measured_by`` follows from it), the cgroup backend when
     there is one, and the line the daemon logs at start."""
 
-    method: str  # "cgroup", "watch" or "none"
+    method: str  # "cgroup", "watch", "none" or "slurm"
     backend: Backend | None
     line: str
 
@@ -40,6 +40,10 @@ class Containment:
 def choose(cfg: Config) -> Containment:
     """The method ``sjq.enforce`` asks for, as this machine allows it; its groups set up.
     Raises ConfigError when ``cgroup`` is asked for and cannot be had."""
+    if cfg.backend == "slurm":
+        return Containment(
+            "slurm", None, "Slurm's (sjq.backend = slurm): no job runs on this machine"
+        )
     if cfg.enforce == "none":
         return Containment(
             "none",

@@ -64,7 +64,9 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ran]:
     greedy        300M used, 100M reserved: stopped, out of memory; a hint for more
     """
     tmp = tmp_path_factory.mktemp("stats")
-    daemon = make_daemon(tmp, enforce="auto").start()  # as a user's: jobs held to their MEM
+    # Jobs held to their MEM by the watcher, so that greedy's peak (300M) is seen before it
+    # is stopped: in a cgroup the kernel stops it at its limit (100M).
+    daemon = make_daemon(tmp, enforce="watch").start()
     cli = Cli(client_env(tmp, SJQ_SOCKET=daemon.socket), daemon.jobs_dir)
     py = ["python3", "-c", WORKER]
     try:
