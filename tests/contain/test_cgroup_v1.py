@@ -238,7 +238,9 @@ def test_true_peak_memory(v1: V1Backend, v1_pool: GroupPool, tmp_path: Path) -> 
     assert echo.measured_by == "cgroup"
     three, _, three_ru = results["three"]
     assert 150 * MB <= three.maxrss <= 200 * MB, three  # the sum, not the largest
-    assert three_ru < 100 * MB
+    # wait4: the largest process, or this process's own size (a long test run grows it),
+    # never the sum
+    assert three_ru <= max(keeper_peak(), 100 * MB)
     io, io_fin, _ = results["io"]
     assert io.maxrss < 20 * MB, io  # page cache is not resident memory
     assert io_fin.peak_charge is not None
