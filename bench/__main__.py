@@ -20,13 +20,13 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from types import FrameType
 
-from bench import floor, sjq_arrays, sjq_runs, sjqd, slurm_runs, tsp
+from bench import floor, sjq_arrays, sjq_backfill, sjq_runs, sjqd, slurm_runs, tsp
 from bench.procs import Stamper, become_subreaper, kill_descendants
 from bench.report import QUICK, Failure, Results, Sizes, Table, Value, build, percentile, render
 
 FIGURES = (
     "throughput", "latency", "gap", "chain", "rss", "status", "release", "cli", "idle", "slurm",
-    "array",
+    "array", "backfill",
 )  # fmt: skip
 QUEUE_FIGURES = {"latency", "status", "release"}  # measured on the empty and the held queue
 SLOTS = 2  # CPU slots for throughput and chain: issue 6's 2-core machine
@@ -155,6 +155,8 @@ def measure(
             slurm_runs.measure(r, fresh(), z.slurm_jobs, z.slurm_probes)
         if "array" in figures and sjq_ok:
             sjq_arrays.measure(r, fresh(), z.array)
+        if "backfill" in figures and sjq_ok:
+            sjq_backfill.measure(r, fresh(), z.held, z.samples)
     finally:
         if stamper is not None:
             stamper.close()

@@ -365,6 +365,15 @@ def build(t: Table, figures: set[str]) -> None:
             f"≤ {per_job:,.0f} B (200 MB for 100,000 held) and ≤ 1.1x one SUBMIT per job",
             ar <= per_job and ar <= 1.1 * sr if ar is not None and sr is not None else None,
         )
+    if "backfill" in figures:
+        e, q = t.p50("sjq.backfill.empty"), t.p50("sjq.backfill.queued")
+        t.add(
+            f"SUBMIT latency p50 / p99, a reservation and {z.held:,} queued behind it",
+            t.pct("sjq.backfill.queued"),
+            f"nothing queued behind it {t.pct('sjq.backfill.empty')}",
+            "p50 ≤ 1.5x nothing queued" + (f" (≤ {ms(1.5 * e)} ms)" if e is not None else ""),
+            q <= 1.5 * e if q is not None and e is not None else None,
+        )
     helpers = r.number("sjq.rss.helpers")
     if "rss" in figures and helpers:
         t.notes.append(

@@ -111,6 +111,7 @@ def admit(st: State, req: Submit, peer: Peer) -> Accepted | Error:
             submit_time=st.now,
             priority=o.priority,
             array=jobid if indexes is not None else 0,
+            time_limit=o.time_limit,
         )
         for i in range(jobid, jobid + count)
     ]

@@ -11,6 +11,7 @@ without starting). Several conditions on one job reduce to the strongest (``afte
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -74,8 +75,15 @@ def never_reason(parent: int) -> str:
     return f"dependency {parent}: afterok and afternotok cannot both hold"
 
 
-def parents(depends: Iterable[int], dependency: str | tuple[Clause, ...]) -> dict[int, int]:
-    """Each job named, with the one kind its conditions reduce to, in id order."""
+def parents(depends: tuple[int, ...], dependency: str | tuple[Clause, ...]) -> dict[int, int]:
+    """Each job named, with the one kind its conditions reduce to, in id order. The dict
+    is shared by the callers that ask for the same condition (an array's elements all
+    have one): read it, never change it."""
+    return _parents(tuple(depends), dependency)
+
+
+@functools.lru_cache(maxsize=256)
+def _parents(depends: tuple[int, ...], dependency: str | tuple[Clause, ...]) -> dict[int, int]:
     kinds: dict[int, int] = {}
     for d in depends:
         kinds[d] = combine(kinds.get(d), AFTEROK)

@@ -83,6 +83,7 @@ class Config:
     rundir: str
     tmpdir: str
     killgrace: float
+    maxbypass: float | None
     keepers: int
     maxsrc: int
     maxline: int

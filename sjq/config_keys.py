@@ -321,6 +321,10 @@ _KEY_LIST = (
     Key("sjq.killgrace", "killgrace", "5", _seconds(),
         "time between SIGTERM and SIGKILL when a job is killed (Slurm's KillWait)",
         "scheduling"),
+    Key("sjq.maxbypass", "maxbypass", "10m", _optional(_seconds()),
+        "a waiting job that no running job's TIME says when it can start is passed by later"
+        " jobs for this long at most, then the machine drains for it; none = no bound",
+        "scheduling"),
     Key("sjq.keepers", "keepers", "auto", _auto(_count(1), lambda env: min(4, _detect_cpus(env))),
         "processes that start and watch jobs, each starting one job at a time; "
         "auto = the CPU count, at most 4",

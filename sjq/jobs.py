@@ -91,6 +91,7 @@ class Job:
     priority: int = 0  # higher starts first among jobs that fit; ties go to the lower id
     armed: bool = False  # a keeper will start it the moment the one running job ends
     array: int = 0  # the first id of the array it is an element of; 0: none
+    time_limit: float | None = None  # TIME, seconds: when it must have ended (reservations)
     # The Slurm back end (sjq.slurm.backend): Slurm's job id once sbatch has answered, the
     # node it runs on, and the state shown while it is R to sjq but waits in Slurm (Q or U).
     backend_id: str | None = None

@@ -7,31 +7,52 @@ same code runs in the daemon, in Hypothesis tests and in simulations.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterable, Iterator
 
 from sjq.conditions import AFTER, AFTEROK, ended_reason, holds_after_end, parents
 from sjq.jobs import TERMINAL, A, Change, H, Job, JobState, K, Q, R, U
+from sjq.reservation import Reservation, reserve
 
 __all__ = ["NO_KEY", "Queue", "ready_job"]
 
 
 NO_KEY = (1 << 62, 0)  # sorts after every (-priority, id)
+ALL = 1 << 62  # CPUs: more than any job asks for
 
 
 class Queue:
     """Every job that has not ended, indexed so that a pass costs what changed.
 
-    Ready (``Q``) jobs sit in one heap per resource shape ``(procs, mem)``; a pass looks
-    only at the heads of the shapes that fit, so 100,000 waiting jobs of a few shapes cost
-    no more to schedule than ten. Dependencies are a reverse index parent -> children, so
-    an exit touches only the jobs that waited on it: ``_children`` holds the conditions on
-    a job's end (each child id packed with its kind, ``child << 2 | kind``), ``_starters``
-    the children waiting for it to start (``after``).
+    Ready (``Q``) jobs sit in one heap per shape ``(procs, mem, TIME)``; a pass looks only at
+    the heads of the shapes that fit, so 100,000 waiting jobs of a few shapes cost no more
+    to schedule than ten. (TIME is in the shape because whether a job may pass a reserved
+    one depends on it: within a heap, the head decides for all.) Dependencies are a reverse
+    index parent -> children, so an exit touches only the jobs that waited on it:
+    ``_children`` holds the conditions on a job's end (each child id packed with its kind,
+    ``child << 2 | kind``), ``_starters`` the children waiting for it to start (``after``).
     """
 
-    def __init__(self, maxprocs: int, maxmem: int | None) -> None:
+    def __init__(
+        self,
+        maxprocs: int,
+        maxmem: int | None,
+        *,
+        maxbypass: float | None = None,
+        grace: float = 0.0,
+    ) -> None:
         self.maxprocs = maxprocs
         self.maxmem = maxmem
+        self.maxbypass = maxbypass  # sjq.maxbypass; None: later jobs may always pass
+        self.grace = grace  # sjq.killgrace: how long past its TIME a job may still run
+        # The first waiting job's reservation as the last pass left it (sjq.reservation),
+        # and since when that job has been first.
+        self.reservation: Reservation | None = None
+        self._head: tuple[int, float] | None = None
+        self._running: dict[int, Job] = {}
+        # Jobs armed for keepers (sjq.arming): out of the ready heaps, but still in line; the
+        # first waiting job may be one of them, and its reservation holds all the same.
+        self._armed: dict[int, Job] = {}
         self.used_procs = 0
         self.used_mem = 0
         self.jobs: dict[int, Job] = {}
@@ -49,10 +70,10 @@ class Queue:
         # conditions) those of its afterok children's aborts. Same safe side as _child_key,
         # which counts these too for each parent whose end could abort the job.
         self._abort_key: dict[int, tuple[int, int]] = {}
-        # (procs, mem) -> heap of (-priority, id); entries go stale when a job leaves Q
-        # and are dropped lazily when they reach the top. The elements of an array with a
-        # limit (ARRAY ...%N) have heaps of their own, (procs, mem, array), which a pass
-        # skips while that many of them run.
+        # (procs, mem, TIME in ms or 0) -> heap of (-priority, id); entries go stale when a job
+        # leaves Q and are dropped lazily when they reach the top. The elements of an array
+        # with a limit (ARRAY ...%N) have heaps of their own, (procs, mem, TIME, array),
+        # which a pass skips while that many of them run.
         self.ready: dict[tuple[int, ...], list[tuple[int, int]]] = {}
         # array -> [limit, running, active] for arrays with a limit of elements at once
         self.limits: dict[int, list[int]] = {}
@@ -90,7 +111,7 @@ class Queue:
         return running >= lim[0]
 
     def running(self) -> Iterator[Job]:
-        return (j for j in self.jobs.values() if j.state is R)
+        return iter(list(self._running.values()))
 
     @property
     def busy(self) -> bool:
@@ -197,6 +218,7 @@ class Queue:
         job.end_time = now
         self._set(job, state, now)
         del self.jobs[job.id]
+        self._armed.pop(job.id, None)
         self._leave_array(job)
         self._finish_children(job, now)
 
@@ -226,6 +248,7 @@ class Queue:
                     starts[:] = [c for c in starts if c != job.id]
             for index in (self._children, self._starters, self._child_key, self._abort_key):
                 index.pop(job.id, None)
+            self._armed.pop(job.id, None)
         for heap in self.ready.values():
             # Their ids may come back with other jobs: no stale entry may stand for those.
             if any(e[1] in gone for e in heap):
@@ -239,37 +262,86 @@ class Queue:
     # -- the pass ----------------------------------------------------------------
 
     def schedule(self, now: float) -> list[Job]:
-        """Start what fits: repeatedly the first (highest priority, then lowest id) ready job
-        whose CPUs and memory fit in what is free. Equivalent to scanning the ready jobs in
-        order and skipping those that do not fit (FCFS with backfill), in O(starts x shapes).
-        """
+        """Start what may start, EASY backfill (sjq.reservation): while the first ready job
+        (highest priority, then lowest id) fits in what is free, start it; the first that
+        does not gets a reservation, and later jobs start, in order, only where they fit
+        and do not delay it. In O(starts x shapes), plus the running jobs sorted by their
+        end once when a job waits."""
         started: list[Job] = []
-        ready = self.ready
-        while ready:
+        res: Reservation | None = None
+        armed = self._first_armed()  # a keeper starts it as a running job ends, not a pass
+        while res is None:  # the first job in line starts while it fits
+            shape = self.best_shape(ALL, None) if self.ready else None  # fitting or not
+            head = None if shape is None else self.jobs[self.ready[shape][0][1]]
+            if armed is not None and (head is None or _key(armed) < _key(head)):
+                head, shape = armed, None
+            if head is None:
+                break
             free_procs = self.maxprocs - self.used_procs
-            if free_procs <= 0:
-                break
             free_mem = None if self.maxmem is None else self.maxmem - self.used_mem
-            best_shape = self.best_shape(free_procs, free_mem)
-            if best_shape is None:
+            fits = head.procs <= free_procs and (free_mem is None or head.mem <= free_mem)
+            if shape is not None and fits:
+                started.append(self._start(shape, now))
+            else:
+                res = self._reserve_for(head, free_procs, free_mem, now)
+        while res is not None and self.ready:  # later ones where they do not delay it
+            free_procs = self.maxprocs - self.used_procs
+            free_mem = None if self.maxmem is None else self.maxmem - self.used_mem
+            shape = self.best_shape(free_procs, free_mem, passes=(res, now))
+            if shape is None:
                 break
-            heap = ready[best_shape]
-            _, jobid = heapq.heappop(heap)
-            if not heap:
-                del ready[best_shape]
-            job = self.jobs[jobid]
-            self._set(job, R, now)
-            self._reserve(job)
-            job.start_time = now
-            started.append(job)
+            if res.lets_pass(shape[0], shape[1], shape[2], now, self.grace) == 2:
+                res.use_extra(shape[0], shape[1])
+            started.append(self._start(shape, now))
+        if res is None:
+            self._head = None
+        self.reservation = res
         return started
 
+    def _start(self, shape: tuple[int, ...], now: float) -> Job:
+        heap = self.ready[shape]
+        _, jobid = heapq.heappop(heap)
+        if not heap:
+            del self.ready[shape]
+        job = self.jobs[jobid]
+        self._set(job, R, now)
+        self._reserve(job)
+        job.start_time = now
+        return job
+
+    def _first_armed(self) -> Job | None:
+        first = None
+        for job in self._armed.values():
+            if job.state is Q and not self.full(job) and (first is None or _key(job) < _key(first)):
+                first = job
+        return first
+
+    def _reserve_for(
+        self, head: Job, free_procs: int, free_mem: int | None, now: float
+    ) -> Reservation:
+        since = self._head[1] if self._head is not None and self._head[0] == head.id else now
+        self._head = (head.id, since)
+        return reserve(
+            head,
+            since,
+            self._running.values(),
+            (free_procs, free_mem),
+            now,
+            grace=self.grace,
+            maxbypass=self.maxbypass,
+        )
+
     def best_shape(
-        self, free_procs: int, free_mem: int | None, ending: Job | None = None
+        self,
+        free_procs: int,
+        free_mem: int | None,
+        ending: Job | None = None,
+        passes: tuple[Reservation, float] | None = None,
     ) -> tuple[int, ...] | None:
         """The shape whose first ready job comes first among those that fit (stale heap
         tops, of jobs no longer ready or armed, are dropped on the way), skipping arrays
-        at their limit (``ending``, a running job, counted as ended)."""
+        at their limit (``ending``, a running job, counted as ended) and, given a
+        reservation and the time, the shapes it does not let pass."""
         best_key: tuple[int, int] | None = None
         best_shape: tuple[int, ...] | None = None
         for shape, heap in list(self.ready.items()):
@@ -281,18 +353,25 @@ class Queue:
             procs, mem = shape[0], shape[1]
             if procs > free_procs or (free_mem is not None and mem > free_mem):
                 continue
-            if len(shape) > 2 and self.full(self.jobs[heap[0][1]], ending):
+            if len(shape) > 3 and self.full(self.jobs[heap[0][1]], ending):
                 continue
-            if best_key is None or heap[0] < best_key:
-                best_key, best_shape = heap[0], shape
+            if best_key is not None and heap[0] > best_key:
+                continue
+            if passes is not None and not passes[0].lets_pass(
+                procs, mem, shape[2], passes[1], self.grace
+            ):
+                continue
+            best_key, best_shape = heap[0], shape
         return best_shape
 
     # -- arming: the planner is sjq.arming; these mark what it armed ----------------
 
     def arm(self, job: Job) -> None:
         job.armed = True  # its ready-heap entry is dropped when it reaches the top
+        self._armed[job.id] = job
 
     def disarm(self, job: Job) -> None:
+        self._armed.pop(job.id, None)
         if job.armed:
             job.armed = False
             if job.state is Q:
@@ -300,6 +379,7 @@ class Queue:
 
     def start_armed(self, job: Job, now: float) -> None:
         """A keeper started an armed job as a running one ended."""
+        self._armed.pop(job.id, None)
         job.armed = False
         self._set(job, R, now)
         self._reserve(job)
@@ -323,18 +403,23 @@ class Queue:
     def _push(self, job: Job) -> None:
         if job.armed:
             return
-        shape: tuple[int, ...] = (job.procs, job.mem if self.maxmem is not None else 0)
+        mem = job.mem if self.maxmem is not None else 0
+        # TIME in whole milliseconds, rounded up (a later end is the safe side); 0: none
+        limit = math.ceil(job.time_limit * 1000) if job.time_limit else 0
+        shape: tuple[int, ...] = (job.procs, mem, limit)
         if job.array in self.limits:
             shape += (job.array,)
         heapq.heappush(self.ready.setdefault(shape, []), (-job.priority, job.id))
 
     def _reserve(self, job: Job) -> None:
+        self._running[job.id] = job
         self.used_procs += job.procs
         self.used_mem += job.mem
         if job.array in self.limits:
             self.limits[job.array][1] += 1
 
     def _unreserve(self, job: Job) -> None:
+        del self._running[job.id]
         self.used_procs -= job.procs
         self.used_mem -= job.mem
         if job.array in self.limits:
@@ -396,8 +481,13 @@ class Queue:
                 child.end_time = now
                 self._set(child, A, now)
                 del self.jobs[cid]
+                self._armed.pop(cid, None)
                 self._leave_array(child)
                 todo.append(child)
+
+
+def _key(job: Job) -> tuple[int, int]:
+    return (-job.priority, job.id)
 
 
 def ready_job(job: Job | None) -> bool:

@@ -41,6 +41,7 @@ from sjq.protocol import (
 from sjq.replies import Accepted, Peer, Waiter
 from sjq.scheduler import Queue
 from sjq.store import Store, WriteFailed
+from sjq.waiting import reservation_of, waiting_for
 
 __all__ = ["State"]
 
@@ -53,7 +54,11 @@ class State:
         self.store = store
         # Under Slurm every job whose dependencies allow goes to Slurm, which does the placing.
         slurm = cfg.backend == "slurm"
-        self.queue = Queue(1 << 62, None) if slurm else Queue(cfg.maxprocs, cfg.maxmem)
+        self.queue = (
+            Queue(1 << 62, None)
+            if slurm
+            else Queue(cfg.maxprocs, cfg.maxmem, maxbypass=cfg.maxbypass, grace=cfg.killgrace)
+        )
         self.next_id = store.next_id()
         self.default_env = default_environment()
         self.is_root = os.geteuid() == 0
@@ -188,6 +193,14 @@ class State:
     def info(self, ids: tuple[int, ...]) -> Data:
         self.write_changes()
         rows = self.store.info(ids)
+        q, paused = self.queue, self.pause.paused
+        for r in rows:
+            job = q.get(r["id"])
+            if job is None or job.state is R:
+                r["waiting_for"], r["reservation"] = "", None
+            else:
+                r["waiting_for"] = waiting_for(q, job, paused=paused, now=self.now)
+                r["reservation"] = reservation_of(q, job)
         return Data("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
 
     def wait(self, ids: tuple[int, ...]) -> Ok | Error | Waiter:

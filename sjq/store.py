@@ -67,7 +67,7 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 _ROW = (
     "id, name, state, procs, mem, depends, uid, gid, submitted, started, ended, exit_code,"
     " signal, reason, pid, pid_start, cpu_user, cpu_sys, maxrss, priority, killing,"
-    " measured_by, backend_id, node, shown, dependency, array_id"
+    " measured_by, backend_id, node, shown, dependency, array_id, time_limit"
 )
 INFO_COLUMNS = (
     "id, name, state, procs, mem, depends, priority, submitted, started, ended, exit_code,"
@@ -401,6 +401,7 @@ class Store:
             shown=None if r[24] is None else JobState(r[24]),
             dependency=r[25],
             array=r[26] or 0,
+            time_limit=r[27],
         )
 
     def paused_since(self) -> float | None:

@@ -245,6 +245,7 @@ def details(i: JobInfo, now: float) -> str:
     state = f"{i.state.word} ({i.state.value})" + (f": {i.reason}" if i.reason else "")
     rows = [
         ("state", state),
+        *([("waiting for", i.waiting_for)] if i.waiting_for else []),
         ("exit code", "-" if i.exit_code is None else str(i.exit_code)),
         ("signal", "-" if i.signal is None else signal_name(i.signal)),
         ("submitted", stamp(i.submitted)),

@@ -48,6 +48,8 @@ class JobInfo:
     array_id: int | None = None  # an array element: the array's first id, its index, entry
     array_index: int | None = None
     entry: str | None = None
+    waiting_for: str = ""  # why it has not started: "held", "job 12", "4 CPUs; reserved from ..."
+    reservation: float | None = None  # when it is sure to start, if it holds the reservation
 
     @property
     def finished(self) -> bool:
