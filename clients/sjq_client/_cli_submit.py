@@ -49,7 +49,8 @@ SUBMIT = Command(
             ("--after", "--depends"),
             "after",
             "IDS",
-            "start only after these jobs succeed: 3, 3:4, 3,4, 10-19 (repeatable)",
+            "start only after these jobs succeed: 3, 3:4, 3,4, 10-19, '3 4' (repeatable); ''"
+            " for none",
             repeat=True,
         ),
         Opt(
@@ -387,10 +388,10 @@ def _options(values: Mapping[str, str | bool | list[str]]) -> dict[str, Any]:
             out[keyword] = convert(value)
     after = values.get("after")
     if isinstance(after, list):
-        out["after"] = job_ids(after)
+        out["after"] = job_ids(after, required=False)
     for kind in ("afterany", "afternotok"):
         if isinstance(ids := values.get(kind), list):
-            out[kind] = job_ids(ids)
+            out[kind] = job_ids(ids, required=False)
     spec, each = values.get("array"), values.get("each_line")
     if isinstance(spec, str):
         indexes, limit = _array(spec)
@@ -450,8 +451,8 @@ def _dependency(specs: Sequence[str]) -> tuple[list[int], str]:
     clauses: list[str] = []
     for spec in specs:
         text = spec.strip()
-        if text and all(c.isdigit() or c in ":,- " for c in text):
-            bare += job_ids([text])
+        if all(c.isdigit() or c in ":,- \t" for c in text):  # '' too: no dependency
+            bare += job_ids([text], required=False)
             continue
         from sjq.protocol._dependency import parse_dependency  # noqa: PLC0415
 

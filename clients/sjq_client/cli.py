@@ -257,10 +257,14 @@ def parse_args(cmd: Command, argv: Sequence[str], ctx: Context) -> tuple[Parsed,
 
 
 def job_ids(words: Sequence[str], *, required: bool = True) -> list[int]:
-    """Ids from ``3 4``, ``3:4:5``, ``3,4`` and ranges ``3-7``, in the order given, no repeats."""
+    """Ids from ``3 4``, ``3:4:5``, ``3,4`` and ranges ``3-7``, in the order given, no repeats.
+
+    Spaces, commas and colons all separate ids, inside a word too: workflow templates pass
+    ``--after '3 4'`` (Snakemake's ``{dependencies}``), and ``--after ''`` for no job at all.
+    """
     out: dict[int, None] = {}
     for word in words:
-        for piece in word.replace(",", ":").split(":"):
+        for piece in word.replace(",", " ").replace(":", " ").split():
             first, dash, last = piece.partition("-")
             if not (_is_id(first) and (not dash or _is_id(last))):
                 raise UsageError(f"not a job id: {piece!r} (ids look like 3, 3:4:5 or 3-7)")

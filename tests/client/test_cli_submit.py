@@ -75,6 +75,43 @@ def test_after_takes_several_forms(cli: Cli, daemon: Daemon, gate: Callable[...,
         assert daemon.wait_state(jid, ENDED) == "S"
 
 
+def test_after_takes_what_pipelines_pass(
+    cli: Cli, daemon: Daemon, gate: Callable[..., Gate]
+) -> None:
+    """Workflow templates pass a space-separated list (Snakemake's {dependencies}), or an
+    empty one for the first jobs of a run."""
+    g = gate()
+    a = daemon.submit("#!/bin/sh\n" + g.wait)
+    b = daemon.submit("#!/bin/sh\n" + g.wait)
+    listed = [
+        cli.submit("--after", f"{a} {b}", "--", "true"),
+        cli.submit(f"--after= {a}\t{b} ", "--", "true"),
+        cli.submit("--after", f"{a}, {b}", "--", "true"),
+        cli.submit("-d", f"{a}:{b}", "-d", "", "--", "true"),
+    ]
+    for jid in listed:
+        assert daemon.info(jid)["depends"] == [a, b]
+        assert daemon.state(jid) == "H"
+    free = [
+        cli.submit("--after", "", "--", "true"),
+        cli.submit("--after", " ", "--", "true"),
+        cli.submit("--dependency", "", "--afterany", "", "--", "true"),
+    ]
+    for jid in free:
+        assert daemon.info(jid)["depends"] == []
+        assert daemon.state(jid) == "Q"  # waits for a CPU, not for a job
+    g.open()
+    for jid in listed + free:
+        assert daemon.wait_state(jid, ENDED) == "S"
+
+
+def test_after_still_refuses_what_is_not_an_id(sjq_main: Callable[..., Result]) -> None:
+    for value, message in (("3 x", "not a job id: 'x'"), ("3-", "not a job id"), ("0", "not a")):
+        r = sjq_main("submit", "--after", value, "--", "true")
+        assert r.code == 2, (value, r)
+        assert message in r.err, (value, r.err)
+
+
 def test_directives_set_defaults_that_the_command_line_overrides(
     cli: Cli, daemon: Daemon, shell_job: Callable[..., Path]
 ) -> None:
