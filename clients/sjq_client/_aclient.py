@@ -212,8 +212,9 @@ class AsyncClient:
 
     Arguments, defaults and errors are Client's: ``socket`` defaults to ``sjq.socket`` from the
     config; the connection is opened on first use and carries every later request (reopened
-    once if the daemon restarted); with ``autostart``, `submit` starts a daemon when none
-    answers (the start runs in a thread, off the event loop); ``timeout`` bounds each request's
+    once if the daemon restarted); with ``autostart``, `submit` and the calls about named jobs
+    start a daemon when none answers, as Client's do (the start runs in a thread, off the
+    event loop); ``timeout`` bounds each request's
     wait for its reply. Use it as ``async with AsyncClient() as sjq:``, or call `aclose`.
 
     Requests of concurrent tasks share the connection, pipelined: a hundred `status` calls
@@ -487,15 +488,15 @@ class AsyncClient:
 
     async def kill(self, ids: JobRef | Iterable[JobRef]) -> None:
         """Kill jobs (see Client.kill); unknown or ended ids are ignored."""
-        await self._run(calls.ok([Kill(i) for i in job_ids(ids)]))
+        await self._run(calls.ok([Kill(i) for i in job_ids(ids)], start=True))
 
     async def release(self, ids: JobRef | Iterable[JobRef]) -> None:
         """Let held (U) jobs run once their dependencies are met."""
-        await self._run(calls.ok([Release(i) for i in job_ids(ids)]))
+        await self._run(calls.ok([Release(i) for i in job_ids(ids)], start=True))
 
     async def hold(self, ids: JobRef | Iterable[JobRef]) -> None:
         """Keep queued or waiting jobs from starting (they become U) until `release`."""
-        await self._run(calls.ok([Hold(i) for i in job_ids(ids)]))
+        await self._run(calls.ok([Hold(i) for i in job_ids(ids)], start=True))
 
     async def ping(self) -> dict[JobState, int]:
         """Check that the daemon answers; the number of jobs in each state it remembers."""
@@ -559,7 +560,7 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         groups = calls.wait_groups(wanted, progress is not None)
-        stream = await _open_stream(self.socket, self.timeout)
+        stream = await self._open(start=True)
         states: dict[int, JobState] = {}
         futures: list[asyncio.Future[Reply]] = []
         try:

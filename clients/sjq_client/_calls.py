@@ -75,9 +75,10 @@ T = TypeVar("T")
 class Call:
     """Requests to send pipelined on the client's connection; the plan gets their replies.
 
-    ``start``: a daemon may be started if none answers (submit only). ``retry``: the requests
-    may be sent again if the connection breaks mid-way (true of all but SUBMIT, which would
-    queue a job twice).
+    ``start``: a daemon may be started if none answers (a submit, and the requests about
+    named jobs: an idle daemon has shut itself down, but its database still holds them).
+    ``retry``: the requests may be sent again if the connection breaks mid-way (true of all
+    but SUBMIT, which would queue a job twice).
     """
 
     requests: tuple[Request, ...]
@@ -249,7 +250,7 @@ def status(
         return []
     requests = (Info(()),) if wanted is None else tuple(Info(c) for c in chunks(wanted))
     out: list[JobInfo] = []
-    for reply in (yield Call(requests)):
+    for reply in (yield Call(requests, start=ids is not None)):
         if isinstance(reply, Error):
             raise RequestRejected(reply.message)
         if not isinstance(reply, Data):
@@ -295,7 +296,7 @@ def state(job: JobRef) -> Plan[JobState]:
     """One job's state (a cheap STATUS request); RequestRejected if unknown."""
     state_type = _job_state()
     (jobid,) = job_ids(job)
-    reply = (yield Call((Status(jobid),)))[0]
+    reply = (yield Call((Status(jobid),), start=True))[0]
     if isinstance(reply, Error):
         raise RequestRejected(reply.message)
     if not isinstance(reply, Data):
@@ -345,7 +346,7 @@ def queue_state() -> Plan[QueueState]:
 
 def ok(requests: Sequence[Request], *, start: bool = False) -> Plan[None]:
     """Requests each answered by a plain OK (KILL, HOLD, ...); RequestRejected on an ERROR.
-    ``start``: a daemon may be started if none answers."""
+    ``start``: a daemon may be started if none answers (they name jobs, or ask to pause)."""
     for reply in (yield Call(tuple(requests), start=start)):
         expect_ok(reply)
 

@@ -48,7 +48,8 @@ STATUS = Command(
     "List jobs: id, name, state, CPUs and memory reserved, when submitted and started, how\n"
     "long it ran, exit code. Without ids, the jobs that have not ended (--all: also those\n"
     "that have); the last line sums up the whole queue, and says so when it is paused\n"
-    "(`sjq pause`). Never starts a daemon.",
+    "(`sjq pause`). With ids it starts a daemon when none runs (the jobs' records are in its\n"
+    "database); without, never.",
     (
         Opt(("-a", "--all"), "all", "", "also list jobs that have ended (kept for sjq.keep)"),
         Opt(("--state",), "state", "STATES", "only these states: Q,R or queued,running,failed ..."),

@@ -171,7 +171,7 @@ def run_submit(cmd: Command, argv: list[str], ctx: Context) -> int:
     options = _options(values)
     if "array" in options or "entries" in options:
         return _submit_array(ctx, script, {"name": default_name, **options}, values)
-    with ctx.client(autostart=True) as client:
+    with ctx.client() as client:
         try:
             job = client.submit(script, **{"name": default_name, **options})
         except RequestRejected as e:
@@ -204,7 +204,7 @@ def _submit_array(
     ctx: Context, script: bytes, options: dict[str, Any], values: Mapping[str, object]
 ) -> int:
     """--array / --each-line: print FIRST-LAST; with --wait, exit 0 only if all succeeded."""
-    with ctx.client(autostart=True) as client:
+    with ctx.client() as client:
         try:
             jobs = client.submit_array(script, **options)
         except RequestRejected as e:

@@ -40,10 +40,14 @@ class Client:
     ``socket`` defaults to ``sjq.socket`` from the config (``config``, else ``$SJQ_CONFIG``,
     else ``~/.sjqrc``, with ``SJQ_*`` variables applied). The connection is opened on first use
     and carries every later request; if the daemon has restarted in between, it is reopened
-    once, silently. With ``autostart`` (the default), `submit` starts a daemon when none
-    answers; nothing else does. ``timeout`` bounds each request's wait for its reply (None:
-    no bound); `wait` has its own timeout. Reading the config may raise
-    ``sjq.config.ConfigError`` (a ValueError, whose message names the file and line).
+    once, silently. With ``autostart`` (the default), `submit` and every call about named
+    jobs (`status` with ids, `info`, `state`, `wait`, `kill`, `hold`, `release`, and the
+    methods of a Job) start a daemon when none answers: an idle daemon shuts itself down
+    (``sjq.waittime``), but its jobs' records are in its database, and a new daemon answers
+    for them. `ping`, `status` of every job and `shutdown` never start one. ``timeout``
+    bounds each request's wait for its reply (None: no bound); `wait` has its own timeout.
+    Reading the config may raise ``sjq.config.ConfigError`` (a ValueError, whose message
+    names the file and line).
 
     Use it as a context manager, or call `close`. Not thread-safe: give each thread its own.
     """
@@ -293,8 +297,8 @@ class Client:
         """What the daemon knows of the given jobs, or of every job it remembers (None).
 
         ``states``: only jobs in these states. Ordered by id. Ids the daemon does not know
-        (never submitted, or finished longer ago than ``sjq.keep``) are left out. Never starts
-        a daemon.
+        (never submitted, or finished longer ago than ``sjq.keep``) are left out. With ids,
+        starts a daemon when none answers (see `Client`); without, never.
         """
         return self._run(calls.status(ids, states))
 
@@ -310,15 +314,15 @@ class Client:
         """Kill jobs: running ones get SIGTERM, then SIGKILL after ``sjq.killgrace``; waiting
         ones end at once. They end in K, and jobs that depend on them in A. Ids that are
         unknown or already ended are ignored (the daemon answers OK to them)."""
-        self._run(calls.ok([Kill(i) for i in job_ids(ids)]))
+        self._run(calls.ok([Kill(i) for i in job_ids(ids)], start=True))
 
     def release(self, ids: JobRef | Iterable[JobRef]) -> None:
         """Let held (U) jobs run once their dependencies are met; others are left as they are."""
-        self._run(calls.ok([Release(i) for i in job_ids(ids)]))
+        self._run(calls.ok([Release(i) for i in job_ids(ids)], start=True))
 
     def hold(self, ids: JobRef | Iterable[JobRef]) -> None:
         """Keep queued or waiting jobs from starting (they become U) until `release`."""
-        self._run(calls.ok([Hold(i) for i in job_ids(ids)]))
+        self._run(calls.ok([Hold(i) for i in job_ids(ids)], start=True))
 
     def ping(self) -> dict[JobState, int]:
         """Check that the daemon answers; the number of jobs in each state it remembers."""
@@ -399,7 +403,7 @@ class Client:
             return {}
         deadline = None if timeout is None else time.monotonic() + timeout
         groups = calls.wait_groups(wanted, progress is not None)
-        conn = connect(self.socket, self.timeout)
+        conn = self._open(start=True)
         states: dict[int, JobState] = {}
         try:
             try:

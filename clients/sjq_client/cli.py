@@ -49,10 +49,12 @@ class Context:
             socket if isinstance(socket, str) else self.socket,
         )
 
-    def client(self, *, autostart: bool = False) -> Client:
+    def client(self) -> Client:
+        """A Client with the Client's auto-start rule: submit and the commands about named
+        jobs start a daemon when none answers; ping, shutdown and `status` of all never do."""
         from ._client import Client  # noqa: PLC0415
 
-        return Client(self.socket, config=self.config, autostart=autostart)
+        return Client(self.socket, config=self.config)
 
 
 # -- top level ---------------------------------------------------------------------------------
@@ -83,6 +85,10 @@ TOP = Command(
     ),
     options=(),
     notes=(
+        "the daemon: submit and every command about named jobs (status ID, info, wait, kill,\n"
+        "hold, release) start one when none runs; an idle daemon stops after sjq.waittime, and\n"
+        "the next start answers for every job in its database. ping, shutdown and a bare\n"
+        "`sjq status` never start one.\n"
         "exit status: 0 success; 1 an error (no daemon, the daemon refused, a job did not\n"
         "succeed); 2 a usage error (bad options or input; nothing was done).\n"
         "environment: SJQ_CONFIG names the config file; SJQ_SOCKET and the other SJQ_* variables\n"

@@ -300,10 +300,15 @@ async def test_no_daemon_and_autostart_off(tmp_path: Path) -> None:
     path = str(tmp_path / "none.sock")
     async with AsyncClient(path) as c:
         with pytest.raises(DaemonNotRunning):
-            await c.ping()  # only submit starts a daemon
+            await c.ping()  # only submit and the calls about named jobs start a daemon
+        with pytest.raises(DaemonNotRunning):
+            await c.status()
     async with AsyncClient(path, autostart=False) as c:
         with pytest.raises(DaemonNotRunning):
             await c.submit(command=["true"])
+        for call in (c.info(1), c.state(1), c.wait([1]), c.kill(1), c.release(1), c.hold(1)):
+            with pytest.raises(DaemonNotRunning):
+                await call
     assert not os.path.exists(path)
 
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import wait_for
 from sjq_client import Client, DaemonStartFailed
 
-from .conftest import CLI_TIMEOUT, Home, stop_daemon, write_rc
+from .conftest import CLI_TIMEOUT, Home, client_env, stop_daemon, write_rc
 
 
 def test_submit_starts_a_daemon_with_auto_shutdown(home: Home) -> None:
@@ -28,6 +28,46 @@ def test_submit_starts_a_daemon_with_auto_shutdown(home: Home) -> None:
     r = cli("submit", "--", "true")  # the next submit uses it
     assert (r.code, r.out, r.err) == (0, "2\n", "")
     assert home.started() == 1
+
+
+def test_reads_of_named_jobs_start_the_daemon_that_went_idle(tmp_path: Path) -> None:
+    """A workflow that polls less often than sjq.waittime finds no daemon: its jobs' records
+    are in the database all the same, so the commands about named jobs start one to answer."""
+    base = tmp_path / "idle"
+    (base / "jobs").mkdir(parents=True)
+    rc = write_rc(base, **{"sjq.waittime": "0.2"})
+    h = Home(base, rc, client_env(tmp_path, SJQ_CONFIG=str(rc)))
+    cli = h.cli()
+    try:
+        done = cli.submit("--", "true")
+        held = cli.submit("--hold", "--", "true")
+        failed = cli.submit("--", "false")
+        commands = [
+            (["status", str(done)], f"{done}  true "),
+            (["info", str(failed)], "exit status 1"),
+            (["wait", str(done)], ""),
+            (["status", "--json", str(held)], '"state": "U"'),
+            (["release", str(held)], ""),
+            (["wait", str(held), str(done)], ""),
+            (["kill", str(done)], ""),
+            (["hold", str(done)], ""),
+        ]
+        for i, (args, shown) in enumerate(commands, 2):
+            # Each time, the daemon has shut itself down: nothing runs or waits.
+            wait_for(lambda: not answers(h.socket), what="the idle daemon to shut down")
+            r = cli(*args)
+            assert r.code == 0, (args, r)
+            assert shown in r.out, (args, r.out)
+            assert r.err == "", (args, r.err)
+            assert h.started() == i, args
+        r = cli("wait", str(failed))
+        assert (r.code, r.err) == (1, f"sjq: job {failed} failed: exit status 1\n")
+        wait_for(lambda: not answers(h.socket), what="the idle daemon to shut down")
+        r = cli("info", "99")
+        assert (r.code, r.out) == (1, "")
+        assert "unknown job 99" in r.err
+    finally:
+        stop_daemon(h.socket, h.env)
 
 
 def test_status_and_ping_never_start_a_daemon(home: Home) -> None:
@@ -107,6 +147,28 @@ def test_the_client_starts_a_daemon_too(home: Home, monkeypatch: pytest.MonkeyPa
         c.submit(command=["true"])
         assert c.started_pid is None  # one was running
     assert home.started() == 1
+
+
+def test_the_client_answers_for_the_jobs_of_a_daemon_that_went_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = tmp_path / "idle"
+    (base / "jobs").mkdir(parents=True)
+    monkeypatch.chdir(base / "jobs")
+    rc = write_rc(base, **{"sjq.waittime": "0.2"})
+    sock = str(base / "s.sock")
+    try:
+        with Client(config=rc) as c:
+            job = c.submit(command=["true"])
+            first = c.started_pid
+            assert job.wait(10).value == "S"
+            wait_for(lambda: not answers(sock), what="the idle daemon to shut down")
+            assert job.info().exit_code == 0
+            assert c.started_pid not in (None, first)
+            wait_for(lambda: not answers(sock), what="the idle daemon to shut down")
+            assert c.wait([job], 10) == {job.id: job.state}
+    finally:
+        stop_daemon(sock, client_env(tmp_path, SJQ_CONFIG=str(rc)))
 
 
 def test_the_client_starts_it_on_the_socket_it_was_given(

@@ -281,12 +281,24 @@ def test_bad_arguments_raise_before_anything_is_sent(tmp_path: Path) -> None:
     assert not os.path.exists(sock)
 
 
-def test_autostart_off_and_read_only_calls_do_not_start_a_daemon(tmp_path: Path) -> None:
+def test_autostart_off_and_calls_about_no_job_do_not_start_a_daemon(tmp_path: Path) -> None:
     sock = str(tmp_path / "no-daemon.sock")
-    with pytest.raises(DaemonNotRunning):
-        Client(sock, autostart=False).submit(command=["true"])
+    off = Client(sock, autostart=False)
+    for call in (
+        lambda: off.submit(command=["true"]),
+        lambda: off.status([1]),
+        lambda: off.info(1),
+        lambda: off.state(1),
+        lambda: off.wait([1]),
+        lambda: off.kill([1]),
+        lambda: off.hold([1]),
+        lambda: off.release([1]),
+    ):
+        with pytest.raises(DaemonNotRunning):
+            call()
+    # With autostart, the calls about named jobs start one (test_autostart.py); these never.
     c = Client(sock)
-    for call in (c.ping, c.status, lambda: c.wait([1]), lambda: c.kill([1]), c.shutdown):
+    for call in (c.ping, c.status, c.shutdown):
         with pytest.raises(DaemonNotRunning):
             call()
     assert not os.path.exists(sock)
