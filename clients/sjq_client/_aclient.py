@@ -486,6 +486,10 @@ class AsyncClient:
         """One job's state, fresh (a cheap STATUS request); RequestRejected if unknown."""
         return await self._run(calls.state(job))
 
+    async def outcomes(self, ids: JobRef | Iterable[JobRef]) -> dict[int, calls.Outcome]:
+        """Each job's ``running``, ``success`` or ``failed`` (see Client.outcomes)."""
+        return await self._run(calls.outcomes(ids))
+
     async def kill(self, ids: JobRef | Iterable[JobRef]) -> None:
         """Kill jobs (see Client.kill); unknown or ended ids are ignored."""
         await self._run(calls.ok([Kill(i) for i in job_ids(ids)], start=True))

@@ -51,6 +51,7 @@ __all__ = [
     "info",
     "lost",
     "ok",
+    "outcomes",
     "ping",
     "queue_state",
     "shutdown_timeout",
@@ -296,7 +297,32 @@ def state(job: JobRef) -> Plan[JobState]:
     """One job's state (a cheap STATUS request); RequestRejected if unknown."""
     state_type = _job_state()
     (jobid,) = job_ids(job)
-    reply = (yield Call((Status(jobid),), start=True))[0]
+    return state_type(_letter(jobid, (yield Call((Status(jobid),), start=True))[0]))
+
+
+Outcome: TypeAlias = Literal["running", "success", "failed"]
+_OUTCOME: dict[str, Outcome] = {
+    "Q": "running",
+    "H": "running",
+    "U": "running",
+    "R": "running",
+    "S": "success",
+}  # the other letters, F, A, K and E, are ends that are not a success: "failed"
+_LETTERS = frozenset("QHURSFAKE")
+
+
+def outcomes(ids: JobRef | Iterable[JobRef]) -> Plan[dict[int, Outcome]]:
+    """`Client.outcomes`: one pipelined STATUS per job, read without the JobState enum (the
+    command that prints them runs once per job per poll of a workflow)."""
+    wanted = tuple(dict.fromkeys(job_ids(ids)))
+    if not wanted:
+        return {}
+    replies = yield Call(tuple(Status(i) for i in wanted), start=True)
+    return {i: _OUTCOME.get(_letter(i, r), "failed") for i, r in zip(wanted, replies, strict=True)}
+
+
+def _letter(jobid: int, reply: Reply) -> str:
+    """The state letter in a ``STATUS <id>`` reply; RequestRejected for an unknown job."""
     if isinstance(reply, Error):
         raise RequestRejected(reply.message)
     if not isinstance(reply, Data):
@@ -304,10 +330,9 @@ def state(job: JobRef) -> Plan[JobState]:
     fields = reply.payload.decode(errors="replace").split("\t")
     if len(fields) < 3:
         raise RequestRejected(_unknown(jobid))
-    try:
-        return state_type(fields[2])
-    except ValueError:
-        raise ProtocolError(f"STATUS sent an unknown state {fields[2]!r}") from None
+    if fields[2] not in _LETTERS:
+        raise ProtocolError(f"STATUS sent an unknown state {fields[2]!r}")
+    return fields[2]
 
 
 def ping() -> Plan[dict[JobState, int]]:

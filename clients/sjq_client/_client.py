@@ -310,6 +310,15 @@ class Client:
         """One job's state, fresh (a cheap STATUS request); RequestRejected if unknown."""
         return self._run(calls.state(job))
 
+    def outcomes(self, ids: JobRef | Iterable[JobRef]) -> dict[int, calls.Outcome]:
+        """Each job's outcome in the three words generic workflow templates know, by id.
+
+        ``"running"`` until the job has ended (queued, waiting, held and running jobs alike),
+        then ``"success"`` (S) or ``"failed"`` (every other end: F, A, K, E). One pipelined
+        STATUS request per job. RequestRejected for the first id the daemon does not know.
+        """
+        return self._run(calls.outcomes(ids))
+
     def kill(self, ids: JobRef | Iterable[JobRef]) -> None:
         """Kill jobs: running ones get SIGTERM, then SIGKILL after ``sjq.killgrace``; waiting
         ones end at once. They end in K, and jobs that depend on them in A. Ids that are

@@ -69,6 +69,7 @@ TOP = Command(
         "commands:\n"
         "  submit     queue a script or a command; prints its id (starts a daemon if none runs)\n"
         "  status     list jobs, with a one-line queue summary\n"
+        "  state      print running, success or failed for jobs (for workflow templates)\n"
         "  info       everything about jobs: exit code, reason, CPU time, peak memory\n"
         "  wait       block until jobs end; exit 0 only if all succeeded\n"
         "  stats      per job name: failures, wall and CPU time, peak memory; what to reserve\n"
@@ -85,9 +86,9 @@ TOP = Command(
     ),
     options=(),
     notes=(
-        "the daemon: submit and every command about named jobs (status ID, info, wait, kill,\n"
-        "hold, release) start one when none runs; an idle daemon stops after sjq.waittime, and\n"
-        "the next start answers for every job in its database. ping, shutdown and a bare\n"
+        "the daemon: submit and every command about named jobs (status ID, state, info, wait,\n"
+        "kill, hold, release) start one when none runs; an idle daemon stops after sjq.waittime,\n"
+        "and the next start answers for every job in its database. ping, shutdown and a bare\n"
         "`sjq status` never start one.\n"
         "exit status: 0 success; 1 an error (no daemon, the daemon refused, a job did not\n"
         "succeed); 2 a usage error (bad options or input; nothing was done).\n"
@@ -107,6 +108,7 @@ TOP = Command(
 _COMMANDS: dict[str, tuple[str, str, str]] = {
     "submit": ("_cli_submit", "SUBMIT", "run_submit"),
     "status": ("_cli_show", "STATUS", "run_status"),
+    "state": ("cli", "STATE", "run_state"),
     "info": ("_cli_show", "INFO", "run_info"),
     "wait": ("_cli_show", "WAIT", "run_wait"),
     "stats": ("_cli_stats", "STATS", "run_stats"),
@@ -166,8 +168,8 @@ def _main(args: list[str]) -> int:
             ctx = ctx.with_options({dest[flag]: value})
         if i >= len(args):
             raise UsageError(
-                "give a command: submit, status, info, wait, stats, kill, hold, release, pause,"
-                " resume, ping, shutdown or server"
+                "give a command: submit, status, state, info, wait, stats, kill, hold, release,"
+                " pause, resume, ping, shutdown or server"
             )
         name, rest = args[i], args[i + 1 :]
     except HelpRequested:
@@ -293,7 +295,27 @@ def no_args(parsed: Parsed) -> None:
         raise UsageError(f"unexpected argument {(parsed.args or parsed.rest or [''])[0]!r}")
 
 
-# -- kill, hold, release, ping, shutdown -----------------------------------------------------
+# -- state, kill, hold, release, ping, shutdown ----------------------------------------------
+
+STATE = Command(
+    "state",
+    "[options] ID...",
+    "Print running, success or failed for each job, one word a line in the order given: the\n"
+    "status command of generic workflow templates (Snakemake's cluster-generic executor,\n"
+    "Makefiles, Nextflow-style shims), which know only these three words. A job that has\n"
+    "not ended is running (queued, waiting and held jobs too: the workflow waits for them);\n"
+    "one that ended in S is success; every other end (failed, aborted, killed, error) is\n"
+    "failed. Starts a daemon when none runs, as the other commands about named jobs do.",
+    (),
+    "  sjq state 12\n"
+    "  snakemake --executor cluster-generic --cluster-generic-status-cmd 'sjq state' ...\n"
+    '  until [ "$(sjq state $id)" != running ]; do sleep 10; done\n',
+    notes=(
+        "exit status: 0 with one word for every id; 1, with nothing printed, if an id is\n"
+        "unknown (never submitted, or forgotten after sjq.keep) or the daemon cannot be\n"
+        "reached; 2 for a usage error. `sjq status ID` and `sjq info ID` show the state itself."
+    ),
+)
 
 KILL = Command(
     "kill",
@@ -378,6 +400,17 @@ def _each(action: str) -> Callable[[Command, list[str], Context], int]:
         return EXIT_OK
 
     return run
+
+
+def run_state(cmd: Command, argv: list[str], ctx: Context) -> int:
+    parsed, ctx = parse_args(cmd, argv, ctx)
+    if parsed.rest:
+        raise UsageError(f"unexpected argument {parsed.rest[0]!r}")
+    ids = job_ids(parsed.args)
+    with ctx.client() as client:
+        outcomes = client.outcomes(ids)
+    sys.stdout.write("".join(f"{outcomes[i]}\n" for i in ids))
+    return EXIT_OK
 
 
 run_kill = _each("kill")

@@ -43,6 +43,7 @@ def test_reads_of_named_jobs_start_the_daemon_that_went_idle(tmp_path: Path) -> 
         held = cli.submit("--hold", "--", "true")
         failed = cli.submit("--", "false")
         commands = [
+            (["state", str(done)], "success\n"),
             (["status", str(done)], f"{done}  true "),
             (["info", str(failed)], "exit status 1"),
             (["wait", str(done)], ""),
@@ -52,14 +53,15 @@ def test_reads_of_named_jobs_start_the_daemon_that_went_idle(tmp_path: Path) -> 
             (["kill", str(done)], ""),
             (["hold", str(done)], ""),
         ]
-        for i, (args, shown) in enumerate(commands, 2):
+        for args, shown in commands:
             # Each time, the daemon has shut itself down: nothing runs or waits.
             wait_for(lambda: not answers(h.socket), what="the idle daemon to shut down")
+            before = h.started()
             r = cli(*args)
             assert r.code == 0, (args, r)
             assert shown in r.out, (args, r.out)
             assert r.err == "", (args, r.err)
-            assert h.started() == i, args
+            assert h.started() == before + 1, args
         r = cli("wait", str(failed))
         assert (r.code, r.err) == (1, f"sjq: job {failed} failed: exit status 1\n")
         wait_for(lambda: not answers(h.socket), what="the idle daemon to shut down")
@@ -160,13 +162,15 @@ def test_the_client_answers_for_the_jobs_of_a_daemon_that_went_idle(
     try:
         with Client(config=rc) as c:
             job = c.submit(command=["true"])
-            first = c.started_pid
             assert job.wait(10).value == "S"
             wait_for(lambda: not answers(sock), what="the idle daemon to shut down")
+            before = c.started_pid
             assert job.info().exit_code == 0
-            assert c.started_pid not in (None, first)
+            assert c.started_pid not in (None, before)
             wait_for(lambda: not answers(sock), what="the idle daemon to shut down")
-            assert c.wait([job], 10) == {job.id: job.state}
+            before = c.started_pid
+            assert c.outcomes(job) == {job.id: "success"}
+            assert c.started_pid != before
     finally:
         stop_daemon(sock, client_env(tmp_path, SJQ_CONFIG=str(rc)))
 

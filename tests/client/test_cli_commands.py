@@ -20,6 +20,7 @@ ENDED = "SFAKE"
 COMMANDS = [
     "submit",
     "status",
+    "state",
     "info",
     "wait",
     "stats",
@@ -72,6 +73,8 @@ def test_usage_errors_exit_2(sjq_main: Callable[..., Result]) -> None:
         (["-S"], "-S needs a value"),
         (["status", "--jsno"], "did you mean --json?"),
         (["kill"], "give at least one job id"),
+        (["state"], "give at least one job id"),
+        (["state", "3", "--json"], "unknown option --json"),
         (["kill", "0"], "not a job id"),
         (["wait", "3-1"], "bad id range"),
         (["wait", "--timeout", "soon", "3"], "--timeout"),
@@ -266,6 +269,51 @@ def test_kill_hold_release(cli: Cli, daemon: Daemon, gate: Callable[..., Gate]) 
     assert cli.ok("kill", f"{running}-{a}", "999") == ""  # a range; an unknown id is ignored
     assert daemon.wait_state(running, ENDED) == "K"
     assert daemon.state(a) == "K"
+
+
+def test_state_prints_the_three_words_of_generic_templates(
+    cli: Cli, daemon: Daemon, gate: Callable[..., Gate]
+) -> None:
+    """Snakemake's cluster-generic status command (and Makefiles, Nextflow-style shims)
+    understand running, success and failed, one line; anything else breaks the workflow."""
+    done = cli.submit("--", "true")
+    failed = cli.submit("--", "false")
+    error = daemon.submit("#!/nonexistent/sh\n")
+    for jid in (done, failed, error):
+        daemon.wait_state(jid, ENDED)
+    aborted = cli.submit("--after", str(failed), "--", "true")
+    killed = cli.submit("--hold", "--", "true")
+    cli.ok("kill", str(killed))
+    g = gate()
+    running = [cli.submit("-", input="#!/bin/sh\n" + g.wait) for _ in range(2)]  # both CPUs
+    queued = cli.submit("--", "true")
+    waiting = cli.submit("--after", str(running[0]), "--", "true")
+    held = cli.submit("--hold", "--", "true")
+    for jid in running:
+        daemon.wait_state(jid, "R")
+    expect = {
+        done: "success",
+        failed: "failed",
+        error: "failed",
+        aborted: "failed",
+        killed: "failed",
+        running[0]: "running",
+        queued: "running",
+        waiting: "running",
+        held: "running",
+    }
+    assert [daemon.state(j) for j in expect] == list("SFEAKRQHU")
+    for jid, word in expect.items():
+        assert cli("state", str(jid)) == Result(0, word + "\n", ""), jid
+    # Several ids: one word a line, in the order given.
+    ids = [str(j) for j in reversed(expect)]
+    assert cli.ok("state", *ids) == "".join(expect[int(j)] + "\n" for j in ids)
+    # An id the daemon does not know is an error, and nothing is printed for the others.
+    for args in (["999"], [str(done), "999"]):
+        r = cli("state", *args)
+        assert (r.code, r.out) == (1, ""), args
+        assert r.err == "sjq: unknown job 999 (never submitted, or forgotten: see sjq.keep)\n"
+    g.open()
 
 
 def test_ping_and_shutdown(cli: Cli, daemon: Daemon) -> None:

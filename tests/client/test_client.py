@@ -193,6 +193,14 @@ def test_kill_hold_release_state_and_job(
         client.state(999)
     with pytest.raises(RequestRejected, match="unknown job 999"):
         client.job(999).info()
+    assert client.outcomes([queued, waiting, running.id]) == {
+        queued.id: "success",
+        waiting.id: "failed",  # aborted
+        running.id: "failed",  # killed
+    }
+    assert client.outcomes([]) == {}
+    with pytest.raises(RequestRejected, match="unknown job 999"):
+        client.outcomes([queued, 999])
 
 
 def test_wait(client: Client, daemon: Daemon, gate: Callable[..., Gate]) -> None:

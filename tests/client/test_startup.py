@@ -74,8 +74,9 @@ def modules_after(args: list[str], env: dict[str, str], cwd: Path, out: Path) ->
         ["submit", "--", "true"],
         ["submit", "--mem", "1G", "-p", "1", "--after", "1", "--wait", "--", "true"],
         ["kill", "1"],
+        ["state", "1"],
     ],
-    ids=["version", "submit", "submit-wait", "kill"],
+    ids=["version", "submit", "submit-wait", "kill", "state"],
 )
 def test_hot_commands_import_nothing_heavy(args: list[str], daemon: Daemon, tmp_path: Path) -> None:
     daemon.submit("#!/bin/sh\ntrue\n")
@@ -86,6 +87,8 @@ def test_hot_commands_import_nothing_heavy(args: list[str], daemon: Daemon, tmp_
         assert not {"sjq.protocol._states"} & loaded
     if args == ["--version"]:
         assert not {"socket", "sjq.protocol", "sjq.config", "sjq_client._client"} & loaded
+    if args[0] == "state":  # polled for every job of a workflow: not even the JobState enum
+        assert not {"sjq.jobs", "json", "dataclasses", "sjq_client._models"} & loaded
 
 
 def test_status_imports_nothing_of_the_daemon(daemon: Daemon, tmp_path: Path) -> None:
