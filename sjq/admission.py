@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import itertools
 import os
+import pwd
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from sjq.access import path_problems
 from sjq.conditions import missing_errors, parents, resolve
 from sjq.jobs import Job, JobState
 from sjq.launch import home_of
-from sjq.protocol import Error, Submit
+from sjq.patterns import PatternFields, expand
+from sjq.protocol import Error, Submit, SubmitOptions
 from sjq.protocol._dependency import format_dependency
 from sjq.replies import Accepted, Peer
 from sjq.store import Element, JobSpec, WriteFailed
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["admit"]
 
 DEFAULT_NAME = "sjqjob"  # the 2014 daemon's default, kept for scripts that look for it
+HOST = os.uname().nodename.split(".")[0]  # %N in output patterns
 
 
 def admit(st: State, req: Submit, peer: Peer) -> Accepted | Error:
@@ -66,25 +70,30 @@ def admit(st: State, req: Submit, peer: Peer) -> Accepted | Error:
     jobid = st.next_id
     cwd = os.path.join(home_of(peer.uid), o.cwd) if o.cwd else home_of(peer.uid)
     indexes = o.array if o.entries is None or o.array is not None else range(len(o.entries))
+    name = o.name or DEFAULT_NAME
+    outputs_of = _Outputs(o, (cfg.default_stdout, cfg.default_stderr), cwd, name, _user(uid))
     # (an array's: the first element's, whose paths are checked for all)
-    stdout, stderr = o.stdout, o.stderr
-    if indexes is not None:
-        stdout = element_path(stdout, jobid, jobid, indexes[0])
-        stderr = element_path(stderr, jobid, jobid, indexes[0])
+    stdout, stderr, makedirs = outputs_of(jobid, jobid, None if indexes is None else indexes[0])
     spec = JobSpec(
         script=req.script,
         cwd=cwd,
-        stdout=os.path.join(cwd, stdout or f"{jobid}.stdout"),
-        stderr=os.path.join(cwd, stderr or f"{jobid}.stderr"),
+        stdout=stdout,
+        stderr=stderr,
         env=None if o.env is None else dict(o.env),
         time_limit=o.time_limit,
+        makedirs=makedirs,
     )
     if not (o.depends or o.dependency or o.hold):
         # It could start at once, so a missing directory is a certain E: say so now.
-        # (A job that waits may find the directory made by an earlier job.)
-        outputs = (
-            ("stdout", spec.stdout, o.stdout is not None),
-            ("stderr", spec.stderr, o.stderr is not None),
+        # (A job that waits may find the directory made by an earlier job.) The keeper
+        # creates the missing directories of pattern paths: those are its to judge.
+        outputs = tuple(
+            (what, path, given is not None)
+            for what, path, given in (
+                ("stdout", spec.stdout, o.stdout),
+                ("stderr", spec.stderr, o.stderr),
+            )
+            if what not in spec.makedirs or os.path.isdir(os.path.dirname(path))
         )
         problems = path_problems(spec.cwd, outputs, uid, gid)
         if problems:
@@ -92,11 +101,7 @@ def admit(st: State, req: Submit, peer: Peer) -> Accepted | Error:
     waits = cond.unmet or cond.conds
     state = JobState.HELD if o.hold else JobState.WAITING if waits else JobState.QUEUED
     count = 1 if indexes is None else len(indexes)
-    name, depends, dependency = (
-        o.name or DEFAULT_NAME,
-        tuple(o.depends),
-        format_dependency(o.dependency),
-    )
+    depends, dependency = tuple(o.depends), format_dependency(o.dependency)
     jobs = [
         Job(
             id=i,
@@ -120,12 +125,7 @@ def admit(st: State, req: Submit, peer: Peer) -> Accepted | Error:
         entries = o.entries or itertools.repeat(None)
         # made one at a time as the store writes them: 10,000 at once would stay in RSS
         elements = (
-            Element(
-                os.path.join(cwd, element_path(o.stdout, i, jobid, index) or f"{i}.stdout"),
-                os.path.join(cwd, element_path(o.stderr, i, jobid, index) or f"{i}.stderr"),
-                index,
-                entry,
-            )
+            Element(*outputs_of(i, jobid, index)[:2], index, entry)
             # (entries repeats None for an array without ENTRY lines: as long as needed)
             for i, index, entry in zip(range(jobid, jobid + count), indexes, entries, strict=False)
         )
@@ -144,19 +144,67 @@ def admit(st: State, req: Submit, peer: Peer) -> Accepted | Error:
     return accepted
 
 
-def element_path(path: str | None, jobid: int, first: int, index: int) -> str | None:
-    """An array element's STDOUT or STDERR, with Slurm's ``%A`` (the array's first id),
-    ``%a`` (the index), ``%j`` (the element's id) and ``%%`` (a ``%``) filled in."""
-    if path is None or "%" not in path:
-        return path
-    fill = {"A": str(first), "a": str(index), "j": str(jobid), "%": "%"}
-    out, i = [], 0
-    while i < len(path):
-        c = path[i]
-        if c == "%" and i + 1 < len(path) and path[i + 1] in fill:
-            out.append(fill[path[i + 1]])
-            i += 2
-            continue
-        out.append(c)
-        i += 1
-    return "".join(out)
+class _Outputs:
+    """A job's stdout and stderr paths, and which of them may need a directory.
+
+    A file the client names is a pattern only if it asked (PATTERNS) or the job is an array
+    element (ARRAY is as new as PATTERNS): a 2014 client's STDOUT means what it says. The
+    configured defaults are always patterns. The keeper creates missing directories for the
+    defaults, and for the client's patterns below the working directory (logs/%j.out): a
+    path elsewhere that does not exist is more likely a typo, refused at SUBMIT when the job
+    could start at once. Array elements share their array's choice.
+    """
+
+    __slots__ = ("cwd", "defaults", "name", "options", "patterns", "user")
+
+    def __init__(
+        self, o: SubmitOptions, defaults: tuple[str, str], cwd: str, name: str, user: str
+    ) -> None:
+        self.options = o
+        self.patterns = o.patterns or o.array is not None or o.entries is not None
+        self.defaults = defaults
+        self.cwd = cwd
+        self.name = name
+        self.user = user
+
+    def __call__(
+        self, jobid: int, first: int, index: int | None
+    ) -> tuple[str, str, tuple[str, ...]]:
+        """The paths of job ``jobid``: element ``index`` of the array ``first`` (None: no
+        array), and the outputs whose directory the keeper makes if missing."""
+        o, cwd = self.options, self.cwd
+        fields = PatternFields(
+            jobid=jobid,
+            name=self.name,
+            user=self.user,
+            host=HOST,
+            array_id=None if index is None else first,
+            array_index=index,
+        )
+        paths: list[str] = []
+        makedirs: list[str] = []
+        for what, given, default in (
+            ("stdout", o.stdout, self.defaults[0]),
+            ("stderr", o.stderr, self.defaults[1]),
+        ):
+            if given and not self.patterns:
+                paths.append(os.path.join(cwd, given))
+                continue
+            path = os.path.join(cwd, expand(given or default, fields))
+            paths.append(path)
+            if not given or _below(path, cwd):
+                makedirs.append(what)
+        return paths[0], paths[1], tuple(makedirs)
+
+
+@lru_cache(maxsize=256)
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _below(path: str, directory: str) -> bool:
+    """Whether ``path`` lies inside ``directory`` (``..`` resolved, symlinks not)."""
+    return os.path.normpath(path).startswith(os.path.join(os.path.normpath(directory), ""))

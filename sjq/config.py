@@ -78,6 +78,8 @@ class Config:
     maxmem: int | None
     default_procs: int
     default_mem: int
+    default_stdout: str
+    default_stderr: str
     db: str
     spool: str
     rundir: str

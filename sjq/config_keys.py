@@ -137,6 +137,16 @@ def _path(text: str, where: Where) -> str:
     return os.path.normpath(os.path.join(where.base, path) if where.base else os.path.abspath(path))
 
 
+def _output(text: str, where: Where) -> str:
+    """A job's output file as a pattern (sjq.patterns). ``~`` and ``$VAR`` are expanded now;
+    a relative path stays relative, to each job's own working directory."""
+    if "\0" in text:
+        raise Invalid("path contains a NUL byte")
+    if text.endswith("/"):
+        raise Invalid(f"{text!r} names a directory; end it with a file name, e.g. logs/%j.out")
+    return _expand(text, where.environ)
+
+
 def _optional(parse: Parser) -> Parser:
     def optional(text: str, where: Where) -> Any:
         return None if text.lower() == "none" else parse(text, where)
@@ -307,6 +317,12 @@ _KEY_LIST = (
         "CPUs reserved for a job that does not ask (PROCS)", "resources"),
     Key("sjq.defaults.mem", "default_mem", "2G", _size(positive=False),
         "memory reserved for a job that does not ask (MEM); capped at sjq.maxmem", "resources"),
+    Key("sjq.defaults.stdout", "default_stdout", "%j.stdout", _output,
+        "stdout file of a job that does not name one (STDOUT); a pattern (%j, %x ...), relative "
+        "to the job's CWD; missing directories are created", "output"),
+    Key("sjq.defaults.stderr", "default_stderr", "%j.stderr", _output,
+        "stderr file of a job that does not name one (STDERR); as sjq.defaults.stdout",
+        "output"),
     Key("sjq.db", "db", "$HOME/.sjq.db", _path,
         "SQLite database holding every job's state", "storage"),
     Key("sjq.spool", "spool", "$HOME/.sjq.spool", _path,

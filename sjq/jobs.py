@@ -132,6 +132,7 @@ class JobLaunch(NamedTuple):
     gid: int | None = None
     procs: int = 1  # CPUs reserved (the thread variables of the job's environment)
     mem: int | None = None  # the memory limit to hold the job to, bytes; None: not enforced
+    makedirs: tuple[str, ...] = ()  # "stdout", "stderr": create the file's directory if missing
 
 
 class ExitRecord(NamedTuple):

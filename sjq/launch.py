@@ -88,4 +88,5 @@ def job_launch(job: Job, spec: JobSpec, host: Host) -> JobLaunch:
         gid=job.gid if as_user else None,
         procs=job.procs,
         mem=job.mem if host.enforce else None,
+        makedirs=spec.makedirs,
     )

@@ -80,4 +80,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN entry TEXT;
     CREATE INDEX jobs_array ON jobs(array_id) WHERE array_id IS NOT NULL;
     """,
+    # version 8: which output directories the keeper creates (bits of store._MAKEDIRS)
+    """
+    ALTER TABLE jobs ADD COLUMN makedirs INTEGER NOT NULL DEFAULT 0;
+    """,
 ]

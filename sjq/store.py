@@ -50,6 +50,8 @@ class JobSpec:
     array_id: int | None = None  # an array element: the array's first id, its index, entry
     array_index: int | None = None
     entry: str | None = None
+    # "stdout", "stderr": outputs whose missing directories the keeper creates (pattern paths)
+    makedirs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,7 @@ class Element:
 
 
 SCHEMA_VERSION = len(_MIGRATIONS)
+_MAKEDIRS = ("stdout", "stderr")  # bit i of the makedirs column stands for _MAKEDIRS[i]
 
 _ROW = (
     "id, name, state, procs, mem, depends, uid, gid, submitted, started, ended, exit_code,"
@@ -240,6 +243,7 @@ class Store:
         env = None if spec.env is None else json.dumps(spec.env)
         array = None if elements is None else jobs[0].id
         own_env, script = (env, spec.script) if array is None else (None, b"")
+        makedirs = sum(1 << i for i, what in enumerate(_MAKEDIRS) if what in spec.makedirs)
         if elements is None:
             elements = [Element(spec.stdout, spec.stderr, None, None)]
         self._begin()
@@ -252,13 +256,15 @@ class Store:
             self.db.executemany(
                 "INSERT INTO jobs (id, name, state, procs, mem, depends, uid, gid, cwd, stdout,"
                 " stderr, env, script, submitted, priority, time_limit, reason, dependency,"
-                " array_id, array_index, entry) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " array_id, array_index, entry, makedirs)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     (
                         *(job.id, job.name, job.state.value, job.procs, job.mem),
                         *(_depends_text(job.depends), job.uid, job.gid, spec.cwd),
                         *(e.stdout, e.stderr, own_env, script, job.submit_time, job.priority),
                         *(spec.time_limit, job.reason, job.dependency, array, e.index, e.entry),
+                        makedirs,
                     )
                     for job, e in zip(jobs, elements, strict=True)
                 ),
@@ -420,7 +426,7 @@ class Store:
     def spec(self, jobid: int) -> JobSpec:
         r = self.db.execute(
             "SELECT j.script, j.cwd, j.stdout, j.stderr, j.env, j.time_limit, j.array_id,"
-            " j.array_index, j.entry, a.script, a.env"
+            " j.array_index, j.entry, a.script, a.env, j.makedirs"
             " FROM jobs j LEFT JOIN arrays a ON a.id = j.array_id WHERE j.id = ?",
             (jobid,),
         ).fetchone()
@@ -435,6 +441,7 @@ class Store:
             array_id=r[6],
             array_index=r[7],
             entry=r[8],
+            makedirs=tuple(what for i, what in enumerate(_MAKEDIRS) if r[11] >> i & 1),
         )
 
     def array_limits(self) -> dict[int, int]:

@@ -73,7 +73,7 @@ def test_keys_and_config_fields_are_the_same_set() -> None:
 
 
 def test_every_key_has_a_meaning_a_group_and_a_parsable_default(home: Path) -> None:
-    groups = {"daemon", "scheduling", "resources", "limits", "storage", "slurm"}
+    groups = {"daemon", "scheduling", "resources", "output", "limits", "storage", "slurm"}
     for key in KEYS.values():
         assert key.meaning
         assert key.group in groups
@@ -121,6 +121,8 @@ def test_defaults_without_a_file(home: Path, tmp_path: Path) -> None:
     assert 0 < cfg.maxmem <= physical
     assert cfg.default_procs == 1
     assert cfg.default_mem == min(2 * G, cfg.maxmem)
+    assert cfg.default_stdout == "%j.stdout"
+    assert cfg.default_stderr == "%j.stderr"
     assert cfg.db == f"{h}/.sjq.db"
     assert cfg.spool == f"{h}/.sjq.spool"
     assert cfg.tmpdir == str(tmp_path)
@@ -456,6 +458,32 @@ def test_tilde_and_variables_expand_from_the_given_environ(home: Path) -> None:
     assert cfg.spool == f"{root_home.rstrip('/')}/spool"
     assert cfg.logfile == str(home)
     assert cfg.tmpdir == "/tmp/$5"  # not a variable name: left alone, as a shell would
+
+
+def test_output_patterns_stay_relative_to_each_jobs_cwd(tmp_path: Path, home: Path) -> None:
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    (conf / "rc").write_text(
+        "sjq.defaults.stdout = logs/%x.%j.out\nsjq.defaults.stderr = ~/err/$PROJECT-%j.err\n"
+    )
+    cfg = load_config(str(conf / "rc"), environ=env_for(home, PROJECT="p1"))
+    assert cfg.default_stdout == "logs/%x.%j.out"  # not made relative to the file: to the CWD
+    assert cfg.default_stderr == f"{home}/err/p1-%j.err"
+    cfg = load_config(os.devnull, environ=env_for(home, SJQ_DEFAULTS_STDOUT="%%j 100%"))
+    assert cfg.default_stdout == "%%j 100%"  # patterns are the daemon's to expand, per job
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("logs/", "'logs/' names a directory; end it with a file name, e.g. logs/%j.out"),
+        ("$NOPE/%j.out", "$NOPE is not set"),
+    ],
+)
+def test_bad_output_patterns(home: Path, value: str, message: str) -> None:
+    assert error_of(home, f"sjq.defaults.stdout = {value}\n") == (
+        f"~/.sjqrc:1: sjq.defaults.stdout: {message}"
+    )
 
 
 def test_a_home_containing_a_dollar_is_not_expanded_again(tmp_path: Path) -> None:

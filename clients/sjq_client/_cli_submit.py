@@ -91,8 +91,19 @@ SUBMIT = Command(
             " line in $SJQ_ENTRY; a {} in the command after -- stands for it",
         ),
         Opt(("-H", "--hold"), "hold", "", "queue it held; it runs after `sjq release ID`"),
-        Opt(("-o", "--stdout"), "stdout", "FILE", "the job's stdout (default: CWD/ID.stdout)"),
-        Opt(("-e", "--stderr"), "stderr", "FILE", "the job's stderr (default: CWD/ID.stderr)"),
+        Opt(
+            ("-o", "--stdout"),
+            "stdout",
+            "FILE",
+            "the job's stdout, a pattern such as logs/%x.%j.out (default: sjq.defaults.stdout,"
+            " which is ID.stdout)",
+        ),
+        Opt(
+            ("-e", "--stderr"),
+            "stderr",
+            "FILE",
+            "the job's stderr, likewise (default: sjq.defaults.stderr, which is ID.stderr)",
+        ),
         Opt(("-C", "--cwd"), "cwd", "DIR", "the job's working directory (default: this one)"),
         Opt(
             ("--env",),
@@ -128,7 +139,10 @@ SUBMIT = Command(
         "elements also SJQ_ARRAY_ID (the first id), SJQ_ARRAY_INDEX and, with --each-line,\n"
         "SJQ_ENTRY (the line). The script is stored once for the whole array.\n"
         "\n"
-        "relative --stdout/--stderr paths are relative to the job's working directory.\n"
+        "output files: --stdout/--stderr are relative to the job's working directory, and are\n"
+        "patterns as in sbatch -o: %j the job id, %x its name, %u the user, %N the host, %A and\n"
+        "%a the array id and index (for now the job id and 0: sjq has no arrays yet), %4j the id\n"
+        "padded to 4 digits, %% a literal %. Missing directories are created as the job starts.\n"
         "\n"
         "with --wait the exit status is the job's: 0 if it succeeded, its exit status if it\n"
         "failed with one, 128+N if it died of signal N; 1 if it was aborted, could not start or\n"
@@ -143,6 +157,7 @@ SUBMIT = Command(
         "  sjq submit --afterany $id cleanup.sh      run when job $id has ended, however\n"
         "  sjq submit -d afterok:3:4,afternotok:5 -- ./report\n"
         "  sjq submit -n sort -- sort -o 'out file.txt' in.txt\n"
+        "  sjq submit -n align -o 'logs/%x.%j.out' align.sh   output in logs/align.17.out\n"
         "  printf '#!/bin/sh\\nmake -j4\\n' | sjq submit -p 4 -\n"
         "  sjq submit --wait -- make test && echo passed\n"
         "  sjq submit --export NONE --env OMP_NUM_THREADS=4 job.sh\n"
@@ -173,7 +188,8 @@ def run_submit(cmd: Command, argv: list[str], ctx: Context) -> int:
         return _submit_array(ctx, script, {"name": default_name, **options}, values)
     with ctx.client() as client:
         try:
-            job = client.submit(script, **{"name": default_name, **options})
+            # The CLI always asks for patterns: -o logs/%x.%j.out means what it does in sbatch.
+            job = client.submit(script, **{"name": default_name, "patterns": True, **options})
         except RequestRejected as e:
             print(f"sjq: the daemon refused the job: {e.message}", file=sys.stderr)
             return EXIT_ERROR

@@ -183,6 +183,7 @@ class Client:
         afterany: Iterable[JobRef] = (),
         afternotok: Iterable[JobRef] = (),
         dependency: str | None = None,
+        patterns: bool = True,
     ) -> Job:
         """Queue a job; return its Job at once (the job runs when its resources are free).
 
@@ -200,8 +201,12 @@ class Client:
         environment: ``"inherit"`` (this process's ``os.environ`` at the time of the call,
         like sbatch), ``"daemon"`` (the daemon's minimal PATH/HOME/USER/SHELL/LANG), or a
         mapping (exactly those variables). ``cwd``: the job's working directory (default: ours);
-        ``stdout``/``stderr`` default to ``<cwd>/<id>.stdout``/``.stderr``, relative paths are
-        relative to ``cwd``. ``hold``: the job waits for `release`. ``time_limit``: seconds (or
+        ``stdout``/``stderr`` default to the daemon's ``sjq.defaults.stdout``/``.stderr``
+        (``<cwd>/<id>.stdout``/``.stderr`` unless configured); relative paths are relative to
+        ``cwd``. With ``patterns`` (the default) they are Slurm-style patterns, ``%j`` the job
+        id, ``%x`` its name, ``%%`` a ``%`` (docs/protocol.md, PATTERNS), and missing
+        directories are created when the job starts; ``patterns=False`` takes them literally.
+        ``hold``: the job waits for `release`. ``time_limit``: seconds (or
         ``"2h"``, ``"1:30:00"``) after which it is killed and fails. ``priority``: higher
         starts first among the jobs that fit. ``name`` defaults to the script's or command's
         file name.
@@ -227,6 +232,7 @@ class Client:
             afterany=afterany,
             afternotok=afternotok,
             dependency=dependency,
+            patterns=patterns,
         )
         return Job(self, self._run(calls.submit(request)))
 

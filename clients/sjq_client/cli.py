@@ -421,7 +421,7 @@ run_release = _each("release")
 def run_pause(cmd: Command, argv: list[str], ctx: Context) -> int:
     parsed, ctx = parse_args(cmd, argv, ctx)
     no_args(parsed)
-    with ctx.client(autostart=True) as client:
+    with ctx.client() as client:
         client.pause()
     return EXIT_OK
 
@@ -429,7 +429,7 @@ def run_pause(cmd: Command, argv: list[str], ctx: Context) -> int:
 def run_resume(cmd: Command, argv: list[str], ctx: Context) -> int:
     parsed, ctx = parse_args(cmd, argv, ctx)
     no_args(parsed)
-    with ctx.client(autostart=True) as client:
+    with ctx.client() as client:
         client.resume()
     return EXIT_OK
 

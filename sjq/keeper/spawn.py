@@ -19,6 +19,8 @@ from sjq.jobs import JobLaunch
 
 __all__ = ["StartError", "check_interpreter", "ignored_signals", "spawn"]
 
+MKDIR_TIMEOUT = 30.0  # seconds a job's output directory may take to create (a slow NFS)
+
 # Signals a job must start with at their default action, whatever the keeper (a Python
 # process) ignores: a shell pipeline whose SIGPIPE is ignored never ends. (What it handles,
 # exec resets by itself.)
@@ -71,8 +73,16 @@ def spawn(
         raise StartError(f"cannot prepare job files: {e.filename}: {e.strerror}") from None
     env = dict(req.env, TMPDIR=tmpdir)
     if req.uid is not None:
+        _make_dirs_as(req, _missing_dirs(req))  # outside ``place``: not part of the job
         with place:
             return _start_as_user(req, script_path, env)
+    for what, path in _missing_dirs(req):
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            raise StartError(
+                f"cannot create the directory {e.filename or path} for {what}: {e.strerror}"
+            ) from None
     out = _open_output(req.stdout, "stdout")
     try:
         err = out if _same_file(out, req.stdout, req.stderr) else _open_output(req.stderr, "stderr")
@@ -109,12 +119,13 @@ def spawn(
 def _start_as_user(req: JobLaunch, script_path: str, env: dict[str, str]) -> int:
     # A root daemon opens the output files as the job's user, so it cannot be used to
     # write where that user may not: the redirections happen after the identity switch.
+    same = os.path.normpath(req.stdout) == os.path.normpath(req.stderr)
     try:
         proc = subprocess.Popen(
             [
                 "/bin/sh",
                 "-c",
-                'exec "$1" >"$2" 2>"$3"',
+                'exec "$1" >"$2" 2>&1' if same else 'exec "$1" >"$2" 2>"$3"',
                 "sjq",
                 script_path,
                 req.stdout,
@@ -146,6 +157,44 @@ def _same_file(fd: int, path: str, other: str) -> bool:
     except OSError:
         return False
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _missing_dirs(req: JobLaunch) -> list[tuple[str, str]]:
+    """The directories of ``req.makedirs`` outputs that do not exist: (stdout/stderr, path)."""
+    found: list[tuple[str, str]] = []
+    for what in req.makedirs:
+        path = os.path.dirname(req.stdout if what == "stdout" else req.stderr)
+        # The working directory exists (chdir succeeded): the common case costs no stat.
+        seen = path in (p for _, p in found)
+        if path and path != req.cwd and not seen and not os.path.isdir(path):
+            found.append((what, path))
+    return found
+
+
+def _make_dirs_as(req: JobLaunch, missing: list[tuple[str, str]]) -> None:
+    """``mkdir -p`` as the job's user and group, so that a root daemon creates nothing where
+    that user could not. Only for directories that are missing: a process per start is dear."""
+    for what, path in missing:
+        try:
+            done = subprocess.run(
+                ["mkdir", "-p", "--", path],
+                env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                user=req.uid,
+                group=req.gid,
+                extra_groups=[],
+                close_fds=True,
+                timeout=MKDIR_TIMEOUT,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError) as e:
+            raise StartError(f"cannot create the directory {path} for {what}: {e}") from None
+        if done.returncode != 0:
+            # "mkdir: cannot create directory '/x/y': Permission denied" (GNU and busybox alike)
+            said = done.stderr.decode(errors="replace").strip().rpartition(": ")[2]
+            why = said or f"mkdir exit status {done.returncode}"
+            raise StartError(f"cannot create the directory {path} for {what}: {why}")
 
 
 def _open_output(path: str, what: str) -> int:

@@ -165,6 +165,8 @@ def _option_lines(o: SubmitOptions) -> list[bytes]:
         lines.append(b"PRIORITY %d\r\n" % o.priority)
     if o.dependency:
         lines.append(_line("DEPENDENCY", _dependency_text(o.dependency)))
+    if o.patterns:
+        lines.append(b"PATTERNS\r\n")
     lines += _array_lines(o)
     return lines
 

@@ -172,6 +172,7 @@ class SubmitOptions:
     # ENTRY lines (extension): one element per entry, in order; with ARRAY's indexes (as
     # many), else indexes 0, 1, 2 ...
     entries: tuple[str, ...] | None = None
+    patterns: bool = False  # expand %j, %x ... in stdout/stderr (extension PATTERNS)
 
 
 @record

@@ -227,6 +227,13 @@ def _hold(b: SubmitBuilder, value: str) -> str | None:
     return None
 
 
+def _patterns(b: SubmitBuilder, value: str) -> str | None:
+    if value.strip(" \t"):
+        return f"PATTERNS takes no value, got {quote(value)}"
+    b.values["patterns"] = True
+    return None
+
+
 def _time(b: SubmitBuilder, value: str) -> str | None:
     try:
         seconds = parse_duration(value)
@@ -294,7 +301,8 @@ _OPTIONS: dict[bytes, _Handler] = {
     b"DEPENDENCY": _dependency,
     b"ARRAY": _array,
     b"ENTRY": _entry,
+    b"PATTERNS": _patterns,
 }
 _REPEATABLE = frozenset({b"ENV", b"SETENV", b"ENTRY"})
-_NO_VALUE_OK = frozenset({b"HOLD", b"ENV"})
+_NO_VALUE_OK = frozenset({b"HOLD", b"ENV", b"PATTERNS"})
 _NAME_SHOWN = 40  # bytes of an unknown option name quoted back

@@ -112,6 +112,20 @@ def test_after_still_refuses_what_is_not_an_id(sjq_main: Callable[..., Result]) 
         assert message in r.err, (value, r.err)
 
 
+def test_output_files_are_slurm_patterns(cli: Cli, daemon: Daemon) -> None:
+    jid = cli.submit(
+        "-n", "align", "-o", "logs/%x.%j.out", "-e", "logs/%x.%4j.err", "--",
+        "sh", "-c", "echo out; echo err >&2",
+    )  # fmt: skip
+    assert daemon.wait_state(jid, ENDED) == "S"
+    logs = daemon.jobs_dir / "logs"  # created: it did not exist
+    assert (logs / f"align.{jid}.out").read_text() == "out\n"
+    assert (logs / f"align.{jid:04d}.err").read_text() == "err\n"
+    jid = cli.submit("-o", "100%%.txt", "--", "echo", "literal")
+    assert daemon.wait_state(jid, ENDED) == "S"
+    assert (daemon.jobs_dir / "100%.txt").read_text() == "literal\n"
+
+
 def test_directives_set_defaults_that_the_command_line_overrides(
     cli: Cli, daemon: Daemon, shell_job: Callable[..., Path]
 ) -> None:

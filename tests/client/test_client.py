@@ -116,6 +116,16 @@ def test_submit_options(client: Client, daemon: Daemon, gate: Callable[..., Gate
     assert info.to_dict()["state"] == "S"
 
 
+def test_output_paths_are_patterns_unless_told_otherwise(client: Client, daemon: Daemon) -> None:
+    job = client.submit(command=["echo", "hi"], name="p", stdout="out/%x-%j.txt")
+    assert job.wait(10) is S
+    assert (daemon.jobs_dir / "out" / f"p-{job.id}.txt").read_text() == "hi\n"
+    job = client.submit(command=["echo", "hi"], stdout="%x-%j.txt", patterns=False)
+    assert job.wait(10) is S
+    assert (daemon.jobs_dir / "%x-%j.txt").read_text() == "hi\n"
+    assert job.info().stderr == str(daemon.jobs_dir / f"{job.id}.stderr")
+
+
 def test_environment_choices(
     client: Client, daemon: Daemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:

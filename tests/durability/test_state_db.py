@@ -188,6 +188,7 @@ def test_older_schema_is_migrated(tmp_path: Path) -> None:
         assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         (job,) = store.load_active()
         assert (job.id, job.name, job.priority, job.killing) == (7, "old", 0, False)
+        assert store.spec(7).makedirs == ()  # its output paths were given as they are
         assert store.next_id() == 8
     finally:
         store.close()

@@ -72,6 +72,7 @@ def test_encode_submit_with_every_option() -> None:
         hold=True,
         time_limit=5400.0,
         priority=-2,
+        patterns=True,
     )
     script = "#!/bin/sh\necho ✓\n".encode()
     assert encode_request(Submit(options, script)) == (
@@ -91,6 +92,7 @@ def test_encode_submit_with_every_option() -> None:
         b"HOLD\r\n"
         b"TIME 5400.0\r\n"
         b"PRIORITY -2\r\n"
+        b"PATTERNS\r\n"
         b"SRC %d\r\n" % len(script) + script
     )
 

@@ -73,6 +73,7 @@ _TOKENS = [
     b"PROCS 2\n",
     b"MEM lots\n",
     b"HOLD\n",
+    b"PATTERNS\n",
     b"\r\n",
     b"\n",
     b"\r",
@@ -205,6 +206,7 @@ submit_options = st.builds(
         ),
         max_size=3,
     ).map(tuple),
+    patterns=st.booleans(),
 )
 # ARRAY and ENTRY: indexes alone, entries alone, or both (as many), each with a limit or not.
 array_indexes = st.lists(st.integers(0, MAX_INDEX), min_size=1, max_size=6, unique=True).map(

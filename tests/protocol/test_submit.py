@@ -79,6 +79,7 @@ def test_every_option() -> None:
         b"HOLD",
         b"TIME 1:00:00",
         b"PRIORITY -5",
+        b"PATTERNS",
     )
     assert options == SubmitOptions(
         mem=2 * 1024**3,
@@ -94,6 +95,7 @@ def test_every_option() -> None:
         hold=True,
         time_limit=3600.0,
         priority=-5,
+        patterns=True,
     )
 
 
@@ -231,6 +233,7 @@ def test_setenv_bad_name() -> None:
         (b"foo", "unknown option foo"),
         (b"SRCX 3", "unknown option SRCX"),
         (b"HOLD x", "HOLD takes no value, got 'x'"),
+        (b"PATTERNS yes", "PATTERNS takes no value, got 'yes'"),
         (b"UID -1", "UID must be a whole number from 0 to 4294967294, got '-1'"),
         (b"UID 4294967295", "UID must be a whole number from 0 to 4294967294, got '4294967295'"),
         (b"GID root", "GID must be a whole number from 0 to 4294967294, got 'root'"),

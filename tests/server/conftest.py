@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,19 @@ def public_dir() -> Iterator[Path]:
     finally:
         reap_leftovers(str(path))
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def public_daemon(public_dir: Path, daemon_factory: Callable[..., Daemon]) -> Iterator[Daemon]:
+    """A root daemon whose socket, spool and TMPDIR root user nobody can reach."""
+    (public_dir / "tmp").mkdir(mode=0o1777)
+    (public_dir / "tmp").chmod(0o1777)
+    d = daemon_factory(
+        socket=str(public_dir / "s.sock"),
+        spool=str(public_dir / "spool"),
+        rundir=str(public_dir / "run"),
+        tmpdir=str(public_dir / "tmp"),
+    ).start()
+    os.chmod(d.socket, 0o666)  # as an admin would, to share a root daemon
+    yield d
+    d.stop()  # before public_dir goes

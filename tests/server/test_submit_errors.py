@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import random
 import socket
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -106,22 +105,6 @@ def test_uid_and_gid_equal_to_the_peers_own_are_accepted(shared_daemon: Daemon) 
 
 
 # -- a peer that is not root, on a root daemon -------------------------------------------------
-
-
-@pytest.fixture
-def public_daemon(public_dir: Path, daemon_factory: Callable[..., Daemon]) -> Iterator[Daemon]:
-    """A root daemon whose socket, spool and TMPDIR root user nobody can reach."""
-    (public_dir / "tmp").mkdir(mode=0o1777)
-    (public_dir / "tmp").chmod(0o1777)
-    d = daemon_factory(
-        socket=str(public_dir / "s.sock"),
-        spool=str(public_dir / "spool"),
-        rundir=str(public_dir / "run"),
-        tmpdir=str(public_dir / "tmp"),
-    ).start()
-    os.chmod(d.socket, 0o666)  # as an admin would, to share a root daemon
-    yield d
-    d.stop()  # before public_dir goes
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")

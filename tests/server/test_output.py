@@ -1,0 +1,118 @@
+"""Where a job's output goes: PATTERNS (%j, %x ...), sjq.defaults.stdout/stderr, and the
+directories the keeper creates for them."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import Daemon
+
+from ._helpers import NOBODY, SH, as_nobody, read_when, submit_bytes
+
+ENDED = "SFAKE"
+ME = pwd.getpwuid(os.geteuid()).pw_name
+HOST = socket.gethostname().split(".")[0]
+
+
+def test_patterns_are_expanded_when_the_client_asks(shared_daemon: Daemon) -> None:
+    d = shared_daemon
+    jid = d.submit(
+        SH + "echo out; echo err >&2\n",
+        name="align/1",
+        stdout="logs/%x.%j.out",
+        stderr="logs/%u@%N/%A_%a.%4j.err",
+        patterns=True,
+    )
+    assert d.wait_state(jid, ENDED) == "S"
+    info = d.info(jid)
+    out = d.jobs_dir / "logs" / f"align_1.{jid}.out"
+    err = d.jobs_dir / "logs" / f"{ME}@{HOST}" / f"{jid}_0.{jid:04d}.err"
+    assert (info["stdout"], info["stderr"]) == (str(out), str(err))
+    assert out.read_text() == "out\n"
+    assert err.read_text() == "err\n"
+
+
+def test_without_patterns_a_path_means_what_it_says(shared_daemon: Daemon) -> None:
+    """A 2014 client's STDOUT is a file name, % and all; its directory must exist."""
+    d = shared_daemon
+    jid = d.submit(SH + "echo literal\n", stdout="100%-%j.out")
+    assert d.wait_state(jid, ENDED) == "S"
+    assert (d.jobs_dir / "100%-%j.out").read_text() == "literal\n"
+    jid = d.submit(SH + "echo x\n", stdout="not-made/%j.out")
+    assert d.wait_state(jid, ENDED) == "E"
+    assert "cannot open stdout file" in d.info(jid)["reason"]
+    assert not (d.jobs_dir / "not-made").exists()
+
+
+def test_a_directory_that_cannot_be_made_ends_the_job_in_e(shared_daemon: Daemon) -> None:
+    d = shared_daemon
+    (d.jobs_dir / "plain").write_text("a file, not a directory\n")
+    jid = d.submit(SH + "echo x\n", stdout="plain/sub/%j.out", patterns=True)
+    child = d.submit(SH, depends=str(jid))
+    assert d.wait_state(jid, ENDED) == "E"
+    info = d.info(jid)
+    where = d.jobs_dir / "plain" / "sub"
+    assert info["reason"] == f"cannot create the directory {where} for stdout: Not a directory"
+    assert d.wait_state(child, ENDED) == "A"
+    ok = d.submit(SH + "echo still serving\n", stdout="fine/%j.out", patterns=True)
+    assert d.wait_state(ok, ENDED) == "S"
+    assert (d.jobs_dir / "fine" / f"{ok}.out").read_text() == "still serving\n"
+
+
+def test_configured_defaults_are_patterns_too(daemon_factory: Callable[..., Daemon]) -> None:
+    d = daemon_factory(
+        defaults_stdout="sjq-logs/%x/%j.o", defaults_stderr="sjq-logs/%x/%j.o"
+    ).start()
+    # No STDOUT/STDERR, no PATTERNS: what a 2014 client sends.
+    jid = d.submit(SH + "echo out; echo err >&2; echo out again\n", name="qc")
+    assert d.wait_state(jid, ENDED) == "S"
+    log = d.jobs_dir / "sjq-logs" / "qc" / f"{jid}.o"
+    assert d.info(jid)["stdout"] == d.info(jid)["stderr"] == str(log)
+    assert log.read_text() == "out\nerr\nout again\n"  # one file, not two that overwrite
+    # A file the client names still wins, and a 2014 client's name is taken literally.
+    jid = d.submit(SH + "echo mine\n", name="qc", stdout="%j.mine")
+    assert d.wait_state(jid, ENDED) == "S"
+    assert (d.jobs_dir / "%j.mine").read_text() == "mine\n"
+    assert (d.jobs_dir / "sjq-logs" / "qc" / f"{jid}.o").read_text() == ""
+
+
+def test_an_absolute_default_outside_the_cwd(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    d = daemon_factory(defaults_stdout=str(tmp_path / "all" / "%u" / "%j.out")).start()
+    jid = d.submit(SH + "echo here\n")
+    assert d.wait_state(jid, ENDED) == "S"
+    assert (tmp_path / "all" / ME / f"{jid}.out").read_text() == "here\n"
+    assert (d.jobs_dir / f"{jid}.stderr").exists()  # stderr keeps its default
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a job as another user")
+def test_directories_are_made_as_the_jobs_user(public_daemon: Daemon, public_dir: Path) -> None:
+    d = public_daemon
+    work = public_dir / "work"
+    work.mkdir(mode=0o777)
+    work.chmod(0o777)
+    closed = public_dir / "closed"
+    closed.mkdir(mode=0o755)  # root's: nobody may not create anything in it
+    script = b"#!/bin/sh\nid -u\n"
+    replies = as_nobody(
+        d.socket,
+        submit_bytes(script, cwd=str(work), stdout="logs/%u/%j.out", patterns="")
+        + submit_bytes(script, cwd=str(work), stdout=f"{closed}/sub/%j.out", patterns=""),
+        2,
+    )
+    assert replies == [b"OK 1\r\n", b"OK 2\r\n"]
+    out = work / "logs" / "nobody" / "1.out"
+    assert read_when(out) == f"{NOBODY}\n"
+    assert d.wait_state(1, ENDED) == "S"
+    for made in (work / "logs", work / "logs" / "nobody", out):
+        assert made.stat().st_uid == NOBODY, made
+    assert d.wait_state(2, ENDED) == "E"
+    reason = d.info(2)["reason"]
+    assert reason == f"cannot create the directory {closed}/sub for stdout: Permission denied"
+    assert not (closed / "sub").exists()
