@@ -100,13 +100,17 @@ def test_directories_are_made_as_the_jobs_user(public_daemon: Daemon, public_dir
     closed = public_dir / "closed"
     closed.mkdir(mode=0o755)  # root's: nobody may not create anything in it
     script = b"#!/bin/sh\nid -u\n"
+    both = b"#!/bin/sh\necho a; echo b >&2; echo c\n"
     replies = as_nobody(
         d.socket,
         submit_bytes(script, cwd=str(work), stdout="logs/%u/%j.out", patterns="")
-        + submit_bytes(script, cwd=str(work), stdout=f"{closed}/sub/%j.out", patterns=""),
-        2,
+        + submit_bytes(script, cwd=str(work), stdout=f"{closed}/sub/%j.out", patterns="")
+        + submit_bytes(both, cwd=str(work), stdout="one/%j.log", stderr="one/%j.log", patterns=""),
+        3,
     )
-    assert replies == [b"OK 1\r\n", b"OK 2\r\n"]
+    assert replies == [b"OK 1\r\n", b"OK 2\r\n", b"OK 3\r\n"]
+    assert d.wait_state(3, ENDED) == "S"
+    assert (work / "one" / "3.log").read_text() == "a\nb\nc\n"  # one file, not two that clash
     out = work / "logs" / "nobody" / "1.out"
     assert read_when(out) == f"{NOBODY}\n"
     assert d.wait_state(1, ENDED) == "S"
