@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 # The imports inside functions below are deliberate (ruff PLC0415): each command loads what
 # it needs, so that `sjq --version` and `sjq submit` pay for nothing else.
 
-__all__ = ["Context", "main"]
+__all__ = ["Context", "kill_main", "main"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # no daemon, the daemon refused, a job did not succeed
@@ -134,6 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_ERROR
+
+
+def kill_main(argv: Sequence[str] | None = None) -> int:
+    """The `sjq-kill` program: `sjq kill ID...` as one executable, for callers that run a
+    command without a shell (Snakemake's --cluster-generic-cancel-cmd)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return main(["kill", *args])
 
 
 def _main(args: list[str]) -> int:

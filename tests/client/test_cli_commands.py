@@ -360,3 +360,27 @@ def test_the_console_script_is_installed(daemon: Daemon, tmp_path: Path) -> None
     p = subprocess.run([str(script), "ping"], capture_output=True, text=True, env=env, timeout=30)
     assert p.returncode == 0
     assert p.stdout.startswith("sjq daemon on")
+
+
+def test_sjq_kill_is_sjq_kill_for_callers_without_a_shell(
+    cli: Cli, daemon: Daemon, gate: Callable[..., Gate]
+) -> None:
+    """Snakemake runs its cancel command without a shell: `sjq kill` must be one program."""
+    running = cli.submit("-", input="#!/bin/sh\n" + gate().wait)
+    queued = cli.submit("--hold", "--", "true")
+    daemon.wait_state(running, "R")
+    code = "import sys; from sjq_client.cli import kill_main; sys.exit(kill_main())"
+    p = subprocess.run(
+        [sys.executable, "-c", code, str(running), str(queued)],
+        capture_output=True,
+        text=True,
+        env=cli.env,
+        timeout=30,
+    )
+    assert (p.returncode, p.stdout, p.stderr) == (0, "", "")
+    assert daemon.wait_state(running, ENDED) == "K"
+    assert daemon.state(queued) == "K"
+    script = Path(sys.executable).with_name("sjq-kill")
+    if script.exists():  # pip made it from [project.scripts] (test_templates.py runs that)
+        p = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30)
+        assert p.stdout.startswith("usage: sjq kill ")
