@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Daemon
+from conftest import Daemon, Raw
 
 from ._helpers import NOBODY, SH, as_nobody, read_when, submit_bytes
 
@@ -43,7 +43,11 @@ def test_without_patterns_a_path_means_what_it_says(shared_daemon: Daemon) -> No
     jid = d.submit(SH + "echo literal\n", stdout="100%-%j.out")
     assert d.wait_state(jid, ENDED) == "S"
     assert (d.jobs_dir / "100%-%j.out").read_text() == "literal\n"
-    jid = d.submit(SH + "echo x\n", stdout="not-made/%j.out")
+    with Raw(d.socket) as c:
+        reply = c.submit(SH + "echo x\n", stdout="not-made/%j.out", cwd=str(d.jobs_dir))
+    assert reply == f"ERROR stdout => {d.jobs_dir}/not-made/%j.out does not exist\r\n".encode()
+    jid = d.submit(SH + "echo x\n", stdout="not-made/%j.out", hold=True)  # checked at start
+    d.req(f"RELEASE {jid}")
     assert d.wait_state(jid, ENDED) == "E"
     assert "cannot open stdout file" in d.info(jid)["reason"]
     assert not (d.jobs_dir / "not-made").exists()
