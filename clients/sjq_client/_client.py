@@ -204,8 +204,9 @@ class Client:
         ``stdout``/``stderr`` default to the daemon's ``sjq.defaults.stdout``/``.stderr``
         (``<cwd>/<id>.stdout``/``.stderr`` unless configured); relative paths are relative to
         ``cwd``. With ``patterns`` (the default) they are Slurm-style patterns, ``%j`` the job
-        id, ``%x`` its name, ``%%`` a ``%`` (docs/protocol.md, PATTERNS), and missing
-        directories are created when the job starts; ``patterns=False`` takes them literally.
+        id, ``%x`` its name, ``%%`` a ``%`` (docs/protocol.md, PATTERNS), and their missing
+        directories below ``cwd`` are created when the job starts; ``patterns=False`` takes
+        them literally.
         ``hold``: the job waits for `release`. ``time_limit``: seconds (or
         ``"2h"``, ``"1:30:00"``) after which it is killed and fails. ``priority``: higher
         starts first among the jobs that fit. ``name`` defaults to the script's or command's

@@ -68,6 +68,32 @@ def test_a_directory_that_cannot_be_made_ends_the_job_in_e(shared_daemon: Daemon
     assert (d.jobs_dir / "fine" / f"{ok}.out").read_text() == "still serving\n"
 
 
+def test_directories_are_made_below_the_cwd_only(shared_daemon: Daemon, tmp_path: Path) -> None:
+    """A pattern elsewhere whose directory is missing is more likely a typo: refused at once
+    when the job could start at once, as a literal path is; E at its start if it waited."""
+    d = shared_daemon
+    elsewhere = tmp_path / "elsewhere"
+    with Raw(d.socket) as c:
+        reply = c.submit(SH, stdout=f"{elsewhere}/%j.out", patterns=True, cwd=str(d.jobs_dir))
+    assert reply.startswith(f"ERROR stdout => {elsewhere}/".encode())
+    assert reply.endswith(b".out does not exist\r\n")
+    jid = d.submit(SH, stdout=f"{elsewhere}/%j.out", patterns=True, hold=True)
+    d.req(f"RELEASE {jid}")
+    assert d.wait_state(jid, ENDED) == "E"
+    assert "cannot open stdout file" in d.info(jid)["reason"]
+    assert not elsewhere.exists()
+    # Below the working directory, spelled as an absolute path or with "..", is fine.
+    jid = d.submit(
+        SH + "echo hi\n",
+        stdout=f"{d.jobs_dir}/abs/%j.out",
+        stderr="up/../down/%j.err",
+        patterns=True,
+    )
+    assert d.wait_state(jid, ENDED) == "S"
+    assert (d.jobs_dir / "abs" / f"{jid}.out").read_text() == "hi\n"
+    assert (d.jobs_dir / "down" / f"{jid}.err").exists()
+
+
 def test_configured_defaults_are_patterns_too(daemon_factory: Callable[..., Daemon]) -> None:
     d = daemon_factory(
         defaults_stdout="sjq-logs/%x/%j.o", defaults_stderr="sjq-logs/%x/%j.o"
@@ -101,14 +127,14 @@ def test_directories_are_made_as_the_jobs_user(public_daemon: Daemon, public_dir
     work = public_dir / "work"
     work.mkdir(mode=0o777)
     work.chmod(0o777)
-    closed = public_dir / "closed"
+    closed = work / "closed"
     closed.mkdir(mode=0o755)  # root's: nobody may not create anything in it
     script = b"#!/bin/sh\nid -u\n"
     both = b"#!/bin/sh\necho a; echo b >&2; echo c\n"
     replies = as_nobody(
         d.socket,
         submit_bytes(script, cwd=str(work), stdout="logs/%u/%j.out", patterns="")
-        + submit_bytes(script, cwd=str(work), stdout=f"{closed}/sub/%j.out", patterns="")
+        + submit_bytes(script, cwd=str(work), stdout="closed/sub/%j.out", patterns="")
         + submit_bytes(both, cwd=str(work), stdout="one/%j.log", stderr="one/%j.log", patterns=""),
         3,
     )
