@@ -386,6 +386,7 @@ class AsyncClient:
         afterany: Iterable[JobRef] = (),
         afternotok: Iterable[JobRef] = (),
         dependency: str | None = None,
+        patterns: bool = False,
     ) -> AsyncJob:
         """Queue a job; its AsyncJob (see Client.submit for every argument). With
         ``autostart``, starts a daemon when none answers."""
@@ -406,6 +407,7 @@ class AsyncClient:
             afterany=afterany,
             afternotok=afternotok,
             dependency=dependency,
+            patterns=patterns,
         )
         return AsyncJob(self, await self._run(calls.submit(request)))
 

@@ -118,6 +118,7 @@ def submit_request(
     array: str | Iterable[int] | None = None,
     entries: Iterable[str] | None = None,
     limit: int | None = None,
+    patterns: bool = False,
 ) -> Submit:
     """The SUBMIT of `Client.submit`'s arguments (documented there), encoded once to check it:
     a value the wire cannot carry is a ValueError here, before any I/O (and before a daemon
@@ -157,6 +158,7 @@ def submit_request(
         array=indexes,
         array_limit=limit,
         entries=entry_lines,
+        patterns=patterns,
     )
     request = Submit(options, body)
     encode_request(request)

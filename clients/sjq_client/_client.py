@@ -183,7 +183,7 @@ class Client:
         afterany: Iterable[JobRef] = (),
         afternotok: Iterable[JobRef] = (),
         dependency: str | None = None,
-        patterns: bool = True,
+        patterns: bool = False,
     ) -> Job:
         """Queue a job; return its Job at once (the job runs when its resources are free).
 
@@ -203,10 +203,10 @@ class Client:
         mapping (exactly those variables). ``cwd``: the job's working directory (default: ours);
         ``stdout``/``stderr`` default to the daemon's ``sjq.defaults.stdout``/``.stderr``
         (``<cwd>/<id>.stdout``/``.stderr`` unless configured); relative paths are relative to
-        ``cwd``. With ``patterns`` (the default) they are Slurm-style patterns, ``%j`` the job
-        id, ``%x`` its name, ``%%`` a ``%`` (docs/protocol.md, PATTERNS), and their missing
-        directories below ``cwd`` are created when the job starts; ``patterns=False`` takes
-        them literally.
+        ``cwd``; they are taken literally unless ``patterns``, with which they are Slurm-style
+        patterns as for `sjq submit -o`: ``%j`` the job id, ``%x`` its name, ``%%`` a ``%``
+        (docs/protocol.md, PATTERNS), and their missing directories below ``cwd`` are created
+        when the job starts.
         ``hold``: the job waits for `release`. ``time_limit``: seconds (or
         ``"2h"``, ``"1:30:00"``) after which it is killed and fails. ``priority``: higher
         starts first among the jobs that fit. ``name`` defaults to the script's or command's

@@ -401,3 +401,36 @@ def test_only_asking_for_it_imports_asyncio() -> None:
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert p.stdout.splitlines() == ["False", "True"]
+
+
+@pytest.mark.asyncio
+async def test_the_calls_about_jobs_start_the_daemon_that_went_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import wait_for
+
+    from .conftest import client_env, stop_daemon, write_rc
+
+    base = tmp_path / "idle"
+    (base / "jobs").mkdir(parents=True)
+    monkeypatch.chdir(base / "jobs")
+    rc = write_rc(base, **{"sjq.waittime": "0.2"})
+    sock = base / "s.sock"
+    try:
+        async with AsyncClient(config=rc) as c:
+            job = await c.submit(command=["echo", "hi"], name="p", stdout="o/%x.%j", patterns=True)
+            assert await job.wait(10) is S
+            for call in (
+                lambda: c.outcomes([job]),
+                lambda: c.info(job.id),
+                lambda: c.wait([job.id], 10),
+                lambda: c.release(job.id),
+            ):
+                wait_for(lambda: not sock.exists(), what="the idle daemon to shut down")
+                await c.aclose()  # as a client polling now and then would find it
+                before = c.started_pid
+                await call()
+                assert c.started_pid != before
+        assert (base / "jobs" / "o" / f"p.{job.id}").read_text() == "hi\n"
+    finally:
+        stop_daemon(str(sock), client_env(tmp_path, SJQ_CONFIG=str(rc)))

@@ -116,11 +116,11 @@ def test_submit_options(client: Client, daemon: Daemon, gate: Callable[..., Gate
     assert info.to_dict()["state"] == "S"
 
 
-def test_output_paths_are_patterns_unless_told_otherwise(client: Client, daemon: Daemon) -> None:
-    job = client.submit(command=["echo", "hi"], name="p", stdout="out/%x-%j.txt")
+def test_output_paths_are_patterns_when_asked(client: Client, daemon: Daemon) -> None:
+    job = client.submit(command=["echo", "hi"], name="p", stdout="out/%x-%j.txt", patterns=True)
     assert job.wait(10) is S
     assert (daemon.jobs_dir / "out" / f"p-{job.id}.txt").read_text() == "hi\n"
-    job = client.submit(command=["echo", "hi"], stdout="%x-%j.txt", patterns=False)
+    job = client.submit(command=["echo", "hi"], stdout="%x-%j.txt")  # literal by default
     assert job.wait(10) is S
     assert (daemon.jobs_dir / "%x-%j.txt").read_text() == "hi\n"
     assert job.info().stderr == str(daemon.jobs_dir / f"{job.id}.stderr")
