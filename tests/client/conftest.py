@@ -179,3 +179,32 @@ def sjq_main(
         return Result(code, out, err)
 
     return run
+
+
+def daemon_pid(pidfile: Path) -> int | None:
+    """The pid in a daemon's pid file, None if there is none."""
+    try:
+        return int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not: a detached daemon may never be reaped here)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2 :][:1] != b"Z"
+
+
+def wait_stopped_by_itself(pidfile: Path, pid: int | None = None) -> None:
+    """Wait until the daemon of ``pidfile`` (or ``pid``) has shut itself down (sjq.waittime):
+    its process has exited and its pid file is gone. Whether a connect is refused is no
+    sign: a loaded machine refuses connects to a live daemon too (a full backlog)."""
+    pid = daemon_pid(pidfile) if pid is None else pid
+    wait_for(
+        lambda: not pidfile.exists() and (pid is None or not alive(pid)),
+        20,
+        what=f"the idle daemon (pid {pid}) to shut itself down",
+    )

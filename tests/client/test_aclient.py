@@ -407,9 +407,7 @@ def test_only_asking_for_it_imports_asyncio() -> None:
 async def test_the_calls_about_jobs_start_the_daemon_that_went_idle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from conftest import wait_for
-
-    from .conftest import client_env, stop_daemon, write_rc
+    from .conftest import client_env, stop_daemon, wait_stopped_by_itself, write_rc
 
     base = tmp_path / "idle"
     (base / "jobs").mkdir(parents=True)
@@ -426,7 +424,7 @@ async def test_the_calls_about_jobs_start_the_daemon_that_went_idle(
                 lambda: c.wait([job.id], 10),
                 lambda: c.release(job.id),
             ):
-                wait_for(lambda: not sock.exists(), what="the idle daemon to shut down")
+                wait_stopped_by_itself(base / "sjq.pid", c.started_pid)
                 await c.aclose()  # as a client polling now and then would find it
                 before = c.started_pid
                 await call()

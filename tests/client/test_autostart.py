@@ -12,7 +12,7 @@ import pytest
 from conftest import wait_for
 from sjq_client import Client, DaemonStartFailed
 
-from .conftest import CLI_TIMEOUT, Home, client_env, stop_daemon, write_rc
+from .conftest import CLI_TIMEOUT, Home, client_env, stop_daemon, wait_stopped_by_itself, write_rc
 
 
 def test_submit_starts_a_daemon_with_auto_shutdown(home: Home) -> None:
@@ -55,7 +55,7 @@ def test_reads_of_named_jobs_start_the_daemon_that_went_idle(tmp_path: Path) -> 
         ]
         for args, shown in commands:
             # Each time, the daemon has shut itself down: nothing runs or waits.
-            wait_for(lambda: not answers(h.socket), what="the idle daemon to shut down")
+            wait_stopped_by_itself(base / "sjq.pid")
             before = h.started()
             r = cli(*args)
             assert r.code == 0, (args, r)
@@ -64,7 +64,7 @@ def test_reads_of_named_jobs_start_the_daemon_that_went_idle(tmp_path: Path) -> 
             assert h.started() == before + 1, args
         r = cli("wait", str(failed))
         assert (r.code, r.err) == (1, f"sjq: job {failed} failed: exit status 1\n")
-        wait_for(lambda: not answers(h.socket), what="the idle daemon to shut down")
+        wait_stopped_by_itself(base / "sjq.pid")
         r = cli("info", "99")
         assert (r.code, r.out) == (1, "")
         assert "unknown job 99" in r.err
@@ -163,11 +163,11 @@ def test_the_client_answers_for_the_jobs_of_a_daemon_that_went_idle(
         with Client(config=rc) as c:
             job = c.submit(command=["true"])
             assert job.wait(10).value == "S"
-            wait_for(lambda: not answers(sock), what="the idle daemon to shut down")
+            wait_stopped_by_itself(base / "sjq.pid", c.started_pid)
             before = c.started_pid
             assert job.info().exit_code == 0
             assert c.started_pid not in (None, before)
-            wait_for(lambda: not answers(sock), what="the idle daemon to shut down")
+            wait_stopped_by_itself(base / "sjq.pid", c.started_pid)
             before = c.started_pid
             assert c.outcomes(job) == {job.id: "success"}
             assert c.started_pid != before
