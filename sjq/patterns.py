@@ -1,7 +1,8 @@
 """Slurm-style file name patterns for a job's output (``logs/%x.%j.out``): pure text, no I/O.
 
-The daemon expands STDOUT and STDERR with `expand` when the client sent ``PATTERNS``, and
-always for the ``sjq.defaults.stdout``/``sjq.defaults.stderr`` keys. As in Slurm's sbatch:
+The daemon expands STDOUT and STDERR with `expand` when the client sent ``PATTERNS`` or
+the job is an array element, and always for the ``sjq.defaults.stdout``/``.stderr`` keys.
+As in Slurm's sbatch:
 
     %%          a literal %
     %j  %J      the job id (%J is Slurm's jobid.stepid; sjq has no steps)
@@ -38,7 +39,7 @@ _TEXT = frozenset("xuN")
 
 @record
 class PatternFields:
-    """What a pattern can name. ``array_id``/``array_index`` stay None until sjq has arrays."""
+    """What a pattern can name. ``array_id``/``array_index``: None for a job outside an array."""
 
     jobid: int
     name: str

@@ -150,3 +150,24 @@ def test_directories_are_made_as_the_jobs_user(public_daemon: Daemon, public_dir
     reason = d.info(2)["reason"]
     assert reason == f"cannot create the directory {closed}/sub for stdout: Permission denied"
     assert not (closed / "sub").exists()
+
+
+def test_array_elements_fill_in_every_pattern(shared_daemon: Daemon) -> None:
+    """An array's elements read STDOUT as patterns, PATTERNS or not (ARRAY is as new), with
+    %A the array's first id and %a the index; missing directories are made for each."""
+    d = shared_daemon
+    with Raw(d.socket) as c:
+        reply = c.submit(
+            SH + "echo $SJQ_JOBID\n",
+            name="sweep",
+            array="4-6",
+            stdout="arr/%x/%A_%2a.%j",
+            cwd=str(d.jobs_dir),
+        )
+    first = int(reply.split()[1].split(b"-")[0])  # OK <first>-<last>
+    for i, index in enumerate((4, 5, 6)):
+        jid = first + i
+        assert d.wait_state(jid, ENDED) == "S"
+        out = d.jobs_dir / "arr" / "sweep" / f"{first}_{index:02d}.{jid}"
+        assert d.info(jid)["stdout"] == str(out)
+        assert out.read_text() == f"{jid}\n"
