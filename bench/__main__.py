@@ -20,13 +20,22 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from types import FrameType
 
-from bench import floor, sjq_arrays, sjq_backfill, sjq_runs, sjqd, slurm_runs, tsp
+from bench import (
+    floor,
+    sjq_arrays,
+    sjq_backfill,
+    sjq_runs,
+    sjqd,
+    slurm_runs,
+    snakemake_runs,
+    tsp,
+)
 from bench.procs import Stamper, become_subreaper, kill_descendants
 from bench.report import QUICK, Failure, Results, Sizes, Table, Value, build, percentile, render
 
 FIGURES = (
     "throughput", "latency", "gap", "chain", "rss", "status", "release", "cli", "idle", "slurm",
-    "array", "backfill",
+    "array", "backfill", "snakemake",
 )  # fmt: skip
 QUEUE_FIGURES = {"latency", "status", "release"}  # measured on the empty and the held queue
 SLOTS = 2  # CPU slots for throughput and chain: issue 6's 2-core machine
@@ -157,6 +166,8 @@ def measure(
             sjq_arrays.measure(r, fresh(), z.array)
         if "backfill" in figures and sjq_ok:
             sjq_backfill.measure(r, fresh(), z.held, z.samples)
+        if "snakemake" in figures and sjq_ok:
+            snakemake_runs.measure(r, fresh(), z.snakemake)
     finally:
         if stamper is not None:
             stamper.close()

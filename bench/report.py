@@ -38,6 +38,7 @@ class Sizes:
     slurm_jobs: int = 300  # the Slurm figures: a burst of trivial jobs through Slurm
     slurm_probes: int = 10  # one-at-a-time submit-to-start samples through Slurm
     array: int = 10_000  # elements of the job array figure (as issue 13 asks, quick too)
+    snakemake: int = 200  # jobs of the Snakemake workflow figure
 
 
 QUICK = Sizes(
@@ -52,6 +53,7 @@ QUICK = Sizes(
     rounds=1,
     slurm_jobs=40,
     slurm_probes=5,
+    snakemake=50,
 )
 
 
@@ -373,6 +375,23 @@ def build(t: Table, figures: set[str]) -> None:
             f"nothing queued behind it {t.pct('sjq.backfill.empty')}",
             "p50 ≤ 1.5x nothing queued" + (f" (≤ {ms(1.5 * e)} ms)" if e is not None else ""),
             q <= 1.5 * e if q is not None and e is not None else None,
+        )
+    if "snakemake" in figures:
+
+        def wall(v: float) -> str:
+            return f"{v:.1f} s"
+
+        def over(key: str) -> str:
+            w, busy = r.number(key), r.number(key + ".jobs")
+            return f" (jobs' own {busy:.1f} s)" if w is not None and busy is not None else ""
+
+        t.add(
+            f"Snakemake workflow of {z.snakemake} short jobs, wall, 2 CPUs",
+            "--executor sjq " + t.num("snakemake.plugin", wall) + over("snakemake.plugin"),
+            f"local {t.num('snakemake.local', wall)}; cluster-generic + sjq CLI "
+            f"{t.num('snakemake.generic', wall)}" + over("snakemake.generic"),
+            "(information)",
+            None,
         )
     helpers = r.number("sjq.rss.helpers")
     if "rss" in figures and helpers:
