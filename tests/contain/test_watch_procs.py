@@ -83,6 +83,13 @@ def test_keeper_size_taints_wait4_of_a_spawned_job() -> None:
     del ballast
 
 
+def _sid(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except ProcessLookupError:
+        return None
+
+
 def test_tree_includes_what_left_the_group_session_and_parent(tmp_path: Path) -> None:
     ready = tmp_path / "ready"
     script = (
@@ -99,7 +106,8 @@ def test_tree_includes_what_left_the_group_session_and_parent(tmp_path: Path) ->
         lambda: p if len(p := w.pids("j")) >= 5 else (w.sample("j") and None), what="5 processes"
     )
     assert pid in pids
-    assert len({os.getsid(p) for p in pids}) >= 2
+    # (a sample may also have caught the subshell of the double fork, gone since)
+    assert len({sid for p in pids if (sid := _sid(p)) is not None}) >= 2
     assert all(w.owner(p) == "j" for p in pids)
     assert w.owner(os.getpid()) is None
     # killing what the watcher knows reaches what killpg would miss
