@@ -50,6 +50,13 @@ def admit(st: State, req: Submit, peer: Peer) -> Accepted | Error:
             f"MEM {format_mem(mem)} is more than the {format_mem(cfg.maxmem)} this daemon"
             " manages (sjq.maxmem)"
         )
+    gpus = o.gpus or 0
+    # Under Slurm, Slurm refuses what no node has.
+    if cfg.backend == "local" and gpus > st.devices.gpu_count:
+        errors.append(
+            f"GPUS {gpus} is more than the {st.devices.gpu_count} GPUs this daemon manages"
+            " (sjq.gpus)"
+        )
     uid, gid = peer.uid, peer.gid
     for opt, asked, own in (("UID", o.uid, peer.uid), ("GID", o.gid, peer.gid)):
         if asked is not None and asked != own and not (st.is_root and peer.uid == 0):
@@ -109,6 +116,7 @@ def admit(st: State, req: Submit, peer: Peer) -> Accepted | Error:
             state=state,
             procs=procs,
             mem=mem,
+            gpus=gpus,
             depends=depends,
             dependency=dependency,
             uid=uid,

@@ -42,6 +42,14 @@ class _Cancellable(Protocol):
     def cancel(self) -> None: ...
 
 
+class Reserver(Protocol):
+    """Devices set aside for an armed start that may use more than the job it follows
+    holds (`sjq.devices.Devices`)."""
+
+    def reserve(self, token: int) -> tuple[tuple[int, ...], tuple[str, ...]]: ...
+    def unreserve(self, token: int) -> None: ...
+
+
 class Armer:
     """Tokens in the pipe (``tokens``), tokens keepers took whose exit records have not yet
     said what they started (``taken``), and the running jobs whose keepers know they may
@@ -54,8 +62,11 @@ class Armer:
         queue: Queue,
         launch: Callable[[Job], JobLaunch],
         later: Callable[[float, Callable[[], None]], _Cancellable],
+        *,
+        devices: Reserver | None = None,
     ) -> None:
         self.pipe = pipe
+        self._devices = devices
         self.queue = queue
         self._launch = launch
         self._later = later
@@ -122,7 +133,12 @@ class Armer:
             seq = next(self._seq)
             self.tokens[seq] = e
             self.queue.arm(e.job)
-            entries.append(m.ArmedStart(seq, self._launch(e.job), e.after, e.need_success))
+            cpus: tuple[int, ...] = ()
+            gpus: tuple[str, ...] = ()
+            if not e.covered and self._devices is not None:
+                cpus, gpus = self._devices.reserve(seq)  # the free ones: no pass runs meanwhile
+            launch = self._launch(e.job)
+            entries.append(m.ArmedStart(seq, launch, e.after, e.need_success, cpus, gpus))
         live = frozenset(self.tokens)
         for link in links:
             if link.alive:
@@ -153,6 +169,7 @@ class Armer:
         for seq, e in self.tokens.items():
             if seq in back:
                 self.queue.disarm(e.job)
+                self._unreserve(seq)
             else:
                 self.taken[seq] = e
         self.tokens.clear()
@@ -169,6 +186,12 @@ class Armer:
             e = self.tokens.pop(msg.claimed, None) or self.taken.pop(msg.claimed, None)
             if e is not None and msg.started_next != e.job.id:
                 self.queue.disarm(e.job)  # back among the ready jobs, for the next pass
+                self._unreserve(msg.claimed)
+            # (a start from it took over what was set aside: State.armed_start)
+
+    def _unreserve(self, token: int) -> None:
+        if self._devices is not None:
+            self._devices.unreserve(token)
 
     def close(self) -> None:
         if self._put_timer is not None:

@@ -31,9 +31,9 @@ class ArmEntry:
     job: Job
     after: int | None
     need_success: bool
-    # It fits in what any runner it may follow holds: once started, it is covered by that
-    # runner's reservation until the runner's end is known. Not so when it may use the
-    # free resources too (one runner): a pass must not spend those meanwhile.
+    # It fits in what any runner it may follow holds (CPUs, memory, GPUs): once started, it
+    # is covered by that runner's reservation until the runner's end is known. Not so when
+    # it may use the free resources too (one runner): a pass must not spend those meanwhile.
     covered: bool = True
 
 
@@ -44,11 +44,11 @@ def could_start(q: Queue, armed: Iterable[Job] = ()) -> bool:
     if free_procs <= 0:
         return False
     free_mem = None if q.maxmem is None else q.maxmem - q.used_mem
+    free_gpus = q.maxgpus - q.used_gpus
     for j in armed:
-        fits = j.procs <= free_procs and (free_mem is None or j.mem <= free_mem)
-        if j.state is Q and fits and not q.full(j):
+        if j.state is Q and q.fits(j, free_procs, free_mem, free_gpus) and not q.full(j):
             return True
-    return q.best_shape(free_procs, free_mem) is not None
+    return q.best_shape(free_procs, free_mem, free_gpus=free_gpus) is not None
 
 
 def next_after(q: Queue, x: Job, armed: Iterable[Job] = ()) -> tuple[Job, bool] | None:
@@ -59,14 +59,14 @@ def next_after(q: Queue, x: Job, armed: Iterable[Job] = ()) -> tuple[Job, bool] 
     free now are counted as its."""
     free_procs = q.maxprocs - q.used_procs + x.procs
     free_mem = None if q.maxmem is None else q.maxmem - q.used_mem + x.mem
+    free_gpus = q.maxgpus - q.used_gpus + x.gpus
 
     def fits(j: Job) -> bool:
-        """Room for it once x has ended: its CPUs and memory, and its array's limit."""
-        cpu_mem = j.procs <= free_procs and (free_mem is None or j.mem <= free_mem)
-        return cpu_mem and not q.full(j, x)
+        """Room for it once x has ended: its CPUs, memory and GPUs, and its array's limit."""
+        return q.fits(j, free_procs, free_mem, free_gpus) and not q.full(j, x)
 
     candidates: list[tuple[Job, int | None]] = []  # a job, and its condition on x if any
-    shape = q.best_shape(free_procs, free_mem, ending=x)
+    shape = q.best_shape(free_procs, free_mem, ending=x, free_gpus=free_gpus)
     if shape is not None:
         candidates.append((q.jobs[q.ready[shape][0][1]], None))
     candidates.extend((a, None) for a in armed if a.state is Q and fits(a))
@@ -125,7 +125,7 @@ def arm_plan(
         if nxt is None:
             return []
         y = nxt[0]
-        covered = y.procs <= x.procs and (q.maxmem is None or y.mem <= x.mem)
+        covered = q.fits(y, x.procs, None if q.maxmem is None else x.mem, x.gpus)
         # A job waiting on x (H) may start only on x's own end, whichever kind it waits for.
         after = x.id if nxt[1] or y.state is H else None
         return [ArmEntry(y, after, nxt[1], covered)]
@@ -133,13 +133,14 @@ def arm_plan(
     # token in turn when it ends), leaves free: no larger than any of them.
     min_procs = min(r.procs for r in runners)
     min_mem = min(r.mem for r in runners)
+    min_gpus = min(r.gpus for r in runners)
     cut = min((q.child_key(r.id) for r in runners), default=NO_KEY)
     out: list[ArmEntry] = []
     depth = ARM_DEPTH * len(runners) if more is None else len(armed) + more
     running: dict[int, int] = {}  # array -> its elements running, and planned so far
     for j in _first_ready(q, depth, armed):
         key = (-j.priority, j.id)
-        if key > cut or j.procs > min_procs or (q.maxmem is not None and j.mem > min_mem):
+        if key > cut or not q.fits(j, min_procs, None if q.maxmem is None else min_mem, min_gpus):
             break
         lim = q.limits.get(j.array) if j.array else None
         if lim is not None:
@@ -148,7 +149,7 @@ def arm_plan(
             if running[j.array] > lim[0]:
                 break
         out.append(ArmEntry(j, None, False))
-        min_procs, min_mem = j.procs, j.mem
+        min_procs, min_mem, min_gpus = j.procs, j.mem, j.gpus
         cut = min(cut, q.child_key(j.id))
     return out
 

@@ -97,6 +97,8 @@ class Config:
     sync: str
     loglevel: str
     enforce: str
+    pin: bool
+    gpus: str
     backend: str
     slurm_args: tuple[str, ...] | None
     slurm_poll: float
@@ -348,6 +350,7 @@ def _reconcile(values: dict[str, Any], settings: Mapping[str, _Setting]) -> None
                 f"{values['default_procs']} is more than sjq.maxprocs "
                 f"({values['maxprocs']}, from {theirs.where.origin})",
             )
+    _reconcile_pin(values, settings)
     maxmem = values["maxmem"]
     if maxmem is not None and values["default_mem"] > maxmem:
         if "sjq.defaults.mem" not in settings or detected("sjq.maxmem"):
@@ -360,6 +363,29 @@ def _reconcile(values: dict[str, Any], settings: Mapping[str, _Setting]) -> None
                 f"{format_mem(values['default_mem'])} is more than sjq.maxmem "
                 f"({format_mem(maxmem)}, from {theirs.where.origin})",
             )
+
+
+def _reconcile_pin(values: dict[str, Any], settings: Mapping[str, _Setting]) -> None:
+    """Pinning gives each running job CPUs of its own: only possible where sjq hands out no
+    more CPUs than this process may run on."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    room = values["maxprocs"] <= cpus and values["backend"] == "local"
+    if values["pin"] is None:
+        values["pin"] = room
+    elif values["pin"] and not room:
+        mine = settings["sjq.pin"]
+        why = (
+            "jobs run in Slurm (sjq.backend = slurm)"
+            if values["backend"] != "local"
+            else f"sjq.maxprocs ({values['maxprocs']}) is more than the {cpus} CPUs this"
+            " daemon may run on, so running jobs cannot each have CPUs of their own"
+        )
+        raise ConfigError(
+            mine.where.origin, mine.where.name, f"cannot pin CPUs: {why}; set it to F"
+        )
 
 
 def _unknown(name: str) -> str:

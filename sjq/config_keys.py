@@ -119,6 +119,32 @@ def _choice(*words: str) -> Parser:
     return parse
 
 
+def _auto_bool(text: str, where: Where) -> bool | None:
+    """T/F, or None for auto (decided once the other settings are known)."""
+    return None if text.lower() == "auto" else _bool(text, where)
+
+
+# GPU ids as NVIDIA names them: indexes (0, 1) or UUIDs (GPU-..., MIG-...)
+_GPU_ID = r"[A-Za-z0-9][A-Za-z0-9:/._-]*"
+
+
+def _gpu_ids(text: str, where: Where) -> str:
+    """auto, none, or a comma-separated list of device ids (kept as text: the daemon
+    discovers what auto means when it starts)."""
+    if text.lower() in ("auto", "none"):
+        return text.lower()
+    ids = [p.strip() for p in text.split(",")]
+    for p in ids:
+        if not re.fullmatch(_GPU_ID, p):
+            raise Invalid(
+                f"cannot read GPU id {p!r} (expected auto, none, or ids such as 0,1 or"
+                " GPU-..., MIG-... UUIDs, separated by commas)"
+            )
+    if len(set(ids)) != len(ids):
+        raise Invalid(f"a GPU id is listed twice in {text!r}")
+    return ",".join(ids)
+
+
 def _sbatch_args(text: str, where: Where) -> tuple[str, ...]:
     from sjq.slurm.args import ArgsError, split_args  # noqa: PLC0415 - only when it is set
 
@@ -369,6 +395,14 @@ _KEY_LIST = (
         "root); watch = sample each job's process tree and stop it when over; none = not held "
         "(usage is still measured); auto = cgroup if one can be made, else watch",
         "resources"),
+    Key("sjq.pin", "pin", "auto", _auto_bool,
+        "T: each running job gets PROCS CPUs of its own (affinity, and its cgroup's cpuset), "
+        "named in SJQ_CPUS; auto = T where sjq.maxprocs is no more than the CPUs this daemon "
+        "may run on (T is refused otherwise)", "resources"),
+    Key("sjq.gpus", "gpus", "auto", _gpu_ids,
+        "GPUs handed out to jobs (GPUS), ids as NVIDIA names them (0,1 or GPU-.../MIG-... "
+        "UUIDs); auto = the devices nvidia-smi -L (or /proc/driver/nvidia/gpus) lists, "
+        "limited by the daemon's CUDA_VISIBLE_DEVICES; none = no GPUs", "resources"),
     Key("sjq.backend", "backend", "local", _choice("local", "slurm"),
         "local: the daemon runs jobs on this machine; slurm: it hands each job to Slurm "
         "(sbatch) once its dependencies allow, and follows it there (docs/slurm.md)", "slurm"),

@@ -8,13 +8,20 @@ enforced. Every method measures a job's true usage (docs/containment.md).
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 
 from sjq.config import Config, ConfigError
 from sjq.contain.cgroup import Backend, CgroupError, detect
+from sjq.contain.cpus import Topology, format_cpulist
+from sjq.contain.gpus import GpuError, discover_gpus
+from sjq.devices import Devices
 from sjq.keeper.guard import Guard
 
-__all__ = ["Containment", "choose"]
+__all__ = ["Containment", "choose", "devices"]
+
+log = logging.getLogger("sjq")
 
 
 @dataclass(slots=True)
@@ -26,9 +33,10 @@ class Containment:
     backend: Backend | None
     line: str
 
-    def guard(self, pool_size: int) -> Guard:
-        """One keeper's guard (built before the keeper is forked)."""
-        return Guard(self.backend, pool_size=pool_size)
+    def guard(self, pool_size: int, topology: Topology | None) -> Guard:
+        """One keeper's guard (built before the keeper is forked); ``topology``: the CPUs
+        jobs are pinned to (None: no pinning)."""
+        return Guard(self.backend, pool_size=pool_size, topology=topology)
 
     def close(self) -> None:
         """The daemon stops: remove what is left of its groups (those still holding jobs
@@ -56,7 +64,9 @@ def choose(cfg: Config) -> Containment:
     )
     if cfg.enforce == "watch":
         return Containment("watch", None, watch)
-    det = detect(controllers=("memory", "cpuacct"))
+    # Pinning under v1 is the job's cpuset (it cannot widen its affinity); without pinning
+    # the cpuset hierarchy would only cost two writes per start.
+    det = detect(controllers=("memory", "cpuacct", *(("cpuset",) if cfg.pin else ())))
     backend, why = det.backend, det.why
     if backend is not None:
         try:
@@ -85,3 +95,33 @@ def choose(cfg: Config) -> Containment:
         backend,
         f"cgroup (sjq.enforce = {cfg.enforce}): {why}; the kernel holds each job to its MEM",
     )
+
+
+def devices(cfg: Config, contained: Containment) -> Devices:
+    """The CPUs jobs are pinned to (``sjq.pin``) and the GPUs they are given (``sjq.gpus``),
+    each said once in the log. Raises ConfigError for GPU ids that cannot be read (e.g.
+    a malformed SJQ_GPUS of the job a daemon was started in)."""
+    if contained.method == "slurm":
+        return Devices()
+    topology = None
+    if cfg.pin:
+        topology = Topology.read()
+        how = (
+            "the job's cpuset"
+            if contained.backend is not None and contained.backend.cpuset
+            else "affinity"
+        )
+        log.info(
+            "pinning: each job gets CPUs of its own among %s (sjq.pin = T; by %s)",
+            format_cpulist(topology.cpus),
+            how,
+        )
+    try:
+        gpus = discover_gpus(cfg.gpus, os.environ)
+    except GpuError as e:
+        raise ConfigError("sjq.gpus", None, str(e)) from None
+    if gpus.ids:
+        log.info("gpus: %s, from %s", ",".join(gpus.ids), gpus.source)
+    else:
+        log.info("gpus: none (%s)", gpus.source)
+    return Devices(topology, gpus.ids)

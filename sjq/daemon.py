@@ -111,15 +111,16 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
         remove_socket(cfg.socket, sock_ident)
         return _fail(str(e), ready_fd)
     try:
+        contained = containment.choose(cfg)
+        log.info("containment: %s", contained.line)
+        devices = containment.devices(cfg, contained)
         now = time.time()
-        state = State(cfg, store, now)
+        state = State(cfg, store, now, devices)
         recovered = recover(state, cfg.spool, now)
         state.write_changes()
         store.commit()
         for path in recovered.finished_journals:
             _unlink_quietly(path)
-        contained = containment.choose(cfg)
-        log.info("containment: %s", contained.line)
         backend = None
         if slurm is not None:
             ident = daemon_id(store.meta("daemon_id"))
@@ -142,7 +143,7 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
                 cfg.killgrace,
                 cfg.logfile,
                 arm_fd=arm_pipe.read_fd,
-                guard=contained.guard(pool),
+                guard=contained.guard(pool, devices.topology),
             )
             for _ in range(cfg.keepers if backend is None else 0)
         ]

@@ -89,6 +89,9 @@ class Job:
     maxrss: int | None = None  # peak resident memory of the whole tree, bytes
     measured_by: str | None = None  # "cgroup" or "sampled" (INFO measured_by), once ended
     priority: int = 0  # higher starts first among jobs that fit; ties go to the lower id
+    gpus: int = 0  # GPUs reserved (GPUS)
+    cpu_ids: tuple[int, ...] | None = None  # the CPUs it runs on, when pinned (INFO cpus)
+    gpu_ids: tuple[str, ...] | None = None  # the GPUs it holds, when GPUs are managed
     armed: bool = False  # a keeper will start it the moment the one running job ends
     array: int = 0  # the first id of the array it is an element of; 0: none
     time_limit: float | None = None  # TIME, seconds: when it must have ended (reservations)
@@ -133,6 +136,9 @@ class JobLaunch(NamedTuple):
     procs: int = 1  # CPUs reserved (the thread variables of the job's environment)
     mem: int | None = None  # the memory limit to hold the job to, bytes; None: not enforced
     makedirs: tuple[str, ...] = ()  # "stdout", "stderr": create the file's directory if missing
+    cpus: tuple[int, ...] | None = None  # the CPUs to pin it to; None: not pinned
+    gpus: tuple[str, ...] | None = None  # its GPUs; None: the daemon manages none
+    ngpus: int = 0  # how many GPUs it reserved (what an armed start takes over)
 
 
 class ExitRecord(NamedTuple):

@@ -18,6 +18,7 @@ __all__ = ["default_environment", "home_of", "job_launch"]
 PROTECTED = (
     *("JOB_ID", "SJQ_JOBID", "SJQ_JOBNAME", "SJQ_PROCS", "SJQ_MEM", "SJQ_SOCKET", "TMPDIR"),
     *("SJQ_ARRAY_ID", "SJQ_ARRAY_INDEX", "SJQ_ENTRY"),  # never inherited from a submitting job
+    *("SJQ_CPUS", "SJQ_GPUS"),  # set by the keeper from what the job gets
 )
 
 
@@ -89,4 +90,7 @@ def job_launch(job: Job, spec: JobSpec, host: Host) -> JobLaunch:
         procs=job.procs,
         mem=job.mem if host.enforce else None,
         makedirs=spec.makedirs,
+        cpus=job.cpu_ids,
+        gpus=job.gpu_ids,
+        ngpus=job.gpus,
     )

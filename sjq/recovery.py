@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from sjq.conditions import parents, resolve
+from sjq.contain.cpus import parse_cpulist
 from sjq.jobs import Job, JobState
 from sjq.keeper.adopt import Adoption
 from sjq.keeper.journal import JournalState
@@ -125,6 +126,11 @@ def recover(state: State, spool: str, now: float) -> Recovered:
                 out.ended += 1
             elif process_alive(pid, pid_start, start_hi) or live_keeper:
                 out.adopted.append(Adoption(job, jl))
+                if jl is not None:  # it goes on holding its CPUs and GPUs
+                    s = jl.started[job.id]
+                    cpus = parse_cpulist(s.cpus) if s.cpus else None
+                    gpus = tuple(s.gpus.split(",")) if s.gpus else None
+                    job.cpu_ids, job.gpu_ids = state.devices.assign(job.id, cpus, gpus)
             else:
                 state.lost(
                     job, "exit status lost: its daemon and keeper both ended while it ran", now

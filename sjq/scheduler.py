@@ -24,13 +24,15 @@ ALL = 1 << 62  # CPUs: more than any job asks for
 class Queue:
     """Every job that has not ended, indexed so that a pass costs what changed.
 
-    Ready (``Q``) jobs sit in one heap per shape ``(procs, mem, TIME)``; a pass looks only at
-    the heads of the shapes that fit, so 100,000 waiting jobs of a few shapes cost no more
-    to schedule than ten. (TIME is in the shape because whether a job may pass a reserved
-    one depends on it: within a heap, the head decides for all.) Dependencies are a reverse
-    index parent -> children, so an exit touches only the jobs that waited on it:
-    ``_children`` holds the conditions on a job's end (each child id packed with its kind,
-    ``child << 2 | kind``), ``_starters`` the children waiting for it to start (``after``).
+    Ready (``Q``) jobs sit in one heap per shape ``(procs, mem, TIME, gpus)``; a pass looks
+    only at the heads of the shapes that fit, so 100,000 waiting jobs of a few shapes cost no
+    more to schedule than ten. (TIME is in the shape because whether a job may pass a
+    reserved one depends on it: within a heap, the head decides for all.) GPUs are counted
+    here like CPUs; which devices a job gets is the daemon's ``sjq.devices``. Dependencies
+    are a reverse index parent -> children, so an exit touches only the jobs that waited on
+    it: ``_children`` holds the conditions on a job's end (each child id packed with its
+    kind, ``child << 2 | kind``), ``_starters`` the children waiting for it to start
+    (``after``).
     """
 
     def __init__(
@@ -38,11 +40,13 @@ class Queue:
         maxprocs: int,
         maxmem: int | None,
         *,
+        maxgpus: int = 0,
         maxbypass: float | None = None,
         grace: float = 0.0,
     ) -> None:
         self.maxprocs = maxprocs
         self.maxmem = maxmem
+        self.maxgpus = maxgpus
         self.maxbypass = maxbypass  # sjq.maxbypass; None: later jobs may always pass
         self.grace = grace  # sjq.killgrace: how long past its TIME a job may still run
         # The first waiting job's reservation as the last pass left it (sjq.reservation),
@@ -55,6 +59,7 @@ class Queue:
         self._armed: dict[int, Job] = {}
         self.used_procs = 0
         self.used_mem = 0
+        self.used_gpus = 0
         self.jobs: dict[int, Job] = {}
         self.counts: dict[JobState, int] = dict.fromkeys(JobState, 0)
         self.changes: list[Change] = []  # every state change, for the caller to record
@@ -70,10 +75,10 @@ class Queue:
         # conditions) those of its afterok children's aborts. Same safe side as _child_key,
         # which counts these too for each parent whose end could abort the job.
         self._abort_key: dict[int, tuple[int, int]] = {}
-        # (procs, mem, TIME in ms or 0) -> heap of (-priority, id); entries go stale when a job
-        # leaves Q and are dropped lazily when they reach the top. The elements of an array
-        # with a limit (ARRAY ...%N) have heaps of their own, (procs, mem, TIME, array),
-        # which a pass skips while that many of them run.
+        # (procs, mem, TIME in ms or 0, gpus) -> heap of (-priority, id); entries go stale
+        # when a job leaves Q and are dropped lazily when they reach the top. The elements
+        # of an array with a limit (ARRAY ...%N) have heaps of their own, (procs, mem, TIME,
+        # gpus, array), which a pass skips while that many of them run.
         self.ready: dict[tuple[int, ...], list[tuple[int, int]]] = {}
         # array -> [limit, running, active] for arrays with a limit of elements at once
         self.limits: dict[int, list[int]] = {}
@@ -279,19 +284,21 @@ class Queue:
                 break
             free_procs = self.maxprocs - self.used_procs
             free_mem = None if self.maxmem is None else self.maxmem - self.used_mem
-            fits = head.procs <= free_procs and (free_mem is None or head.mem <= free_mem)
-            if shape is not None and fits:
+            free_gpus = self.maxgpus - self.used_gpus
+            if shape is not None and self.fits(head, free_procs, free_mem, free_gpus):
                 started.append(self._start(shape, now))
             else:
-                res = self._reserve_for(head, free_procs, free_mem, now)
+                res = self._reserve_for(head, (free_procs, free_mem, free_gpus), now)
         while res is not None and self.ready:  # later ones where they do not delay it
             free_procs = self.maxprocs - self.used_procs
             free_mem = None if self.maxmem is None else self.maxmem - self.used_mem
-            shape = self.best_shape(free_procs, free_mem, passes=(res, now))
+            free_gpus = self.maxgpus - self.used_gpus
+            shape = self.best_shape(free_procs, free_mem, passes=(res, now), free_gpus=free_gpus)
             if shape is None:
                 break
-            if res.lets_pass(shape[0], shape[1], shape[2], now, self.grace) == 2:
-                res.use_extra(shape[0], shape[1])
+            procs, mem, limit, gpus = shape[:4]
+            if res.lets_pass(procs, mem, limit, now, self.grace, gpus=gpus) == 2:
+                res.use_extra(procs, mem, gpus)
             started.append(self._start(shape, now))
         if res is None:
             self._head = None
@@ -316,16 +323,14 @@ class Queue:
                 first = job
         return first
 
-    def _reserve_for(
-        self, head: Job, free_procs: int, free_mem: int | None, now: float
-    ) -> Reservation:
+    def _reserve_for(self, head: Job, free: tuple[int, int | None, int], now: float) -> Reservation:
         since = self._head[1] if self._head is not None and self._head[0] == head.id else now
         self._head = (head.id, since)
         return reserve(
             head,
             since,
             self._running.values(),
-            (free_procs, free_mem),
+            free,
             now,
             grace=self.grace,
             maxbypass=self.maxbypass,
@@ -337,11 +342,13 @@ class Queue:
         free_mem: int | None,
         ending: Job | None = None,
         passes: tuple[Reservation, float] | None = None,
+        free_gpus: int | None = None,
     ) -> tuple[int, ...] | None:
         """The shape whose first ready job comes first among those that fit (stale heap
         tops, of jobs no longer ready or armed, are dropped on the way), skipping arrays
         at their limit (``ending``, a running job, counted as ended) and, given a
-        reservation and the time, the shapes it does not let pass."""
+        reservation and the time, the shapes it does not let pass. ``free_mem`` and
+        ``free_gpus`` None: not counted."""
         best_key: tuple[int, int] | None = None
         best_shape: tuple[int, ...] | None = None
         for shape, heap in list(self.ready.items()):
@@ -350,15 +357,17 @@ class Queue:
             if not heap:
                 del self.ready[shape]
                 continue
-            procs, mem = shape[0], shape[1]
+            procs, mem, limit, gpus = shape[:4]
             if procs > free_procs or (free_mem is not None and mem > free_mem):
                 continue
-            if len(shape) > 3 and self.full(self.jobs[heap[0][1]], ending):
+            if free_gpus is not None and gpus > free_gpus:
+                continue
+            if len(shape) > 4 and self.full(self.jobs[heap[0][1]], ending):
                 continue
             if best_key is not None and heap[0] > best_key:
                 continue
             if passes is not None and not passes[0].lets_pass(
-                procs, mem, shape[2], passes[1], self.grace
+                procs, mem, limit, passes[1], self.grace, gpus=gpus
             ):
                 continue
             best_key, best_shape = heap[0], shape
@@ -400,13 +409,18 @@ class Queue:
             for cid in self._starters.pop(job.id):
                 self._met(cid, now)
 
+    def fits(self, job: Job, procs: int, mem: int | None, gpus: int) -> bool:
+        """Whether ``job`` fits in ``procs`` CPUs, ``mem`` bytes (None: not counted) and
+        ``gpus`` GPUs."""
+        return job.procs <= procs and (mem is None or job.mem <= mem) and job.gpus <= gpus
+
     def _push(self, job: Job) -> None:
         if job.armed:
             return
         mem = job.mem if self.maxmem is not None else 0
         # TIME in whole milliseconds, rounded up (a later end is the safe side); 0: none
         limit = math.ceil(job.time_limit * 1000) if job.time_limit else 0
-        shape: tuple[int, ...] = (job.procs, mem, limit)
+        shape: tuple[int, ...] = (job.procs, mem, limit, job.gpus)
         if job.array in self.limits:
             shape += (job.array,)
         heapq.heappush(self.ready.setdefault(shape, []), (-job.priority, job.id))
@@ -415,6 +429,7 @@ class Queue:
         self._running[job.id] = job
         self.used_procs += job.procs
         self.used_mem += job.mem
+        self.used_gpus += job.gpus
         if job.array in self.limits:
             self.limits[job.array][1] += 1
 
@@ -422,6 +437,7 @@ class Queue:
         del self._running[job.id]
         self.used_procs -= job.procs
         self.used_mem -= job.mem
+        self.used_gpus -= job.gpus
         if job.array in self.limits:
             self.limits[job.array][1] -= 1
 

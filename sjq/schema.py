@@ -84,4 +84,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN makedirs INTEGER NOT NULL DEFAULT 0;
     """,
+    # version 9: GPUs reserved, and the CPUs and GPUs a job runs on (INFO cpus, gpus)
+    """
+    ALTER TABLE jobs ADD COLUMN gpus INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN cpu_ids TEXT;
+    ALTER TABLE jobs ADD COLUMN gpu_ids TEXT;
+    """,
 ]

@@ -21,6 +21,7 @@ from sjq import __version__
 from sjq.armer import Armer
 from sjq.arming import could_start
 from sjq.config import Config
+from sjq.devices import Handover
 from sjq.jobs import ExitRecord, Job, JobState
 from sjq.keeper import ArmPipe, KeeperHandle
 from sjq.keeper import messages as m
@@ -75,7 +76,9 @@ class Daemon:
         self.keepers = [KeeperLink(self, k) for k in keepers]
         self._owner: dict[int, KeeperLink] = {}  # running job -> the keeper that runs it
         self._next_keeper = 0
-        self.armer = Armer(arm_pipe, state.queue, state.spawn_request, self._later)
+        self.armer = Armer(
+            arm_pipe, state.queue, state.spawn_request, self._later, devices=state.devices
+        )
         self._rotated: list[str] = []  # journals to delete after the next commit
         self.orphans = Orphans(
             adopted,
@@ -367,7 +370,8 @@ class Daemon:
         if msg.started_next is None:
             return
         self._owner[msg.started_next] = link
-        started = self.state.armed_start(msg.started_next, msg.record.time)
+        devices = Handover(msg.claimed, msg.cpus, msg.gpus)
+        started = self.state.armed_start(msg.started_next, msg.record.time, devices)
         if started is None:
             # Killed while the keeper was starting it: it ends as the daemon recorded.
             link.send(m.encode(m.Kill(msg.started_next, self.cfg.killgrace)))

@@ -15,6 +15,7 @@ from typing import Literal, assert_never
 from sjq import __version__
 from sjq.admission import admit
 from sjq.config import Config
+from sjq.devices import Devices, Handover
 from sjq.jobs import TERMINAL, Change, E, ExitRecord, F, Job, JobLaunch, JobState, K, R, S
 from sjq.launch import default_environment, job_launch
 from sjq.pause import Pause as PauseFlag
@@ -49,15 +50,24 @@ __all__ = ["State"]
 class State:
     """Everything the daemon knows, and the rules for changing it."""
 
-    def __init__(self, cfg: Config, store: Store, now: float) -> None:
+    def __init__(
+        self, cfg: Config, store: Store, now: float, devices: Devices | None = None
+    ) -> None:
         self.cfg = cfg
         self.store = store
+        self.devices = devices or Devices()  # which CPUs and GPUs running jobs hold
         # Under Slurm every job whose dependencies allow goes to Slurm, which does the placing.
         slurm = cfg.backend == "slurm"
         self.queue = (
-            Queue(1 << 62, None)
+            Queue(1 << 62, None, maxgpus=1 << 62)
             if slurm
-            else Queue(cfg.maxprocs, cfg.maxmem, maxbypass=cfg.maxbypass, grace=cfg.killgrace)
+            else Queue(
+                cfg.maxprocs,
+                cfg.maxmem,
+                maxgpus=self.devices.gpu_count,
+                maxbypass=cfg.maxbypass,
+                grace=cfg.killgrace,
+            )
         )
         self.next_id = store.next_id()
         self.default_env = default_environment()
@@ -264,6 +274,7 @@ class State:
         self.queue.changes.append(Change(job, R, now))
 
     def exited(self, rec: ExitRecord) -> None:
+        self.devices.release(rec.jobid)  # also a job killed as it started, no longer known
         job = self.queue.get(rec.jobid)
         if job is None or job.state is not R:
             return
@@ -288,18 +299,22 @@ class State:
         self.queue.finish(job, state, rec.time)
 
     def failed_to_start(self, jobid: int, reason: str, now: float) -> None:
+        self.devices.release(jobid)
         job = self.queue.get(jobid)
         if job is None or job.state is not R:
             return
         job.reason = reason
         self.queue.finish(job, E, now)
 
-    def armed_start(self, jobid: int, now: float) -> Job | None:
-        """A keeper started an armed job as a running one ended: it runs now. None if the
-        job is gone (killed meanwhile) or cannot run: its process must be killed."""
+    def armed_start(self, jobid: int, now: float, devices: Handover) -> Job | None:
+        """A keeper started an armed job as a running one ended (from arm token, on CPUs and
+        GPUs: ``devices``): it runs now. None if the job is gone (killed meanwhile) or cannot
+        run: its process must be killed (its devices are its until its end is reported)."""
+        cpus, gpus = self.devices.handed_over(jobid, *devices)
         job = self.queue.get(jobid)
         if job is None:
             return None
+        job.cpu_ids, job.gpu_ids = cpus, gpus
         if job.state is JobState.HELD:
             self.queue.release(jobid, now)  # held too late: it has started
         if job.state is not JobState.QUEUED:
@@ -315,6 +330,7 @@ class State:
 
     def lost(self, job: Job, reason: str, now: float) -> None:
         """A running job whose exit status cannot be known any more."""
+        self.devices.release(job.id)
         job.reason = reason
         self.queue.finish(job, F, now)
 
@@ -325,6 +341,7 @@ class State:
         if not self.accepting or self.pause.paused:
             return
         for job in self.queue.schedule(self.now):
+            self.devices.take(job)
             self.to_spawn.append(self.spawn_request(job))
 
     def spawn_request(self, job: Job) -> JobLaunch:

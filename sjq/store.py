@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from sjq.conditions import condition_text
+from sjq.contain.cpus import format_cpulist, parse_cpulist
 from sjq.jobs import Change, Job, JobState
 from sjq.paths import make_dirs, make_private_file, tighten
 from sjq.schema import MIGRATIONS as _MIGRATIONS
@@ -70,12 +71,14 @@ _MAKEDIRS = ("stdout", "stderr")  # bit i of the makedirs column stands for _MAK
 _ROW = (
     "id, name, state, procs, mem, depends, uid, gid, submitted, started, ended, exit_code,"
     " signal, reason, pid, pid_start, cpu_user, cpu_sys, maxrss, priority, killing,"
-    " measured_by, backend_id, node, shown, dependency, array_id, time_limit"
+    " measured_by, backend_id, node, shown, dependency, array_id, time_limit, gpus, cpu_ids,"
+    " gpu_ids"
 )
 INFO_COLUMNS = (
     "id, name, state, procs, mem, depends, priority, submitted, started, ended, exit_code,"
     " signal, reason, pid, cpu_user, cpu_sys, maxrss, cwd, stdout, stderr, time_limit,"
-    " measured_by, backend_id, node, shown, dependency, array_id, array_index, entry"
+    " measured_by, backend_id, node, shown, dependency, array_id, array_index, entry,"
+    " cpu_ids, gpu_ids"
 )
 # What STATUS and INFO show as a job's state: a job handed to Slurm waits there as Q or U.
 _SHOWN = "CASE WHEN state = 'R' AND shown IS NOT NULL THEN shown ELSE state END"
@@ -256,8 +259,8 @@ class Store:
             self.db.executemany(
                 "INSERT INTO jobs (id, name, state, procs, mem, depends, uid, gid, cwd, stdout,"
                 " stderr, env, script, submitted, priority, time_limit, reason, dependency,"
-                " array_id, array_index, entry, makedirs)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " array_id, array_index, entry, makedirs, gpus)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     (
                         *(job.id, job.name, job.state.value, job.procs, job.mem),
@@ -265,6 +268,7 @@ class Store:
                         *(e.stdout, e.stderr, own_env, script, job.submit_time, job.priority),
                         *(spec.time_limit, job.reason, job.dependency, array, e.index, e.entry),
                         makedirs,
+                        job.gpus,
                     )
                     for job, e in zip(jobs, elements, strict=True)
                 ),
@@ -288,7 +292,7 @@ class Store:
         self.db.executemany(
             "UPDATE jobs SET state=?, started=?, ended=?, exit_code=?, signal=?, reason=?,"
             " pid=?, pid_start=?, cpu_user=?, cpu_sys=?, maxrss=?, priority=?, killing=?,"
-            " measured_by=?, backend_id=?, node=?, shown=? WHERE id=?",
+            " measured_by=?, backend_id=?, node=?, shown=?, cpu_ids=?, gpu_ids=? WHERE id=?",
             [
                 (
                     j.state.value,
@@ -308,6 +312,8 @@ class Store:
                     j.backend_id,
                     j.node,
                     None if j.shown is None else j.shown.value,
+                    None if j.cpu_ids is None else format_cpulist(j.cpu_ids),
+                    None if j.gpu_ids is None else ",".join(j.gpu_ids),
                     j.id,
                 )
                 for j in touched
@@ -408,6 +414,9 @@ class Store:
             dependency=r[25],
             array=r[26] or 0,
             time_limit=r[27],
+            gpus=r[28],
+            cpu_ids=None if r[29] is None else parse_cpulist(r[29]),
+            gpu_ids=None if r[30] is None else tuple(g for g in r[30].split(",") if g),
         )
 
     def paused_since(self) -> float | None:
@@ -472,6 +481,9 @@ class Store:
         for row in cur:
             d = dict(zip(names, row, strict=True))
             d["depends"] = list(_depends_tuple(d["depends"]))
+            cpus, gpus = d.pop("cpu_ids"), d.pop("gpu_ids")
+            d["cpus"] = list(parse_cpulist(cpus)) if cpus else []
+            d["gpus"] = gpus.split(",") if gpus else []
             shown = d.pop("shown")
             if d["state"] == "R" and shown is not None:
                 d["state"] = shown  # waiting in Slurm

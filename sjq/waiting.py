@@ -51,12 +51,14 @@ def reservation_of(q: Queue, job: Job) -> float | None:
 
 
 def _lacking(q: Queue, job: Job) -> str:
-    """What of its reservation is not free now: ``4 CPUs``, ``8G memory`` or both."""
+    """What of its reservation is not free now: ``4 CPUs``, ``8G memory``, ``2 GPUs``."""
     out = []
     if job.procs > q.maxprocs - q.used_procs:
         out.append(f"{job.procs} CPU{'s' * (job.procs != 1)}")
     if q.maxmem is not None and job.mem > q.maxmem - q.used_mem:
         out.append(f"{format_mem(job.mem)} memory")
+    if job.gpus > q.maxgpus - q.used_gpus:
+        out.append(f"{job.gpus} GPU{'s' * (job.gpus != 1)}")
     return " and ".join(out)
 
 

@@ -273,3 +273,26 @@ def test_an_armed_head_keeps_its_reservation_and_its_place() -> None:
     q.disarm(big)
     q.finish(q.jobs[1], S, 80)
     assert [j.id for j in q.schedule(80)] == [2]
+
+
+def test_gpus_count_in_the_reservation() -> None:
+    """A job waiting for both GPUs is reserved from when the GPU job with a TIME ends; a
+    later GPU job that would run past that may not pass, a CPU-only one may."""
+    q = Queue(maxprocs=4, maxmem=None, maxgpus=2)
+    first = job(1, limit=100)
+    first.gpus = 1
+    q.add(first, 0)
+    assert [j.id for j in q.schedule(0)] == [1]
+    both = job(2)
+    both.gpus = 2
+    q.add(both, 1)
+    late = job(3)  # no TIME, one GPU: would hold it past 100
+    late.gpus = 1
+    q.add(late, 1)
+    q.add(job(4), 1)  # no GPU: fits in what the reserved job will not need
+    assert [j.id for j in q.schedule(1)] == [4]
+    res = q.reservation
+    assert res is not None
+    assert (res.jobid, res.at, res.extra_gpus) == (2, 100, 0)
+    q.finish(q.jobs[1], S, 60)
+    assert [j.id for j in q.schedule(60)] == [2]

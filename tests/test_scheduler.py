@@ -14,8 +14,10 @@ from sjq.jobs import TERMINAL, A, F, H, IllegalTransition, Job, JobState, K, Q, 
 from sjq.scheduler import Queue
 
 
-def job(i: int, procs: int = 1, mem: int = 0, state: JobState = Q, prio: int = 0) -> Job:
-    return Job(id=i, name=f"j{i}", state=state, procs=procs, mem=mem, priority=prio)
+def job(
+    i: int, procs: int = 1, mem: int = 0, state: JobState = Q, prio: int = 0, *, gpus: int = 0
+) -> Job:
+    return Job(id=i, name=f"j{i}", state=state, procs=procs, mem=mem, priority=prio, gpus=gpus)
 
 
 def test_fcfs_with_backfill() -> None:
@@ -33,6 +35,18 @@ def test_memory_is_reserved() -> None:
         q.add(job(i, 1, 600), 0)
     assert [j.id for j in q.schedule(0)] == [1]
     assert q.used_mem == 600
+
+
+def test_gpus_are_counted_and_backfilled() -> None:
+    q = Queue(maxprocs=4, maxmem=None, maxgpus=2)
+    for j in (job(1, gpus=1), job(2, gpus=2), job(3), job(4, gpus=1)):
+        q.add(j, 0)
+    assert [j.id for j in q.schedule(0)] == [1, 3, 4]  # 2 waits for both GPUs; 3, 4 backfill
+    assert q.used_gpus == 2
+    q.finish(q.jobs[1], S, 1)
+    assert q.schedule(1) == []
+    q.finish(q.jobs[4], S, 2)
+    assert [j.id for j in q.schedule(2)] == [2]
 
 
 def test_memory_unmanaged_ignores_mem() -> None:
@@ -158,6 +172,7 @@ ops = st.lists(
             ),
             st.booleans(),  # hold
             st.integers(-1, 1),  # priority
+            st.sampled_from([0, 0, 1, 2]),  # gpus
         ),
         st.tuples(
             st.just("array"),
@@ -207,6 +222,7 @@ def expected_starts(q: Queue) -> list[int]:
     """The reference: scan ready jobs by (-priority, id) and take each that still fits."""
     free_p = q.maxprocs - q.used_procs
     free_m = None if q.maxmem is None else q.maxmem - q.used_mem
+    free_g = q.maxgpus - q.used_gpus
     # elements running per array, against the limits the queue was given
     limits = {a: lim[0] for a, lim in q.limits.items()}
     running: dict[int, int] = {}
@@ -219,11 +235,12 @@ def expected_starts(q: Queue) -> list[int]:
     ):
         if j.array in limits and running.get(j.array, 0) >= limits[j.array]:
             continue
-        if j.procs <= free_p and (free_m is None or j.mem <= free_m):
+        if j.procs <= free_p and (free_m is None or j.mem <= free_m) and j.gpus <= free_g:
             if j.array:
                 running[j.array] = running.get(j.array, 0) + 1
             out.append(j.id)
             free_p -= j.procs
+            free_g -= j.gpus
             if free_m is not None:
                 free_m -= j.mem
     return out
@@ -274,10 +291,12 @@ def check_arm_plan(q: Queue, now: float, ends: list[tuple[int, bool]]) -> None:
         if e.covered:
             assert y.procs <= x.procs
             assert twin.maxmem is None or y.mem <= x.mem
+            assert y.gpus <= x.gpus
         twin.arm(y)
         twin.start_armed(y, now)
         assert twin.used_procs <= twin.maxprocs
         assert twin.maxmem is None or twin.used_mem <= twin.maxmem
+        assert twin.used_gpus <= twin.maxgpus
         capable.append(y)
 
 
@@ -285,14 +304,15 @@ ends = st.lists(st.tuples(st.integers(0, 10), st.booleans()), max_size=10)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(1, 4), st.sampled_from([500, 1000]), ops, ends)
+@given(st.integers(1, 4), st.sampled_from([500, 1000]), st.integers(0, 3), ops, ends)
 def test_scheduler_invariants(
     maxprocs: int,
     maxmem: int,
+    maxgpus: int,
     operations: list[tuple],  # type: ignore[type-arg]
     end_order: list[tuple[int, bool]],
 ) -> None:
-    q = Queue(maxprocs=maxprocs, maxmem=maxmem)
+    q = Queue(maxprocs=maxprocs, maxmem=maxmem, maxgpus=maxgpus)
     m = Model(maxprocs, maxmem)
     next_id = 1
     now = 0.0
@@ -300,14 +320,14 @@ def test_scheduler_invariants(
         now += 1
         kind = op[0]
         if kind == "submit":
-            _, procs, mem, picks, hold, prio = op
-            if procs > maxprocs:
+            _, procs, mem, picks, hold, prio, gpus = op
+            if procs > maxprocs or gpus > maxgpus:
                 continue
             known = list(m.deps)
             deps = tuple(sorted({(known[p % len(known)], k) for p, k in picks})) if known else ()
             unmet, conds, doomed = reference_resolve(q, m, deps)
             state = U if hold else (H if unmet or conds else Q)
-            j = job(next_id, procs, mem, state, prio)
+            j = job(next_id, procs, mem, state, prio, gpus=gpus)
             j.depends = tuple(p for p, k in deps if k == "afterok")
             j.dependency = ",".join(f"{k}:{p}" for p, k in deps if k != "afterok")
             q.add(j, now, unmet=unmet, conds=conds, doomed=doomed)
@@ -360,6 +380,7 @@ def test_scheduler_invariants(
         for first, limit in m.limits.items():
             assert sum(1 for j in running if j.array == first) <= limit, "over %N"
         assert sum(j.mem for j in running) == q.used_mem <= maxmem
+        assert sum(j.gpus for j in running) == q.used_gpus <= maxgpus
         for j in q.jobs.values():
             assert not j.state.terminal
             if j.state is Q:
@@ -419,6 +440,7 @@ def test_an_armed_job_is_kept_out_of_the_pass_until_disarmed() -> None:
 @given(
     st.integers(2, 8),
     st.sampled_from([None, 1000]),
+    st.sampled_from([0, 2, 4]),
     st.lists(
         st.tuples(
             st.sampled_from([1, 1, 1, 2, 3]),  # procs: mostly alike, as real queues are
@@ -427,6 +449,7 @@ def test_an_armed_job_is_kept_out_of_the_pass_until_disarmed() -> None:
             st.one_of(st.none(), st.integers(0, 30)),  # a dependency on an earlier job
             st.booleans(),  # submitted after the first pass (so it may wait on a runner)
             st.sampled_from([AFTEROK, AFTEROK, AFTERANY, AFTERNOTOK, AFTER]),  # its kind
+            st.sampled_from([0, 0, 1, 2]),  # gpus
         ),
         min_size=2,
         max_size=25,
@@ -436,13 +459,14 @@ def test_an_armed_job_is_kept_out_of_the_pass_until_disarmed() -> None:
 def test_armed_tokens_start_what_the_passes_would(
     maxprocs: int,
     maxmem: int | None,
-    specs: list[tuple[int, int, int, int | None, bool, int]],
+    maxgpus: int,
+    specs: list[tuple[int, int, int, int | None, bool, int, int]],
     end_order: list[tuple[int, bool]],
 ) -> None:
     """Several jobs running and a queue of every shape, priority and dependency behind
     them: whatever order the running jobs end in, the tokens start what the passes
     after those ends would have started first."""
-    q = Queue(maxprocs=maxprocs, maxmem=maxmem)
+    q = Queue(maxprocs=maxprocs, maxmem=maxmem, maxgpus=maxgpus)
     late = []
 
     def add(j: Job, deps: tuple[int, ...], kind: int) -> None:
@@ -456,10 +480,10 @@ def test_armed_tokens_start_what_the_passes_would(
         else:
             q.add(j, 0, conds=[(d, kind) for d in waits])
 
-    for i, (procs, mem, prio, dep, after_pass, kind) in enumerate(specs, start=1):
-        if procs > maxprocs:
+    for i, (procs, mem, prio, dep, after_pass, kind, gpus) in enumerate(specs, start=1):
+        if procs > maxprocs or gpus > maxgpus:
             continue
-        j = job(i, procs, mem, prio=prio)
+        j = job(i, procs, mem, prio=prio, gpus=gpus)
         # a dependency on a job that ended is left out: the parents here are all active
         deps = (dep % (i - 1) + 1,) if dep is not None and i > 1 else ()
         if after_pass:

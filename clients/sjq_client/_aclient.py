@@ -387,6 +387,7 @@ class AsyncClient:
         afternotok: Iterable[JobRef] = (),
         dependency: str | None = None,
         patterns: bool = False,
+        gpus: int | None = None,
     ) -> AsyncJob:
         """Queue a job; its AsyncJob (see Client.submit for every argument). With
         ``autostart``, starts a daemon when none answers."""
@@ -408,6 +409,7 @@ class AsyncClient:
             afternotok=afternotok,
             dependency=dependency,
             patterns=patterns,
+            gpus=gpus,
         )
         return AsyncJob(self, await self._run(calls.submit(request)))
 

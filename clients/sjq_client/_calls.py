@@ -119,6 +119,7 @@ def submit_request(
     entries: Iterable[str] | None = None,
     limit: int | None = None,
     patterns: bool = False,
+    gpus: int | None = None,
 ) -> Submit:
     """The SUBMIT of `Client.submit`'s arguments (documented there), encoded once to check it:
     a value the wire cannot carry is a ValueError here, before any I/O (and before a daemon
@@ -130,6 +131,8 @@ def submit_request(
         time_limit = parse_duration(time_limit)
     if procs is not None and (isinstance(procs, bool) or procs < 1):
         raise ValueError(f"procs must be a whole number >= 1, got {procs!r}")
+    if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0):
+        raise ValueError(f"gpus must be a whole number >= 0, got {gpus!r}")
     if env == "inherit":
         env_pairs: tuple[tuple[str, str], ...] | None = tuple(exportable(os.environ))
     elif env == "daemon":
@@ -159,6 +162,7 @@ def submit_request(
         array_limit=limit,
         entries=entry_lines,
         patterns=patterns,
+        gpus=gpus,
     )
     request = Submit(options, body)
     encode_request(request)

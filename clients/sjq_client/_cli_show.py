@@ -253,12 +253,14 @@ def details(i: JobInfo, now: float) -> str:
         ("started", stamp(i.started)),
         ("ended", stamp(i.ended)),
         ("elapsed", "-" if elapsed is None else format_duration(elapsed)),
-        ("procs", str(i.procs)),
+        ("procs", str(i.procs) + (f" (CPUs {format_cpus(i.cpus)})" if i.cpus else "")),
         (
             "memory",
             f"{format_mem(i.mem)} reserved"
-            + ("" if i.maxrss is None else f", {format_mem(i.maxrss)} peak"),
+            + ("" if i.maxrss is None else f", {format_mem(i.maxrss)} peak")
+            + ("" if i.measured_by is None else f" (measured by {i.measured_by})"),
         ),
+        ("gpus", " ".join(i.gpus) or "-"),
         ("cpu time", f"{seconds(i.cpu_user)} user, {seconds(i.cpu_sys)} system"),
         ("time limit", "-" if i.time_limit is None else format_duration(i.time_limit)),
         ("priority", str(i.priority)),
@@ -348,3 +350,17 @@ class _Progress:
             sys.stderr.write("\r\x1b[K")
             sys.stderr.flush()
             self.shown = False
+
+
+def format_cpus(cpus: tuple[int, ...]) -> str:
+    """(0, 2, 3) -> ``0,2-3``, as SJQ_CPUS and taskset write them."""
+    ids = sorted(set(cpus))
+    out: list[str] = []
+    i = 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        out.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
+        i = j + 1
+    return ",".join(out)

@@ -42,6 +42,7 @@ SUBMIT = Command(
             "memory to reserve: 512M, 2G, 1.5G (default sjq.defaults.mem)",
         ),
         Opt(("-p", "--procs"), "procs", "N", "CPUs to reserve (default sjq.defaults.procs)"),
+        Opt(("--gpus",), "gpus", "N", "GPUs to reserve (default 0): see CUDA_VISIBLE_DEVICES"),
         Opt(
             ("-n", "--name"), "name", "NAME", "a name for the job (default: the script's file name)"
         ),
@@ -349,6 +350,12 @@ def _procs(value: str) -> int:
     return int(value)
 
 
+def _gpus(value: str) -> int:
+    if not (value.isascii() and value.isdigit()):
+        raise UsageError(f"--gpus must be a whole number from 0, got {value!r}")
+    return int(value)
+
+
 def _time(value: str) -> float:
     try:
         seconds = parse_duration(value)
@@ -388,6 +395,7 @@ def _cwd(value: str) -> str:
 _CONVERT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "mem": ("mem", _mem),
     "procs": ("procs", _procs),
+    "gpus": ("gpus", _gpus),
     "time": ("time_limit", _time),
     "priority": ("priority", _priority),
     "name": ("name", _one_line("name")),

@@ -184,6 +184,7 @@ class Client:
         afternotok: Iterable[JobRef] = (),
         dependency: str | None = None,
         patterns: bool = False,
+        gpus: int | None = None,
     ) -> Job:
         """Queue a job; return its Job at once (the job runs when its resources are free).
 
@@ -209,7 +210,8 @@ class Client:
         when the job starts.
         ``hold``: the job waits for `release`. ``time_limit``: seconds (or
         ``"2h"``, ``"1:30:00"``) after which it is killed and fails. ``priority``: higher
-        starts first among the jobs that fit. ``name`` defaults to the script's or command's
+        starts first among the jobs that fit. ``gpus``: GPUs to reserve (the job sees its
+        devices in ``CUDA_VISIBLE_DEVICES``). ``name`` defaults to the script's or command's
         file name.
 
         With ``autostart``, starts a daemon when none answers. Raises RequestRejected (the
@@ -234,6 +236,7 @@ class Client:
             afternotok=afternotok,
             dependency=dependency,
             patterns=patterns,
+            gpus=gpus,
         )
         return Job(self, self._run(calls.submit(request)))
 

@@ -50,6 +50,9 @@ class JobInfo:
     entry: str | None = None
     waiting_for: str = ""  # why it has not started: "held", "job 12", "4 CPUs; reserved from ..."
     reservation: float | None = None  # when it is sure to start, if it holds the reservation
+    measured_by: str | None = None  # how maxrss and CPU times were measured: cgroup, sampled
+    cpus: tuple[int, ...] = ()  # the CPUs it runs (ran) on, when the daemon pins jobs
+    gpus: tuple[str, ...] = ()  # the GPU ids it holds (held)
 
     @property
     def finished(self) -> bool:
@@ -68,6 +71,8 @@ class JobInfo:
         out = {name: getattr(self, name) for name in _FIELDS}
         out["state"] = self.state.value
         out["depends"] = list(self.depends)
+        out["cpus"] = list(self.cpus)
+        out["gpus"] = list(self.gpus)
         return out
 
     @classmethod
@@ -78,6 +83,8 @@ class JobInfo:
             values = {name: record[name] for name in _FIELDS if name in record}
             values["state"] = JobState(record["state"])
             values["depends"] = tuple(int(i) for i in record.get("depends") or ())
+            values["cpus"] = tuple(int(i) for i in record.get("cpus") or ())
+            values["gpus"] = tuple(str(i) for i in record.get("gpus") or ())
             info = cls(**values)
             if not isinstance(info.id, int) or not isinstance(info.name, str):
                 raise TypeError("id or name of the wrong type")

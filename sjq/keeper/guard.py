@@ -15,15 +15,20 @@ import os
 import resource
 import threading
 import time
-from contextlib import AbstractContextManager
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import cast
 
 from sjq.contain.account import Usage, out_of_memory_reason, usage
+from sjq.contain.alloc import AllocationError, pick_hand_over
 from sjq.contain.cgroup import Backend, CgroupError, Group, GroupPool
+from sjq.contain.cpus import Topology, choose_cpus
+from sjq.contain.gpus import first_free
 from sjq.contain.procfs import keeper_peak, pinned, set_child_subreaper
 from sjq.contain.watch import Watcher, WatchPolicy
 from sjq.jobs import JobLaunch
+from sjq.keeper.messages import ArmedStart
 
 __all__ = ["Guard", "Settled"]
 
@@ -58,9 +63,12 @@ class Guard:
     """Containment of one keeper's jobs. ``backend``: the cgroup backend the daemon set up
     (None: the watcher alone); ``pool_size``: groups kept ready in this keeper."""
 
-    def __init__(self, backend: Backend | None, *, pool_size: int = 4) -> None:
+    def __init__(
+        self, backend: Backend | None, *, pool_size: int = 4, topology: Topology | None = None
+    ) -> None:
         self.backend = backend
         self.pool_size = pool_size
+        self.topology = topology  # the CPUs jobs are pinned to (None: no pinning)
         self.pool: GroupPool | None = None
         self.watcher = Watcher(WatchPolicy())
         self.jobs: dict[int, _Held] = {}
@@ -95,15 +103,39 @@ class Guard:
         group = None
         if self.pool is not None and req.mem is not None:
             try:
-                group = self.pool.take(req.mem, None)
+                group = self.pool.take(req.mem, req.cpus)
             except CgroupError as e:
                 log.warning("job %d: %s; its memory is watched instead", req.jobid, e.strerror or e)
-        return group, self.context(group)
+        return group, self.context(req, group)
 
-    def context(self, group: Group | None) -> AbstractContextManager[None]:
+    def context(self, req: JobLaunch, group: Group | None) -> AbstractContextManager[None]:
+        """Its group (whose cpuset pins it, when it has one), or its CPUs by affinity."""
         if group is not None and self.backend is not None:
+            if req.cpus is not None and not self.backend.cpuset:
+                return _both(self.backend.inside(group), pinned(req.cpus))
             return self.backend.inside(group)
-        return pinned(None)
+        return pinned(req.cpus)
+
+    def hand_over(self, ended: JobLaunch, entry: ArmedStart) -> JobLaunch | None:
+        """The armed job ``entry`` starts as ``ended`` ends: it gets CPUs and GPUs of those
+        ``ended`` held and of those the daemon set aside for it (the exit record tells the
+        daemon which). None if they are too few (a bookkeeping bug: the daemon starts it)."""
+        launch = entry.launch
+        try:
+            cpus = gpus = None
+            if ended.cpus is not None or entry.cpus:
+                topo = self.topology or Topology.flat([*(ended.cpus or ()), *entry.cpus])
+
+                def choose(free: Collection[int], n: int) -> Sequence[int] | None:
+                    return choose_cpus(free, n, topo)
+
+                cpus, _ = pick_hand_over(ended.cpus or (), entry.cpus, launch.procs, choose)
+            if ended.gpus is not None or entry.gpus:
+                gpus, _ = pick_hand_over(ended.gpus or (), entry.gpus, launch.ngpus, first_free)
+        except AllocationError as e:
+            log.error("job %d cannot follow job %d: %s", launch.jobid, ended.jobid, e)
+            return None
+        return launch._replace(cpus=cpus, gpus=gpus)
 
     def unplace(self, group: Group | None) -> None:
         """The job did not start (or not in ``group``): the group goes back."""
@@ -159,6 +191,7 @@ class Guard:
                 continue
             held.over = True
             held.dying.update(self.watcher.stop(jobid))
+            log.info("job %d is over its memory (MEM): stopped", jobid)
             out.append(jobid)
         return out
 
@@ -228,3 +261,11 @@ class Guard:
                 self.pool.tidy()
             except Exception:
                 log.exception("cannot tidy the group pool")
+
+
+@contextmanager
+def _both(
+    first: AbstractContextManager[None], second: AbstractContextManager[None]
+) -> Iterator[None]:
+    with first, second:
+        yield

@@ -5,9 +5,10 @@ whole lines (a torn last line has no newline and is ignored on reading). The rec
 their encoder and decoder side by side below:
 
 - ``K pid start``: `Header`, the keeper that writes this journal;
-- ``S job pid lo time hi [g=group]``: `Start`, the process started between clock ticks
-  ``lo`` and ``hi`` since boot (``time``: wall clock), in cgroup ``group`` (its name and
-  baselines, for a daemon that re-adopts it);
+- ``S job pid lo time hi [g=group] [c=cpus] [G=gpus]``: `Start`, the process started
+  between clock ticks ``lo`` and ``hi`` since boot (``time``: wall clock), in cgroup
+  ``group`` (its name and baselines), on CPUs ``cpus`` (``0,2-3``) and GPUs ``gpus``, for
+  a daemon that re-adopts it;
 - ``X job pid code|- signal|- time user sys maxrss [m=how] reason``: the job ended
   (`sjq.jobs.ExitRecord`; ``how`` is INFO's ``measured_by``);
 - ``E job time reason``: `Refusal`, the job could not be started;
@@ -25,7 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeAlias, assert_never
 
-from sjq.jobs import ExitRecord
+from sjq.contain.cpus import format_cpulist
+from sjq.jobs import ExitRecord, JobLaunch
 from sjq.keeper.procs import process_alive
 
 __all__ = [
@@ -55,6 +57,14 @@ class Start(NamedTuple):
     time: float
     tick_hi: int | None
     group: str = ""  # its cgroup's name and baselines (``Group.state``); "" under the watcher
+    cpus: str = ""  # the CPUs it is pinned to (``0,2-3``); "" when not pinned
+    gpus: str = ""  # its GPU ids, comma-separated
+
+    @classmethod
+    def of(cls, req: JobLaunch, pid: int, lo: int, time: float, hi: int, *, group: str) -> Start:
+        """The record of ``req``'s start as ``pid``, in group ``group`` (its state)."""
+        cpus = format_cpulist(req.cpus) if req.cpus is not None else ""
+        return cls(req.jobid, pid, lo, time, hi, group, cpus, ",".join(req.gpus or ()))
 
 
 class Refusal(NamedTuple):
@@ -83,8 +93,8 @@ def encode(rec: JournalRecord) -> str:
     match rec:
         case Header(pid, tick):
             return f"K {pid} {_text(tick)}"
-        case Start(jobid, pid, lo, t, hi, group):
-            extra = f" g={group}" if group else ""
+        case Start(jobid, pid, lo, t, hi, group, cpus, gpus):
+            extra = "".join(f" {k}={v}" for k, v in (("g", group), ("c", cpus), ("G", gpus)) if v)
             return f"S {jobid} {pid} {_text(lo)} {t!r} {_text(hi)}{extra}"
         case ExitRecord(jobid, pid, code, sig, t, user, sys_, rss, reason, measured_by):
             how = f"m={measured_by} " if measured_by else ""
@@ -119,6 +129,8 @@ def _start(p: list[str]) -> Start:
         float(p[4]),
         _int(p[5]) if len(p) > 5 else None,
         group=extra.get("g", ""),
+        cpus=extra.get("c", ""),
+        gpus=extra.get("G", ""),
     )
 
 

@@ -153,14 +153,14 @@ class Keeper:
                             pass
                     self._reap()
                 elif key.data is not None:  # a job's group reports an OOM
-                    self._stopped(self.guard.oom_event(key.data))
+                    self.guard.oom_event(key.data)
                 elif mask & selectors.EVENT_READ:
                     self._receive()
                 elif mask & selectors.EVENT_WRITE:
                     self._send_pending()
             self._run_timers()
             if sample is not None and sample <= time.monotonic():
-                self._stopped(self.guard.tick())
+                self.guard.tick()
             # One send per loop turn, carrying everything this turn produced: each send
             # wakes the daemon, and a wake-up is what costs most on a virtual machine.
             due = self.urgent or not self.children or time.monotonic() >= self.lazy_due
@@ -338,7 +338,7 @@ class Keeper:
                 self.guard.unplace(group)
                 group = None
                 lo = boot_ticks()
-                pid = spawn(req, script_path, tmpdir, self.sigdef, self.guard.context(None))
+                pid = spawn(req, script_path, tmpdir, self.sigdef, self.guard.context(req, None))
             hi = boot_ticks()
         except OSError as e:
             self.guard.unplace(group)
@@ -347,7 +347,7 @@ class Keeper:
             self.guard.unplace(group)
             return self._refuse(req, tmpdir, script_path, e)
         now = time.time()
-        start = Start(req.jobid, pid, lo, now, hi, group.state() if group is not None else "")
+        start = Start.of(req, pid, lo, now, hi, group=group.state() if group else "")
         self.journal.write(start)
         oom_fd = self.guard.started(req, pid, lo, group)
         if oom_fd is not None:
@@ -369,10 +369,6 @@ class Keeper:
     def _tell(self, msg: m.Started | m.SpawnFailed) -> None:
         # A start may wait a moment for company (the daemon needs the pid only for display).
         self._send(msg, urgent=not isinstance(msg, m.Started))
-
-    def _stopped(self, jobids: list[int]) -> None:
-        for jobid in jobids:
-            log.info("job %d is over its memory (MEM): stopped", jobid)
 
     def _kill(self, jobid: int, grace: float) -> None:
         pid = self.by_job.get(jobid)
@@ -439,7 +435,7 @@ class Keeper:
         if jobid in self.capable:
             self.capable.discard(jobid)
             ok = code == 0 and not child.reason and not self.guard.out_of_memory(jobid)
-            claimed, successor = self._claim(jobid, ok)
+            claimed, successor = self._claim(child.req, ok)
         # Without waiting for the daemon: it armed us for exactly this moment. Started
         # before this job's end is measured (its group read), which can wait; told after.
         started = self._spawn(successor) if successor is not None else None
@@ -463,8 +459,11 @@ class Keeper:
         # The daemon needs this end in time only to arm more: while enough tokens are
         # left, it may wait to share a wake-up with later news.
         lazy = successor is not None and token_level(self.arm_fd) > self.arm_low
-        started_next = None if successor is None else successor.jobid
-        self._send(m.Exited(rec, started_next, claimed), urgent=not lazy)
+        if successor is None:
+            self._send(m.Exited(rec, None, claimed), urgent=not lazy)
+        else:
+            exited = m.Exited(rec, successor.jobid, claimed, successor.cpus, successor.gpus)
+            self._send(exited, urgent=not lazy)
         if started is not None:
             # The plan it armed made the job a capable one too: its end takes the next token.
             if isinstance(started, m.Started):
@@ -475,8 +474,10 @@ class Keeper:
         if self.guard.wants_tidy():
             self.janitor.wake()
 
-    def _claim(self, jobid: int, succeeded: bool) -> tuple[int | None, JobLaunch | None]:
-        """As a capable job ends: the arm token taken, and the job to start for it."""
+    def _claim(self, ended: JobLaunch, succeeded: bool) -> tuple[int | None, JobLaunch | None]:
+        """As a capable job ends: the arm token taken, and the job to start for it, on the
+        CPUs and GPUs of the one that ended (and those set aside for it)."""
+        jobid = ended.jobid
         if self.detached:
             return None, None
         seq = take_token(self.arm_fd)
@@ -494,4 +495,4 @@ class Keeper:
             entry.after != jobid or (entry.need_success and not succeeded)
         ):
             return seq, None  # not for this end: the daemon starts what is next
-        return seq, entry.launch
+        return seq, self.guard.hand_over(ended, entry)

@@ -54,12 +54,16 @@ class Kill(NamedTuple):
 
 class ArmedStart(NamedTuple):
     """What arm token ``token`` stands for: the job to start when a capable job ends;
-    ``after``: only when that job ends, and (``need_success``) only if it succeeded."""
+    ``after``: only when that job ends, and (``need_success``) only if it succeeded. The
+    job gets CPUs and GPUs of the job that ended, and of ``cpus``/``gpus``: devices the
+    daemon set aside for it (when it may use more than the job it follows holds)."""
 
     token: int
     launch: JobLaunch
     after: int | None
     need_success: bool
+    cpus: tuple[int, ...] = ()
+    gpus: tuple[str, ...] = ()
 
 
 class Arm(NamedTuple):
@@ -96,11 +100,14 @@ class Started(NamedTuple):
 class Exited(NamedTuple):
     """A job's process ended (journaled before this is sent). ``claimed``: the arm token
     its keeper took as it ended (even if that started nothing); ``started_next``: the armed
-    job the keeper started for it."""
+    job the keeper started for it, on ``cpus`` and ``gpus`` (None: not pinned, no GPUs
+    managed)."""
 
     record: ExitRecord
     started_next: int | None = None
     claimed: int | None = None
+    cpus: tuple[int, ...] | None = None
+    gpus: tuple[str, ...] | None = None
 
 
 class SpawnFailed(NamedTuple):

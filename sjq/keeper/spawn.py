@@ -14,6 +14,7 @@ import signal
 import subprocess
 from contextlib import AbstractContextManager
 
+from sjq.contain.alloc import device_env
 from sjq.contain.cgroup import CgroupError
 from sjq.jobs import JobLaunch
 
@@ -71,7 +72,7 @@ def spawn(
             os.chown(script_path, req.uid, gid)
     except OSError as e:
         raise StartError(f"cannot prepare job files: {e.filename}: {e.strerror}") from None
-    env = dict(req.env, TMPDIR=tmpdir)
+    env = device_env(dict(req.env, TMPDIR=tmpdir), procs=req.procs, cpus=req.cpus, gpus=req.gpus)
     if req.uid is not None:
         _make_dirs_as(req, _missing_dirs(req))  # outside ``place``: not part of the job
         with place:

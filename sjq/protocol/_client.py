@@ -167,6 +167,10 @@ def _option_lines(o: SubmitOptions) -> list[bytes]:
         lines.append(_line("DEPENDENCY", _dependency_text(o.dependency)))
     if o.patterns:
         lines.append(b"PATTERNS\r\n")
+    if o.gpus is not None:
+        if not 0 <= o.gpus <= MAX_INT:
+            raise ValueError(f"GPUS must be a whole number >= 0, got {o.gpus}")
+        lines.append(b"GPUS %d\r\n" % o.gpus)
     lines += _array_lines(o)
     return lines
 

@@ -145,8 +145,8 @@ class SubmitOptions:
     """The option lines of a ``SUBMIT``, as sent. ``None`` means the option was not given.
 
     Only the syntax has been checked; limits that depend on the machine or on other
-    jobs (PROCS above the managed CPUs, MEM above ``sjq.maxmem``, unknown DEPENDS ids,
-    UID/GID permission) are the daemon's to check.
+    jobs (PROCS above the managed CPUs, MEM above ``sjq.maxmem``, GPUS above the managed
+    GPUs, unknown DEPENDS ids, UID/GID permission) are the daemon's to check.
     """
 
     mem: int | None = None  # bytes
@@ -173,6 +173,7 @@ class SubmitOptions:
     # many), else indexes 0, 1, 2 ...
     entries: tuple[str, ...] | None = None
     patterns: bool = False  # expand %j, %x ... in stdout/stderr (extension PATTERNS)
+    gpus: int | None = None  # GPUs to reserve (extension GPUS)
 
 
 @record

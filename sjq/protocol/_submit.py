@@ -283,6 +283,14 @@ def _entry(b: SubmitBuilder, value: str) -> str | None:
     return None
 
 
+def _gpus(b: SubmitBuilder, value: str) -> str | None:
+    n = parse_uint(value)
+    if n is None:
+        return f"GPUS must be a whole number >= 0, got {quote(value)}"
+    b.values["gpus"] = n
+    return None
+
+
 _OPTIONS: dict[bytes, _Handler] = {
     b"MEM": _mem,
     b"PROCS": _procs,
@@ -302,6 +310,7 @@ _OPTIONS: dict[bytes, _Handler] = {
     b"ARRAY": _array,
     b"ENTRY": _entry,
     b"PATTERNS": _patterns,
+    b"GPUS": _gpus,
 }
 _REPEATABLE = frozenset({b"ENV", b"SETENV", b"ENTRY"})
 _NO_VALUE_OK = frozenset({b"HOLD", b"ENV", b"PATTERNS"})

@@ -40,6 +40,8 @@ records = st.one_of(
         times,
         ticks,
         st.sampled_from(["", "j42.7:0:0:0.0:0.0", "j9.1:2:4096:1.5:0.25"]),
+        st.sampled_from(["", "0", "0,2-3"]),
+        st.sampled_from(["", "0", "1,GPU-8a1c", "MIG-1f2e"]),
     ),
     exits,
     st.builds(Refusal, ids, times, reasons),

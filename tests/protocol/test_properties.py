@@ -207,6 +207,7 @@ submit_options = st.builds(
         max_size=3,
     ).map(tuple),
     patterns=st.booleans(),
+    gpus=st.none() | st.integers(0, 2**63 - 1),
 )
 # ARRAY and ENTRY: indexes alone, entries alone, or both (as many), each with a limit or not.
 array_indexes = st.lists(st.integers(0, MAX_INDEX), min_size=1, max_size=6, unique=True).map(

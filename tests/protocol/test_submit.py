@@ -80,6 +80,7 @@ def test_every_option() -> None:
         b"TIME 1:00:00",
         b"PRIORITY -5",
         b"PATTERNS",
+        b"GPUS 2",
     )
     assert options == SubmitOptions(
         mem=2 * 1024**3,
@@ -96,6 +97,7 @@ def test_every_option() -> None:
         time_limit=3600.0,
         priority=-5,
         patterns=True,
+        gpus=2,
     )
 
 
@@ -139,6 +141,11 @@ def test_time(value: bytes, seconds: float) -> None:
 @pytest.mark.parametrize(("value", "n"), [(b"0", 0), (b"10", 10), (b"-3", -3), (b"+2", 2)])
 def test_priority(value: bytes, n: int) -> None:
     assert submitted(b"PRIORITY " + value).priority == n
+
+
+@pytest.mark.parametrize(("value", "n"), [(b"0", 0), (b"1", 1), (b"8", 8)])
+def test_gpus(value: bytes, n: int) -> None:
+    assert submitted(b"GPUS " + value).gpus == n
 
 
 def test_values_are_taken_verbatim() -> None:
@@ -257,6 +264,9 @@ def test_setenv_bad_name() -> None:
         (b"TIME 36501d", "TIME '36501d' is too large (at most 100 years, 36500-00:00:00)"),
         (b"PRIORITY high", "PRIORITY must be a whole number, e.g. 10 or -5, got 'high'"),
         (b"PRIORITY 1.5", "PRIORITY must be a whole number, e.g. 10 or -5, got '1.5'"),
+        (b"GPUS two", "GPUS must be a whole number >= 0, got 'two'"),
+        (b"GPUS -1", "GPUS must be a whole number >= 0, got '-1'"),
+        (b"GPUS 1.5", "GPUS must be a whole number >= 0, got '1.5'"),
         (b"NAME", "NAME needs a value"),
         (b"CWD ", "CWD needs a value"),
         (b"MEM", "MEM needs a value"),

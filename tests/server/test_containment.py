@@ -256,11 +256,11 @@ def test_job_groups_are_below_the_daemons_own(daemon_factory: Callable[..., Daem
     assert d.proc is not None
     own = parse_proc_cgroup(Path(f"/proc/{d.proc.pid}/cgroup").read_text())
     job = parse_proc_cgroup(out.read_text())
-    for ctrl in ("memory", "cpuacct"):
+    for ctrl in ("memory", "cpuacct", "cpuset"):  # cpuset: jobs are pinned (sjq.pin auto)
         base = own[ctrl].rstrip("/") + f"/sjq.{d.proc.pid}/"
         assert job[ctrl].startswith(base), (ctrl, job[ctrl], base)
     line = next(x for x in d.log.splitlines() if "containment:" in x)
-    assert "cgroup (sjq.enforce = cgroup): cgroup v1 (memory, cpuacct) below " in line
+    assert "cgroup (sjq.enforce = cgroup): cgroup v1 (memory, cpuacct, cpuset) below " in line
 
 
 def test_a_stopped_daemon_leaves_no_group_behind(daemon_factory: Callable[..., Daemon]) -> None:
@@ -270,7 +270,8 @@ def test_a_stopped_daemon_leaves_no_group_behind(daemon_factory: Callable[..., D
     assert d.proc is not None
     pid = d.proc.pid
     own = parse_proc_cgroup(Path(f"/proc/{pid}/cgroup").read_text())
-    bases = [f"/sys/fs/cgroup/{c}{own[c].rstrip('/')}/sjq.{pid}" for c in ("memory", "cpuacct")]
+    ctrls = ("memory", "cpuacct", "cpuset")
+    bases = [f"/sys/fs/cgroup/{c}{own[c].rstrip('/')}/sjq.{pid}" for c in ctrls]
     assert all(os.path.isdir(b) for b in bases)
     d.stop()
     assert not [b for b in bases if os.path.exists(b)]

@@ -157,6 +157,8 @@ def test_minimal_default_environment_without_env(
     assert env["LANG"]
     assert "SJQ_TEST_SUBMITTER_ONLY" not in env
     sjq_own = {"JOB_ID", "SJQ_JOBID", "SJQ_JOBNAME", "SJQ_PROCS", "SJQ_MEM", "SJQ_SOCKET", "TMPDIR"}
+    # a pinned job's CPUs and thread counts (sjq.pin is on where the CPUs allow, as here)
+    sjq_own |= {"SJQ_CPUS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"}
     allowed = {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_CTYPE"} | sjq_own
     assert set(env) <= allowed, set(env) - allowed
 

@@ -192,14 +192,32 @@ def test_sigint_kills_every_job_of_the_run(workflow: Workflow, gate: Callable[..
     assert "sjq: killed 3 job(s)" in out
 
 
-def test_a_gpu_request_is_a_clear_error(workflow: Workflow) -> None:
-    workflow.write(
-        'rule gpu:\n    output: "g.txt"\n    resources: gpu=1\n    shell: "touch {output}"\n'
-    )
+GPU_RULE = """
+rule gpu:
+    output: "g.txt"
+    resources: gpu=1
+    shell: "echo $CUDA_VISIBLE_DEVICES $SJQ_GPUS > {output}"
+"""
+
+
+def test_a_gpu_request_gets_gpus_of_its_own(workflow: Workflow) -> None:
+    with open(workflow.rc, "a") as f:
+        f.write("sjq.gpus = 0,1\n")  # the devices the daemon hands out (no GPU here)
+    workflow.write(GPU_RULE)
+    done = workflow.run("--jobs", "1")
+    assert done.returncode == 0, done.stderr
+    info = workflow.jobs()["gpu"]
+    assert (info.state, info.gpus) == (S, ("0",))
+    assert (workflow.dir / "g.txt").read_text() == "0 0\n"
+
+
+def test_a_gpu_request_the_daemon_cannot_meet_fails_with_its_reason(workflow: Workflow) -> None:
+    with open(workflow.rc, "a") as f:
+        f.write("sjq.gpus = none\n")
+    workflow.write(GPU_RULE)
     done = workflow.run("--jobs", "1")
     assert done.returncode != 0
-    assert "no GPUS option" in done.stderr
-    assert not os.path.exists(workflow.socket)  # refused before anything was submitted
+    assert "GPUS 1 is more than the 0 GPUs this daemon manages (sjq.gpus)" in done.stderr
 
 
 def test_settings_are_command_line_options(workflow: Workflow, tmp_path: Path) -> None:

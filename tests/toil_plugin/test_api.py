@@ -238,6 +238,28 @@ def test_the_worker_gets_the_leaders_environment_with_toils_variables_on_top(
     assert seen["SJQ_PROCS"] == "1"
 
 
+def test_gpus_are_asked_for_and_other_accelerators_refused(
+    batch_system: Any, sjq_home: SjqHome, tmp_path: Path
+) -> None:
+    from toil.batchSystems.abstractBatchSystem import InsufficientSystemResources
+
+    with open(sjq_home.rc, "a") as f:
+        f.write("sjq.gpus = 0,1\n")  # the devices the daemon hands out (no GPU here)
+    out = tmp_path / "cuda.txt"
+    gpu = [{"count": 2, "kind": "gpu"}]
+    toil_id = batch_system.issueBatchJob(
+        f"sh -c 'echo $CUDA_VISIBLE_DEVICES > {out}'", job(accelerators=gpu)
+    )
+    update = next_update(batch_system)
+    assert (update.jobID, update.exitStatus) == (toil_id, 0)
+    assert sjq_job(sjq_home, update).gpus == ("0", "1")
+    assert out.read_text() == "0,1\n"
+    with pytest.raises(InsufficientSystemResources, match="GPUS 3 is more than the 2 GPUs"):
+        batch_system.issueBatchJob("true", job(accelerators=[{"count": 3, "kind": "gpu"}]))
+    with pytest.raises(InsufficientSystemResources, match="GPUs only, not 'fpga'"):
+        batch_system.issueBatchJob("true", job(accelerators=[{"count": 1, "kind": "fpga"}]))
+
+
 def test_a_daemon_that_went_away_is_started_again_and_still_reports(
     batch_system: Any, sjq_home: SjqHome, gate: Callable[[str], Gate]
 ) -> None:

@@ -133,3 +133,14 @@ def test_no_failed_job_ever_reads_as_a_success(
 def test_a_job_that_has_not_ended_has_no_outcome(state: JobState) -> None:
     with pytest.raises(ValueError, match="has not ended"):
         _mapping.outcome(info(state))
+
+
+def test_gpus_are_counted_and_other_accelerators_refused() -> None:
+    assert _mapping.gpus_for([]) == 0
+    assert _mapping.gpus_for([{"count": 2, "kind": "gpu"}, {"count": 1, "kind": "gpu"}]) == 3
+    nvidia = {"count": 1, "kind": "gpu", "brand": "nvidia", "api": "cuda", "model": "a100"}
+    assert _mapping.gpus_for([nvidia]) == 1  # the model is not checked: sjq does not know it
+    with pytest.raises(ValueError, match="GPUs only, not 'fpga'"):
+        _mapping.gpus_for([{"count": 1, "kind": "fpga"}])
+    with pytest.raises(ValueError, match="NVIDIA CUDA devices; 'amd'"):
+        _mapping.gpus_for([{"count": 1, "kind": "gpu", "brand": "amd"}])

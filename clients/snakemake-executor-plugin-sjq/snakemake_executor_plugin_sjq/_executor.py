@@ -7,7 +7,6 @@ INFO request for every active job per round, over one connection.
 
 from __future__ import annotations
 
-import inspect
 import os
 import threading
 import time
@@ -62,7 +61,6 @@ class Executor(RemoteExecutor):  # type: ignore[misc]  # snakemake's classes are
         self._poll_failures = 0
         self._started = time.time()
         self._interrupted: str | None = None  # name of a job whose submit was interrupted
-        self._gpus_supported = "gpus" in inspect.signature(Client.submit).parameters
 
     # -- submitting -------------------------------------------------------------------------
 
@@ -119,11 +117,6 @@ class Executor(RemoteExecutor):  # type: ignore[misc]  # snakemake's classes are
         }
         gpus = _mapping.gpus(resources)
         if gpus:
-            if not self._gpus_supported:
-                raise _mapping.MappingError(
-                    f"it asks for {gpus} GPU(s), and this sjq has no GPUS option yet:"
-                    " run GPU rules with another executor (or drop the gpu resource)"
-                )
             kwargs["gpus"] = gpus
         return kwargs
 
@@ -227,7 +220,7 @@ def _failure(jobid: int, info: JobInfo | None) -> str:
 
 
 def _refusal(e: RequestRejected, kwargs: dict[str, Any]) -> str:
-    if "GPUS" in e.message and "gpus" in kwargs:
+    if "unknown option GPUS" in e.message and "gpus" in kwargs:
         return (
             f"the sjq daemon refused the job's GPU request ({e.message}): it is older than this"
             " client and has no GPUS option; upgrade and restart the daemon (`sjq server --stop`)"

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from sjq_client import JobInfo
     from toil.batchSystems.options import OptionSetter
     from toil.common import Config
-    from toil.job import JobDescription
+    from toil.job import JobDescription, Requirer
 
 __all__ = ["SjqBatchSystem"]
 
@@ -202,6 +202,7 @@ class SjqBatchSystem(BatchSystemCleanupSupport):
             job = self._client().submit(
                 _mapping.worker_script(command),
                 procs=_mapping.procs_for(job_desc.cores),
+                gpus=_mapping.gpus_for(job_desc.accelerators) or None,
                 mem=int(job_desc.memory),
                 time_limit=_mapping.time_limit_for(getattr(job_desc, "walltime", None)),
                 name=name,
@@ -223,8 +224,18 @@ class SjqBatchSystem(BatchSystemCleanupSupport):
         logger.debug("Toil job %s is sjq job %s (%s)", toil_id, job.id, name)
         return toil_id
 
+    def _check_accelerator_request(self, requirer: Requirer) -> None:
+        """GPUs are accepted (the daemon says at submit whether it has that many); other
+        accelerators are refused, as Toil's batch systems refuse what they cannot provide."""
+        try:
+            _mapping.gpus_for(requirer.accelerators)
+        except ValueError as e:
+            raise InsufficientSystemResources(
+                requirer, "accelerators", [], details=[f"The sjq batch system: {e}."]
+            ) from None
+
     def _refused(self, job_desc: JobDescription, message: str) -> Exception:
-        for word, resource in (("PROCS ", "cores"), ("MEM ", "memory")):
+        for word, resource in (("PROCS ", "cores"), ("MEM ", "memory"), ("GPUS ", "accelerators")):
             if message.startswith(word):
                 error = InsufficientSystemResources(
                     job_desc, resource, details=[f"The sjq daemon says: {message}"]

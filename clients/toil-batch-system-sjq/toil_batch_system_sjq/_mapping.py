@@ -7,8 +7,8 @@ outcome is which Toil exit reason) can be tested without a leader, and with Hypo
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from sjq.protocol import JobState
 
@@ -19,6 +19,7 @@ __all__ = [
     "EXIT_UNAVAILABLE",
     "MAX_NAME",
     "Outcome",
+    "gpus_for",
     "job_name",
     "lost",
     "outcome",
@@ -46,6 +47,29 @@ def procs_for(cores: float) -> int:
     if math.isinf(cores):
         raise ValueError("cores must be finite")
     return max(1, math.ceil(cores))
+
+
+def gpus_for(accelerators: Iterable[Mapping[str, Any]]) -> int:
+    """sjq's GPUS for Toil's ``accelerators`` requirement: the count of GPUs asked for.
+
+    sjq hands out CUDA devices (its ``sjq.gpus``), so a GPU of another ``brand`` than
+    nvidia or another ``api`` than cuda, or an accelerator that is not a GPU, cannot be had:
+    ValueError, saying which. A ``model`` is not checked (sjq does not know its devices'
+    models), as Toil's Slurm batch system does."""
+    n = 0
+    for acc in accelerators:
+        kind, brand, api = acc.get("kind"), acc.get("brand"), acc.get("api")
+        if kind != "gpu":
+            raise ValueError(f"sjq hands out GPUs only, not {kind!r} accelerators")
+        if brand not in (None, "nvidia") or api not in (None, "cuda"):
+            raise ValueError(
+                f"sjq's GPUs are NVIDIA CUDA devices; {brand or api!r} GPUs cannot be had"
+            )
+        count = acc.get("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"a GPU count must be a whole number, got {count!r}")
+        n += count
+    return n
 
 
 def time_limit_for(walltime: float | None) -> float | None:
