@@ -117,6 +117,8 @@ def admit(st: State, req: Submit, peer: Peer) -> Accepted | Error:
             procs=procs,
             mem=mem,
             gpus=gpus,
+            retry=o.retry or 0,
+            retry_mem=o.retry_mem,
             depends=depends,
             dependency=dependency,
             uid=uid,

@@ -38,8 +38,9 @@ __all__ = [
 Q, H, U, R = JobState.QUEUED, JobState.WAITING, JobState.HELD, JobState.RUNNING
 S, F, A, K, E = JobState.SUCCESS, JobState.FAIL, JobState.ABORT, JobState.KILLED, JobState.ERROR
 
-# The legal next states of each state. R -> Q is only taken by recovery, for a job
-# the daemon had decided to start but that provably never started.
+# The legal next states of each state. R -> Q is taken by recovery, for a job the daemon
+# had decided to start but that provably never started, and by a failed attempt of a job
+# that is started again (RETRY): F is only ever its last attempt's end.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     Q: frozenset({R, U, K}),
     H: frozenset({Q, U, A, K}),
@@ -92,6 +93,9 @@ class Job:
     gpus: int = 0  # GPUs reserved (GPUS)
     cpu_ids: tuple[int, ...] | None = None  # the CPUs it runs on, when pinned (INFO cpus)
     gpu_ids: tuple[str, ...] | None = None  # the GPUs it holds, when GPUs are managed
+    retry: int = 0  # attempts after the first that may fail and be started again (RETRY)
+    retry_mem: float | None = None  # MEM x this after an out-of-memory end (RETRYMEM)
+    attempts: int = 0  # attempts started so far (INFO attempts)
     armed: bool = False  # a keeper will start it the moment the one running job ends
     array: int = 0  # the first id of the array it is an element of; 0: none
     time_limit: float | None = None  # TIME, seconds: when it must have ended (reservations)

@@ -231,6 +231,15 @@ class Queue:
         """Recovery: a job recorded as starting provably never started; it waits again."""
         self._unreserve(job)
         job.start_time = job.pid = job.pid_start = None
+        job.attempts = max(0, job.attempts - 1)
+        self._set(job, Q, now)
+
+    def retry(self, job: Job, now: float, mem: int) -> None:
+        """A running job's attempt failed and it is started again (RETRY), with ``mem``:
+        it waits (Q) in its place, by priority and id; its dependents go on waiting."""
+        self._unreserve(job)
+        job.mem = mem
+        job.start_time = job.pid = job.pid_start = None
         self._set(job, Q, now)
 
     def drop(self, jobs: Iterable[Job]) -> None:
@@ -314,6 +323,7 @@ class Queue:
         self._set(job, R, now)
         self._reserve(job)
         job.start_time = now
+        job.attempts += 1
         return job
 
     def _first_armed(self) -> Job | None:
@@ -393,6 +403,7 @@ class Queue:
         self._set(job, R, now)
         self._reserve(job)
         job.start_time = now
+        job.attempts += 1
 
     # -- internals -----------------------------------------------------------------
 

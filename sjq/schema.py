@@ -90,4 +90,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN cpu_ids TEXT;
     ALTER TABLE jobs ADD COLUMN gpu_ids TEXT;
     """,
+    # version 10: RETRY and RETRYMEM, and the attempts a job has started (INFO attempts)
+    """
+    ALTER TABLE jobs ADD COLUMN retry INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN retry_mem REAL;
+    ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    """,
 ]

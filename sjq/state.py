@@ -40,6 +40,7 @@ from sjq.protocol import (
     Wait,
 )
 from sjq.replies import Accepted, Peer, Waiter
+from sjq.retry import retry_of
 from sjq.scheduler import Queue
 from sjq.store import Store, WriteFailed
 from sjq.waiting import reservation_of, waiting_for
@@ -271,6 +272,7 @@ class State:
         if job.state is not JobState.QUEUED:
             job.set_state(JobState.QUEUED)  # held or waiting when last recorded
         job.set_state(R)
+        job.attempts += 1
         self.queue.changes.append(Change(job, R, now))
 
     def exited(self, rec: ExitRecord) -> None:
@@ -288,7 +290,7 @@ class State:
         elif rec.reason:
             state, job.reason = F, rec.reason
         elif rec.exit_code == 0:
-            state = S
+            state, job.reason = S, ""  # (an earlier attempt's failure is no reason now)
         else:
             state = F
             job.reason = (
@@ -296,6 +298,13 @@ class State:
                 if rec.exit_code is not None
                 else f"killed by signal {_signame(rec.signal)}"
             )
+        again = retry_of(job, job.reason, self.cfg.maxmem) if state is F else None
+        if again is not None:  # RETRY: back in the queue, its id and its place kept
+            self.queue.retry(job, rec.time, again.mem)
+            job.reason = again.reason
+            job.exit_code = job.signal = job.cpu_user = job.cpu_sys = job.maxrss = None
+            job.measured_by = job.cpu_ids = job.gpu_ids = None
+            return
         self.queue.finish(job, state, rec.time)
 
     def failed_to_start(self, jobid: int, reason: str, now: float) -> None:

@@ -15,10 +15,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from sjq.conditions import condition_text
-from sjq.contain.cpus import format_cpulist, parse_cpulist
 from sjq.jobs import Change, Job, JobState
 from sjq.paths import make_dirs, make_private_file, tighten
+from sjq.rows import (
+    INFO_COLUMNS,
+    ROW,
+    SHOWN,
+    UPDATE,
+    depends_text,
+    info_of,
+    job_of,
+    update_of,
+)
 from sjq.schema import MIGRATIONS as _MIGRATIONS
 
 __all__ = ["SCHEMA_VERSION", "Element", "JobSpec", "Store", "StoreError", "WriteFailed"]
@@ -67,29 +75,6 @@ class Element:
 
 SCHEMA_VERSION = len(_MIGRATIONS)
 _MAKEDIRS = ("stdout", "stderr")  # bit i of the makedirs column stands for _MAKEDIRS[i]
-
-_ROW = (
-    "id, name, state, procs, mem, depends, uid, gid, submitted, started, ended, exit_code,"
-    " signal, reason, pid, pid_start, cpu_user, cpu_sys, maxrss, priority, killing,"
-    " measured_by, backend_id, node, shown, dependency, array_id, time_limit, gpus, cpu_ids,"
-    " gpu_ids"
-)
-INFO_COLUMNS = (
-    "id, name, state, procs, mem, depends, priority, submitted, started, ended, exit_code,"
-    " signal, reason, pid, cpu_user, cpu_sys, maxrss, cwd, stdout, stderr, time_limit,"
-    " measured_by, backend_id, node, shown, dependency, array_id, array_index, entry,"
-    " cpu_ids, gpu_ids"
-)
-# What STATUS and INFO show as a job's state: a job handed to Slurm waits there as Q or U.
-_SHOWN = "CASE WHEN state = 'R' AND shown IS NOT NULL THEN shown ELSE state END"
-
-
-def _depends_text(depends: Sequence[int]) -> str:
-    return ":".join(map(str, depends))
-
-
-def _depends_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in text.split(":")) if text else ()
 
 
 class Store:
@@ -259,16 +244,16 @@ class Store:
             self.db.executemany(
                 "INSERT INTO jobs (id, name, state, procs, mem, depends, uid, gid, cwd, stdout,"
                 " stderr, env, script, submitted, priority, time_limit, reason, dependency,"
-                " array_id, array_index, entry, makedirs, gpus)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " array_id, array_index, entry, makedirs, gpus, retry, retry_mem)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     (
                         *(job.id, job.name, job.state.value, job.procs, job.mem),
-                        *(_depends_text(job.depends), job.uid, job.gid, spec.cwd),
+                        *(depends_text(job.depends), job.uid, job.gid, spec.cwd),
                         *(e.stdout, e.stderr, own_env, script, job.submit_time, job.priority),
                         *(spec.time_limit, job.reason, job.dependency, array, e.index, e.entry),
                         makedirs,
-                        job.gpus,
+                        *(job.gpus, job.retry, job.retry_mem),
                     )
                     for job, e in zip(jobs, elements, strict=True)
                 ),
@@ -289,36 +274,7 @@ class Store:
             self._failed(e)
 
     def _write(self, touched: Iterable[Job], changes: Iterable[Change]) -> None:
-        self.db.executemany(
-            "UPDATE jobs SET state=?, started=?, ended=?, exit_code=?, signal=?, reason=?,"
-            " pid=?, pid_start=?, cpu_user=?, cpu_sys=?, maxrss=?, priority=?, killing=?,"
-            " measured_by=?, backend_id=?, node=?, shown=?, cpu_ids=?, gpu_ids=? WHERE id=?",
-            [
-                (
-                    j.state.value,
-                    j.start_time,
-                    j.end_time,
-                    j.exit_code,
-                    j.signal,
-                    j.reason,
-                    j.pid,
-                    j.pid_start,
-                    j.cpu_user,
-                    j.cpu_sys,
-                    j.maxrss,
-                    j.priority,
-                    j.killing,
-                    j.measured_by,
-                    j.backend_id,
-                    j.node,
-                    None if j.shown is None else j.shown.value,
-                    None if j.cpu_ids is None else format_cpulist(j.cpu_ids),
-                    None if j.gpu_ids is None else ",".join(j.gpu_ids),
-                    j.id,
-                )
-                for j in touched
-            ],
-        )
+        self.db.executemany(UPDATE, [update_of(j) for j in touched])
         self.db.executemany(
             "INSERT INTO events VALUES (?,?,?)",
             [(c.job.id, c.state.value, c.time) for c in changes],
@@ -379,45 +335,9 @@ class Store:
 
     def load_active(self) -> list[Job]:
         cur = self.db.execute(
-            f"SELECT {_ROW} FROM jobs WHERE state IN ('Q','H','U','R') ORDER BY id"
+            f"SELECT {ROW} FROM jobs WHERE state IN ('Q','H','U','R') ORDER BY id"
         )
-        return [self._job(r) for r in cur]
-
-    @staticmethod
-    def _job(r: Sequence[Any]) -> Job:
-        return Job(
-            id=r[0],
-            name=r[1],
-            state=JobState(r[2]),
-            procs=r[3],
-            mem=r[4],
-            depends=_depends_tuple(r[5]),
-            uid=r[6],
-            gid=r[7],
-            submit_time=r[8],
-            start_time=r[9],
-            end_time=r[10],
-            exit_code=r[11],
-            signal=r[12],
-            reason=r[13],
-            pid=r[14],
-            pid_start=r[15],
-            cpu_user=r[16],
-            cpu_sys=r[17],
-            maxrss=r[18],
-            priority=r[19],
-            killing=bool(r[20]),
-            measured_by=r[21],
-            backend_id=r[22],
-            node=r[23],
-            shown=None if r[24] is None else JobState(r[24]),
-            dependency=r[25],
-            array=r[26] or 0,
-            time_limit=r[27],
-            gpus=r[28],
-            cpu_ids=None if r[29] is None else parse_cpulist(r[29]),
-            gpu_ids=None if r[30] is None else tuple(g for g in r[30].split(",") if g),
-        )
+        return [job_of(r) for r in cur]
 
     def paused_since(self) -> float | None:
         """When the queue was paused, if it is."""
@@ -463,9 +383,9 @@ class Store:
 
     def status_lines(self, jobid: int | None) -> Iterable[tuple[int, str, str, str]]:
         if jobid is None:
-            return self.db.execute(f"SELECT id, name, {_SHOWN}, depends FROM jobs ORDER BY id")
+            return self.db.execute(f"SELECT id, name, {SHOWN}, depends FROM jobs ORDER BY id")
         return self.db.execute(
-            f"SELECT id, name, {_SHOWN}, depends FROM jobs WHERE id = ?", (jobid,)
+            f"SELECT id, name, {SHOWN}, depends FROM jobs WHERE id = ?", (jobid,)
         )
 
     def info(self, ids: Sequence[int]) -> list[dict[str, Any]]:
@@ -476,20 +396,7 @@ class Store:
             )
         else:
             cur = self.db.execute(f"SELECT {INFO_COLUMNS} FROM jobs ORDER BY id")
-        names = [c.strip() for c in INFO_COLUMNS.split(",")]
-        out = []
-        for row in cur:
-            d = dict(zip(names, row, strict=True))
-            d["depends"] = list(_depends_tuple(d["depends"]))
-            cpus, gpus = d.pop("cpu_ids"), d.pop("gpu_ids")
-            d["cpus"] = list(parse_cpulist(cpus)) if cpus else []
-            d["gpus"] = gpus.split(",") if gpus else []
-            shown = d.pop("shown")
-            if d["state"] == "R" and shown is not None:
-                d["state"] = shown  # waiting in Slurm
-            d["dependency"] = condition_text(d["depends"], d["dependency"])
-            out.append(d)
-        return out
+        return [info_of(row) for row in cur]
 
     def meta(self, name: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()

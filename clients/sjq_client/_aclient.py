@@ -388,6 +388,8 @@ class AsyncClient:
         dependency: str | None = None,
         patterns: bool = False,
         gpus: int | None = None,
+        retry: int | None = None,
+        retry_mem: float | None = None,
     ) -> AsyncJob:
         """Queue a job; its AsyncJob (see Client.submit for every argument). With
         ``autostart``, starts a daemon when none answers."""
@@ -410,6 +412,8 @@ class AsyncClient:
             dependency=dependency,
             patterns=patterns,
             gpus=gpus,
+            retry=retry,
+            retry_mem=retry_mem,
         )
         return AsyncJob(self, await self._run(calls.submit(request)))
 

@@ -120,6 +120,8 @@ def submit_request(
     limit: int | None = None,
     patterns: bool = False,
     gpus: int | None = None,
+    retry: int | None = None,
+    retry_mem: float | None = None,
 ) -> Submit:
     """The SUBMIT of `Client.submit`'s arguments (documented there), encoded once to check it:
     a value the wire cannot carry is a ValueError here, before any I/O (and before a daemon
@@ -133,6 +135,8 @@ def submit_request(
         raise ValueError(f"procs must be a whole number >= 1, got {procs!r}")
     if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0):
         raise ValueError(f"gpus must be a whole number >= 0, got {gpus!r}")
+    if retry is not None and (isinstance(retry, bool) or not isinstance(retry, int) or retry < 0):
+        raise ValueError(f"retry must be a whole number >= 0, got {retry!r}")
     if env == "inherit":
         env_pairs: tuple[tuple[str, str], ...] | None = tuple(exportable(os.environ))
     elif env == "daemon":
@@ -163,6 +167,8 @@ def submit_request(
         entries=entry_lines,
         patterns=patterns,
         gpus=gpus,
+        retry=retry,
+        retry_mem=None if retry_mem is None else float(retry_mem),
     )
     request = Submit(options, body)
     encode_request(request)

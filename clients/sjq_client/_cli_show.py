@@ -261,6 +261,7 @@ def details(i: JobInfo, now: float) -> str:
             + ("" if i.measured_by is None else f" (measured by {i.measured_by})"),
         ),
         ("gpus", " ".join(i.gpus) or "-"),
+        ("attempts", str(i.attempts)),
         ("cpu time", f"{seconds(i.cpu_user)} user, {seconds(i.cpu_sys)} system"),
         ("time limit", "-" if i.time_limit is None else format_duration(i.time_limit)),
         ("priority", str(i.priority)),

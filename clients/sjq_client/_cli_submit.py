@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from sjq.protocol._syntax import MAX_RETRY_MEM
 from sjq.units import UnitError, parse_duration, parse_mem
 
 from ._args import Command, HelpRequested, Opt, Parsed, UsageError, parse
@@ -43,6 +44,13 @@ SUBMIT = Command(
         ),
         Opt(("-p", "--procs"), "procs", "N", "CPUs to reserve (default sjq.defaults.procs)"),
         Opt(("--gpus",), "gpus", "N", "GPUs to reserve (default 0): see CUDA_VISIBLE_DEVICES"),
+        Opt(("--retry",), "retry", "N", "if it fails, start it again, up to N more times"),
+        Opt(
+            ("--retry-mem",),
+            "retry_mem",
+            "FACTOR",
+            "after an out-of-memory end, retry with MEM times FACTOR, e.g. 2 (needs --retry)",
+        ),
         Opt(
             ("-n", "--name"), "name", "NAME", "a name for the job (default: the script's file name)"
         ),
@@ -356,6 +364,22 @@ def _gpus(value: str) -> int:
     return int(value)
 
 
+def _retry(value: str) -> int:
+    if not (value.isascii() and value.isdigit()):
+        raise UsageError(f"--retry must be a whole number from 0, got {value!r}")
+    return int(value)
+
+
+def _retry_mem(value: str) -> float:
+    plain = value.isascii() and value.replace(".", "", 1).isdigit()
+    factor = float(value) if plain else 0.0
+    if not 1 <= factor <= MAX_RETRY_MEM:
+        raise UsageError(
+            f"--retry-mem must be a number from 1 to {MAX_RETRY_MEM:g}, e.g. 2, got {value!r}"
+        )
+    return factor
+
+
 def _time(value: str) -> float:
     try:
         seconds = parse_duration(value)
@@ -396,6 +420,8 @@ _CONVERT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "mem": ("mem", _mem),
     "procs": ("procs", _procs),
     "gpus": ("gpus", _gpus),
+    "retry": ("retry", _retry),
+    "retry_mem": ("retry_mem", _retry_mem),
     "time": ("time_limit", _time),
     "priority": ("priority", _priority),
     "name": ("name", _one_line("name")),

@@ -185,6 +185,8 @@ class Client:
         dependency: str | None = None,
         patterns: bool = False,
         gpus: int | None = None,
+        retry: int | None = None,
+        retry_mem: float | None = None,
     ) -> Job:
         """Queue a job; return its Job at once (the job runs when its resources are free).
 
@@ -211,7 +213,10 @@ class Client:
         ``hold``: the job waits for `release`. ``time_limit``: seconds (or
         ``"2h"``, ``"1:30:00"``) after which it is killed and fails. ``priority``: higher
         starts first among the jobs that fit. ``gpus``: GPUs to reserve (the job sees its
-        devices in ``CUDA_VISIBLE_DEVICES``). ``name`` defaults to the script's or command's
+        devices in ``CUDA_VISIBLE_DEVICES``). ``retry``: how many times a failed job is
+        started again (its id kept; it ends in F only after the last attempt);
+        ``retry_mem``: after an out-of-memory end, the next attempt reserves MEM times this
+        (at most ``sjq.maxmem``). ``name`` defaults to the script's or command's
         file name.
 
         With ``autostart``, starts a daemon when none answers. Raises RequestRejected (the
@@ -237,6 +242,8 @@ class Client:
             dependency=dependency,
             patterns=patterns,
             gpus=gpus,
+            retry=retry,
+            retry_mem=retry_mem,
         )
         return Job(self, self._run(calls.submit(request)))
 

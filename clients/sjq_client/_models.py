@@ -53,6 +53,7 @@ class JobInfo:
     measured_by: str | None = None  # how maxrss and CPU times were measured: cgroup, sampled
     cpus: tuple[int, ...] = ()  # the CPUs it runs (ran) on, when the daemon pins jobs
     gpus: tuple[str, ...] = ()  # the GPU ids it holds (held)
+    attempts: int = 0  # attempts started (more than 1 when it was retried: RETRY)
 
     @property
     def finished(self) -> bool:

@@ -33,6 +33,7 @@ from ._events import (
 )
 from ._syntax import (
     MAX_INT,
+    MAX_RETRY_MEM,
     MAX_TIME,
     MAX_TIME_TEXT,
     MAX_UID,
@@ -171,6 +172,14 @@ def _option_lines(o: SubmitOptions) -> list[bytes]:
         if not 0 <= o.gpus <= MAX_INT:
             raise ValueError(f"GPUS must be a whole number >= 0, got {o.gpus}")
         lines.append(b"GPUS %d\r\n" % o.gpus)
+    if o.retry is not None:
+        if not 0 <= o.retry <= MAX_INT:
+            raise ValueError(f"RETRY must be a whole number >= 0, got {o.retry}")
+        lines.append(b"RETRY %d\r\n" % o.retry)
+    if o.retry_mem is not None:
+        if not 1 <= o.retry_mem <= MAX_RETRY_MEM:
+            raise ValueError(f"RETRYMEM must be from 1 to {MAX_RETRY_MEM:g}, got {o.retry_mem}")
+        lines.append(b"RETRYMEM %s\r\n" % plain_decimal(o.retry_mem).encode())
     lines += _array_lines(o)
     return lines
 

@@ -174,6 +174,8 @@ class SubmitOptions:
     entries: tuple[str, ...] | None = None
     patterns: bool = False  # expand %j, %x ... in stdout/stderr (extension PATTERNS)
     gpus: int | None = None  # GPUs to reserve (extension GPUS)
+    retry: int | None = None  # attempts after the first that may fail (extension RETRY)
+    retry_mem: float | None = None  # MEM x this after an out-of-memory end (RETRYMEM)
 
 
 @record

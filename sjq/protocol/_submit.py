@@ -11,6 +11,7 @@ from ._dependency import parse_dependency
 from ._events import SubmitOptions
 from ._syntax import (
     MAX_ERRORS,
+    MAX_RETRY_MEM,
     MAX_TIME,
     MAX_TIME_TEXT,
     MAX_UID,
@@ -291,6 +292,28 @@ def _gpus(b: SubmitBuilder, value: str) -> str | None:
     return None
 
 
+def _retry(b: SubmitBuilder, value: str) -> str | None:
+    n = parse_uint(value)
+    if n is None:
+        return f"RETRY must be a whole number >= 0, got {quote(value)}"
+    b.values["retry"] = n
+    return None
+
+
+def _retry_mem(b: SubmitBuilder, value: str) -> str | None:
+    text = value.strip(" \t")
+    # digits with at most one point: float() alone would take "inf", "1e3" and "_"
+    plain = text.isascii() and text.replace(".", "", 1).isdigit()
+    factor = float(text) if plain else 0.0
+    if not 1 <= factor <= MAX_RETRY_MEM:
+        return (
+            f"RETRYMEM must be a number from 1 to {MAX_RETRY_MEM:g}, e.g. 2 or 1.5,"
+            f" got {quote(value)}"
+        )
+    b.values["retry_mem"] = factor
+    return None
+
+
 _OPTIONS: dict[bytes, _Handler] = {
     b"MEM": _mem,
     b"PROCS": _procs,
@@ -311,6 +334,8 @@ _OPTIONS: dict[bytes, _Handler] = {
     b"ENTRY": _entry,
     b"PATTERNS": _patterns,
     b"GPUS": _gpus,
+    b"RETRY": _retry,
+    b"RETRYMEM": _retry_mem,
 }
 _REPEATABLE = frozenset({b"ENV", b"SETENV", b"ENTRY"})
 _NO_VALUE_OK = frozenset({b"HOLD", b"ENV", b"PATTERNS"})

@@ -18,6 +18,10 @@ _QUOTE_MAX = 40
 MAX_ERRORS = 10
 
 
+# A factor of RETRYMEM above this is a typo: a job's MEM would reach sjq.maxmem at once anyway.
+MAX_RETRY_MEM = 1000.0
+
+
 def quote(text: str) -> str:
     """``repr`` of a client's value, shortened for an error message."""
     if len(text) > _QUOTE_MAX:

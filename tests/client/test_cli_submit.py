@@ -60,6 +60,16 @@ def test_options_reach_the_daemon(cli: Cli, daemon: Daemon, shell_job: Callable[
     assert (daemon.jobs_dir / "sub" / "e.txt").read_text() == "err\n"
 
 
+def test_gpus_and_retries_reach_the_daemon(
+    cli: Cli, daemon: Daemon, shell_job: Callable[..., Path]
+) -> None:
+    script = shell_job("#!/bin/sh\n#SJQ --retry 2 --retry-mem 1.5\nexit 1\n")
+    jid = cli.submit(str(script), "--gpus", "0", "--retry", "1")
+    assert daemon.wait_state(jid, ENDED) == "F"
+    info = daemon.info(jid)
+    assert (info["attempts"], info["gpus"]) == (2, [])  # the command line's RETRY wins
+
+
 def test_after_takes_several_forms(cli: Cli, daemon: Daemon, gate: Callable[..., Gate]) -> None:
     g = gate()
     a = daemon.submit("#!/bin/sh\n" + g.wait)
@@ -268,6 +278,9 @@ def test_submit_usage_errors_send_nothing(
         (["submit", "-p", "0", str(good)], "--procs"),
         (["submit", "--priority", "high", str(good)], "--priority"),
         (["submit", "--time", "0", str(good)], "--time"),
+        (["submit", "--gpus", "-1", str(good)], "--gpus must be a whole number"),
+        (["submit", "--retry", "x", str(good)], "--retry must be a whole number"),
+        (["submit", "--retry-mem", "0.5", str(good)], "--retry-mem must be a number from 1"),
         (["submit", "--after", "x", str(good)], "not a job id"),
         (["submit", "--cwd", "/no/such/dir", str(good)], "not a directory"),
         (["submit", "--env", "1X=2", str(good)], "--env takes NAME=VALUE"),

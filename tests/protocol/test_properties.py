@@ -208,6 +208,8 @@ submit_options = st.builds(
     ).map(tuple),
     patterns=st.booleans(),
     gpus=st.none() | st.integers(0, 2**63 - 1),
+    retry=st.none() | st.integers(0, 2**63 - 1),
+    retry_mem=st.none() | st.floats(min_value=1, max_value=1000, allow_nan=False),
 )
 # ARRAY and ENTRY: indexes alone, entries alone, or both (as many), each with a limit or not.
 array_indexes = st.lists(st.integers(0, MAX_INDEX), min_size=1, max_size=6, unique=True).map(

@@ -81,6 +81,8 @@ def test_every_option() -> None:
         b"PRIORITY -5",
         b"PATTERNS",
         b"GPUS 2",
+        b"RETRY 3",
+        b"RETRYMEM 1.5",
     )
     assert options == SubmitOptions(
         mem=2 * 1024**3,
@@ -98,6 +100,8 @@ def test_every_option() -> None:
         priority=-5,
         patterns=True,
         gpus=2,
+        retry=3,
+        retry_mem=1.5,
     )
 
 
@@ -267,6 +271,12 @@ def test_setenv_bad_name() -> None:
         (b"GPUS two", "GPUS must be a whole number >= 0, got 'two'"),
         (b"GPUS -1", "GPUS must be a whole number >= 0, got '-1'"),
         (b"GPUS 1.5", "GPUS must be a whole number >= 0, got '1.5'"),
+        (b"RETRY -1", "RETRY must be a whole number >= 0, got '-1'"),
+        (b"RETRY 1.5", "RETRY must be a whole number >= 0, got '1.5'"),
+        (b"RETRYMEM 0.9", "RETRYMEM must be a number from 1 to 1000, e.g. 2 or 1.5, got '0.9'"),
+        (b"RETRYMEM 1e3", "RETRYMEM must be a number from 1 to 1000, e.g. 2 or 1.5, got '1e3'"),
+        (b"RETRYMEM inf", "RETRYMEM must be a number from 1 to 1000, e.g. 2 or 1.5, got 'inf'"),
+        (b"RETRYMEM 1001", "RETRYMEM must be a number from 1 to 1000, e.g. 2 or 1.5, got '1001'"),
         (b"NAME", "NAME needs a value"),
         (b"CWD ", "CWD needs a value"),
         (b"MEM", "MEM needs a value"),
