@@ -24,6 +24,7 @@ from bench import (
     floor,
     sjq_arrays,
     sjq_backfill,
+    sjq_contain,
     sjq_runs,
     sjqd,
     slurm_runs,
@@ -35,7 +36,7 @@ from bench.report import QUICK, Failure, Results, Sizes, Table, Value, build, pe
 
 FIGURES = (
     "throughput", "latency", "gap", "chain", "rss", "status", "release", "cli", "idle", "slurm",
-    "array", "backfill", "snakemake",
+    "array", "backfill", "snakemake", "contain",
 )  # fmt: skip
 QUEUE_FIGURES = {"latency", "status", "release"}  # measured on the empty and the held queue
 SLOTS = 2  # CPU slots for throughput and chain: issue 6's 2-core machine
@@ -114,7 +115,7 @@ def measure(
 
     # The stamper times job starts: for the gaps, and for the RELEASE probes that
     # the queue sessions run.
-    stamper = Stamper(root) if figures & ({"gap"} | QUEUE_FIGURES) else None
+    stamper = Stamper(root) if figures & ({"gap", "contain"} | QUEUE_FIGURES) else None
     try:
         # Rounds interleave the systems, so a burst of load elsewhere hits all alike.
         for _ in range(z.rounds):
@@ -135,6 +136,11 @@ def measure(
                     r.measure(
                         "sjq.gap", lambda: sjq_runs.dispatch_gaps(fresh(), stamper, z.gap_jobs)
                     )
+            if "contain" in figures and sjq_ok:
+                assert stamper is not None
+                sjq_contain.measure(
+                    r, fresh, stamper, jobs=z.jobs, gap_jobs=z.gap_jobs, slots=SLOTS
+                )
             if "chain" in figures:
                 r.measure("floor.chain", lambda: floor.chain(fresh(), z.chain))
                 if tsp_bin:

@@ -393,6 +393,23 @@ def build(t: Table, figures: set[str]) -> None:
             "(information)",
             None,
         )
+    if "contain" in figures:
+        c, n = r.number("contain.cgroup.tp"), r.number("contain.none.tp")
+        t.add(
+            f"throughput, {z.jobs} trivial jobs, each in a cgroup (sjq.enforce = cgroup)",
+            t.num("contain.cgroup.tp", rate),
+            f"sjq.enforce = none {t.num('contain.none.tp', rate)}",
+            "≥ 0.8x none" + (f" ({0.8 * n:,.0f})" if n else ""),
+            c >= 0.8 * n if c is not None and n is not None else None,
+        )
+        cg, ng = t.p50("contain.cgroup.gap"), t.p50("contain.none.gap")
+        t.add(
+            f"dispatch gap p50 / p99, 1 slot, {z.gap_jobs} jobs, in cgroups",
+            t.pct("contain.cgroup.gap"),
+            f"sjq.enforce = none {t.pct('contain.none.gap')}",
+            "p50 ≤ 1.1x none" + (f" (≤ {ms(1.1 * ng)} ms)" if ng is not None else ""),
+            cg <= 1.1 * ng if cg is not None and ng is not None else None,
+        )
     helpers = r.number("sjq.rss.helpers")
     if "rss" in figures and helpers:
         t.notes.append(

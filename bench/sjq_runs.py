@@ -71,9 +71,12 @@ def _ids(replies: list[str]) -> list[int]:
     return [parse_jobid(r) for r in replies]
 
 
-def throughput(workdir: Path, jobs: int, slots: int) -> float:
-    """Jobs/s: ``jobs`` trivial SUBMITs pipelined on one connection, first byte to last end."""
-    with Daemon(workdir / "sjq-throughput", slots) as d, d.connect() as conn:
+def throughput(
+    workdir: Path, jobs: int, slots: int, settings: dict[str, str] | None = None
+) -> float:
+    """Jobs/s: ``jobs`` trivial SUBMITs pipelined on one connection, first byte to last end.
+    ``settings``: the daemon's, beyond the bench's own."""
+    with Daemon(workdir / "sjq-throughput", slots, settings) as d, d.connect() as conn:
         request = submit_request(scripts.TRIVIAL, cwd=str(d.jobs))
         t0 = time.perf_counter()
         ids = _ids(conn.pipeline(request * jobs, jobs, timeout=300))
@@ -103,11 +106,14 @@ def chain(workdir: Path, jobs: int, slots: int) -> float:
         return wall
 
 
-def dispatch_gaps(workdir: Path, stamper: Stamper, jobs: int) -> list[float]:
-    """Gaps (s) between consecutive jobs on one CPU slot, the queue filled behind a gate job."""
+def dispatch_gaps(
+    workdir: Path, stamper: Stamper, jobs: int, settings: dict[str, str] | None = None
+) -> list[float]:
+    """Gaps (s) between consecutive jobs on one CPU slot, the queue filled behind a gate job.
+    ``settings``: the daemon's, beyond the bench's own."""
     gate = Gate(workdir)
     try:
-        with Daemon(workdir / "sjq-gap", 1) as d, d.connect() as conn:
+        with Daemon(workdir / "sjq-gap", 1, settings) as d, d.connect() as conn:
             cwd = str(d.jobs)
             conn.submit(submit_request(gate.script, cwd=cwd))
             prefix = stamper.prefix("sjq")

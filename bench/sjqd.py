@@ -88,8 +88,12 @@ def available(workdir: Path) -> str | None:
 class Daemon:
     """One sjq daemon in ``workdir``, started on enter and stopped on exit."""
 
-    def __init__(self, workdir: Path, maxprocs: int) -> None:
+    def __init__(
+        self, workdir: Path, maxprocs: int, settings: dict[str, str] | None = None
+    ) -> None:
+        """``settings``: more config keys for this daemon, e.g. {"sjq.enforce": "none"}."""
         workdir.mkdir(parents=True)
+        self.settings = dict(settings or {})
         self.workdir = workdir
         self.socket = str(workdir / ".sjq.sock")
         self.pidfile = workdir / "sjq.pid"
@@ -115,7 +119,8 @@ class Daemon:
             "pidfile": str(self.pidfile),
             "logfile": str(self.workdir / "sjq.log"),
         }
-        return [part.format(**fields) for part in DAEMON_CMD]
+        extra = [x for key, value in self.settings.items() for x in ("--set", f"{key}={value}")]
+        return [part.format(**fields) for part in DAEMON_CMD] + extra
 
     def start(self) -> None:
         out = open(self.workdir / "daemon.out", "wb")  # noqa: SIM115 - the child keeps it

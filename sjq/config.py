@@ -97,6 +97,7 @@ class Config:
     sync: str
     loglevel: str
     enforce: str
+    cgroup: str
     pin: bool
     gpus: str
     backend: str

@@ -145,6 +145,18 @@ def _gpu_ids(text: str, where: Where) -> str:
     return ",".join(ids)
 
 
+def _cgroup(text: str, where: Where) -> str:
+    """auto, v1, v2, or the absolute path of a cgroup v2 group prepared for sjq."""
+    word = text.lower()
+    if word in ("auto", "v1", "v2"):
+        return word
+    if not text.startswith("/") or "\0" in text:
+        raise Invalid(
+            f"expected auto, v1, v2 or the absolute path of a cgroup v2 group, got {text!r}"
+        )
+    return os.path.normpath(text)
+
+
 def _sbatch_args(text: str, where: Where) -> tuple[str, ...]:
     from sjq.slurm.args import ArgsError, split_args  # noqa: PLC0415 - only when it is set
 
@@ -395,6 +407,10 @@ _KEY_LIST = (
         "root); watch = sample each job's process tree and stop it when over; none = not held "
         "(usage is still measured); auto = cgroup if one can be made, else watch",
         "resources"),
+    Key("sjq.cgroup", "cgroup", "auto", _cgroup,
+        "where jobs' cgroups go under sjq.enforce = cgroup or auto: v1, v2, or the path of a "
+        "cgroup v2 group prepared for sjq (delegated to you); auto = below the daemon's own "
+        "group, v2 with the memory controller first, else v1 as root", "resources"),
     Key("sjq.pin", "pin", "auto", _auto_bool,
         "T: each running job gets PROCS CPUs of its own (affinity, and its cgroup's cpuset), "
         "named in SJQ_CPUS; auto = T where sjq.maxprocs is no more than the CPUs this daemon "

@@ -66,8 +66,16 @@ def choose(cfg: Config) -> Containment:
         return Containment("watch", None, watch)
     # Pinning under v1 is the job's cpuset (it cannot widen its affinity); without pinning
     # the cpuset hierarchy would only cost two writes per start.
-    det = detect(controllers=("memory", "cpuacct", *(("cpuset",) if cfg.pin else ())))
+    versions = ("v1",) if cfg.cgroup == "v1" else ("v2",) if cfg.cgroup != "auto" else ("v2", "v1")
+    v2_root = cfg.cgroup if cfg.cgroup.startswith("/") else None
+    det = detect(
+        versions=versions,
+        v2_root=v2_root,
+        controllers=("memory", "cpuacct", *(("cpuset",) if cfg.pin else ())),
+    )
     backend, why = det.backend, det.why
+    if cfg.enforce == "cgroup" and backend is not None and not backend.memory:
+        backend = None  # refused below, before anything is made
     if backend is not None:
         try:
             backend.sweep_stale()

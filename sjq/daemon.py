@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from sjq import __version__, containment
 from sjq.config import Config, ConfigError, load_config
 from sjq.keeper import ArmPipe, KeeperHandle
+from sjq.keeper.adopt import contain
 from sjq.keeper.handle import await_keepers
 from sjq.keeper.procs import proc_start_time
 from sjq.paths import make_dirs, make_private_file
@@ -117,6 +118,7 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
         now = time.time()
         state = State(cfg, store, now, devices)
         recovered = recover(state, cfg.spool, now)
+        contain(recovered.adopted, contained.backend)  # jobs whose keeper is gone too
         state.write_changes()
         store.commit()
         for path in recovered.finished_journals:
@@ -133,8 +135,9 @@ def serve(cfg: Config, *, foreground: bool, ready_fd: int | None = None) -> int:
                 " with sjq.backend = slurm to follow them to their end"
             )
         arm_pipe = ArmPipe()
-        # groups kept ready per keeper: what one keeper may run at once, a few more
-        pool = min(64, -(-cfg.maxprocs // cfg.keepers) + 2)
+        # groups kept ready per keeper: what one keeper may run at once, and some to spare
+        # (used ones are reset in batches, when half are gone or the keeper is idle)
+        pool = min(64, -(-cfg.maxprocs // cfg.keepers) + 6)
         keepers = [
             KeeperHandle.fork(
                 cfg.spool,

@@ -13,6 +13,7 @@ from sjq.units import format_mem
 __all__ = ["Retry", "retry_of"]
 
 OUT_OF_MEMORY = "out of memory"  # how the keeper's reason for a memory end starts
+LOST = "exit status lost"  # how the reason of an end nobody recorded starts
 
 
 class Retry(NamedTuple):
@@ -24,8 +25,8 @@ def retry_of(job: Job, reason: str, maxmem: int | None) -> Retry | None:
     """``job``'s attempt (its ``job.attempts``-th) failed for ``reason``: its next attempt,
     or None if this was its last (RETRY: at most ``job.retry`` attempts after the first).
     After an out-of-memory end, RETRYMEM multiplies MEM, up to ``maxmem``."""
-    if job.attempts > job.retry:
-        return None
+    if job.attempts > job.retry or reason.startswith(LOST):
+        return None  # (an attempt whose end is unknown may have done its work)
     mem = job.mem
     more = ""
     if reason.startswith(OUT_OF_MEMORY) and job.retry_mem:

@@ -1,6 +1,8 @@
 """Jobs of an earlier daemon that were still running when this one started (re-adopted by
 recovery): each is watched with a pidfd until it ends, its end read from its old keeper's
-journal, and a KILL reaches it through its process group.
+journal, and a KILL reaches it through its process group. A job whose keeper is gone too
+(killed) is found in its cgroup again (`contain`), so that it stays held (an OOM kill of a
+process of it stops all of it) and is measured at its end, though its exit status is lost.
 
 Process code, so it lives with the keeper; it runs in the daemon, driven by its event loop
 through the small `Loop` interface (no asyncio import here).
@@ -12,15 +14,18 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sjq.contain.account import out_of_memory_reason, usage
+from sjq.contain.cgroup import Backend, Group
 from sjq.jobs import ExitRecord, Job
 from sjq.keeper.journal import JournalState
 from sjq.keeper.procs import signal_group
 
-__all__ = ["Adoption", "Loop", "Orphans"]
+__all__ = ["Adoption", "Loop", "Orphans", "contain"]
 
 log = logging.getLogger("sjq.keeper")
 
@@ -34,6 +39,23 @@ class Adoption:
 
     job: Job
     journal: JournalState | None  # None: no keeper records it any more; status will be lost
+    group: Group | None = None  # its cgroup, when its keeper is gone and it has one
+    oom: bool = False  # the kernel found it over its limit since it was adopted
+
+
+def contain(adopted: list[Adoption], backend: Backend | None) -> None:
+    """Find the cgroup of each re-adopted job whose keeper is gone, from the state its
+    keeper journaled (``Start.group``)."""
+    if backend is None:
+        return
+    for a in adopted:
+        j = a.journal
+        s = j.started.get(a.job.id) if j is not None else None
+        if j is None or s is None or not s.group or a.job.pid is None or j.keeper_alive():
+            continue
+        a.group = backend.group_from_state(a.job.pid, s.group)
+        if a.group is not None:
+            log.info("job %d: its keeper is gone; held in %s again", a.job.id, a.group.path)
 
 
 class _Handle(Protocol):
@@ -66,6 +88,7 @@ class Orphans:
         self._on_lost = on_lost
         self._on_journal_done = on_journal_done
         self._pidfds: dict[int, int] = {}
+        self._oomfds: dict[int, int] = {}  # job -> its group's OOM eventfd, being read
         self._timers: dict[int, _Handle] = {}  # job -> its pending look or SIGKILL
         self._loop: Loop | None = None
 
@@ -87,6 +110,11 @@ class Orphans:
                 continue
             self._pidfds[a.job.id] = fd
             loop.add_reader(fd, self._ended, a.job.id)
+            if a.group is not None:
+                a.group.arm_oom_event()
+                if a.group.oom_fd is not None:
+                    self._oomfds[a.job.id] = a.group.oom_fd
+                    loop.add_reader(a.group.oom_fd, self._out_of_memory, a.job.id)
 
     def kill(self, jobid: int, grace: float) -> None:
         """SIGTERM to the job's group (and CONT, so a stopped job sees it), SIGKILL after
@@ -118,6 +146,11 @@ class Orphans:
                 self._loop.remove_reader(fd)
             os.close(fd)
         self._pidfds.clear()
+        for jobid in list(self._oomfds):
+            self._stop_oom(jobid)
+        for a in self.jobs.values():
+            if a.group is not None:
+                a.group.close()
 
     # -- internals --
 
@@ -126,6 +159,22 @@ class Orphans:
         if old is not None:
             old.cancel()
         self._timers[jobid] = handle
+
+    def _out_of_memory(self, jobid: int) -> None:
+        """The kernel OOM-kills a process of a job whose keeper is gone: stop all of it."""
+        a = self.jobs.get(jobid)
+        self._stop_oom(jobid)
+        if a is None or a.group is None:
+            return
+        a.group.oom_fired()
+        a.oom = True
+        log.info("job %d is over its memory (MEM): stopped", jobid)
+        a.group.kill()
+
+    def _stop_oom(self, jobid: int) -> None:
+        fd = self._oomfds.pop(jobid, None)
+        if fd is not None and self._loop is not None:
+            self._loop.remove_reader(fd)
 
     def _ended(self, jobid: int) -> None:
         fd = self._pidfds.pop(jobid, None)
@@ -166,9 +215,36 @@ class Orphans:
             j.keeper_alive() if j is not None else "-",
             tries,
         )
-        self._on_lost(a.job, "exit status lost: no keeper was left to record it")
+        if a.group is not None:
+            self._on_exit(self._measured(a))
+        else:
+            self._on_lost(a.job, "exit status lost: no keeper was left to record it")
         if j is not None:
             self._forget(j)
+
+    def _measured(self, a: Adoption) -> ExitRecord:
+        """The end of a job whose keeper is gone, as its cgroup measured it (its exit status
+        cannot be known)."""
+        assert a.group is not None
+        assert a.job.pid is not None
+        self._stop_oom(a.job.id)
+        a.group.kill()  # what it left behind
+        u = usage(
+            judge=None,
+            group=a.group.finish(),
+            ru_utime=0.0,
+            ru_stime=0.0,
+            ru_maxrss_kb=0,
+            keeper_peak=0,
+        )
+        a.group.remove()  # (kept if processes are still exiting; a later daemon sweeps it)
+        reason = "exit status lost: no keeper was left to record it"
+        if a.oom or u.oom:
+            reason = out_of_memory_reason(a.job.mem, u.maxrss) + "; its exit status was lost"
+        return ExitRecord(
+            a.job.id, a.job.pid, None, None, time.time(), u.cpu_user, u.cpu_sys, u.maxrss,
+            reason, u.measured_by,
+        )  # fmt: skip
 
     def _forget(self, j: JournalState) -> None:
         if any(a.journal is j for a in self.jobs.values()) or j.keeper_alive():

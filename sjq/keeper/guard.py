@@ -247,9 +247,14 @@ class Guard:
             self.pool.give_back(held.group)
         return Settled(u, reason)
 
-    def wants_tidy(self) -> bool:
-        """Whether groups wait to be reset (the keeper asks its janitor thread to)."""
-        return self.pool is not None and bool(self.pool.used) and not self._tidy_lock.locked()
+    def wants_tidy(self, idle: bool = False) -> bool:
+        """Whether groups wait to be reset (the keeper asks its janitor thread to): when the
+        keeper is ``idle``, or when the pool runs low. Not after every job: the reset would
+        compete for the CPU with the job just started (a few at once cost less, too)."""
+        pool = self.pool
+        if pool is None or not pool.used or self._tidy_lock.locked():
+            return False
+        return idle or len(pool.ready) <= pool.size // 2
 
     def tidy(self) -> None:
         """Reset used groups and top the pool up: off the critical path (the janitor thread,

@@ -129,7 +129,7 @@ class Keeper:
         while not (self.detached and not self.children):
             if not self.children:
                 self.janitor.kick()  # idle: clean up after the jobs that ended now
-                if self.guard.wants_tidy():
+                if self.guard.wants_tidy(idle=True):
                     self.janitor.wake()
             timeout = None
             due = self.timers[0].when if self.timers else None

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import Daemon, Raw, wait_for
 
+from sjq.contain.cgroup import detect
+
 JOBS = int(os.environ.get("SJQ_CRASH_JOBS", "150"))
 KILLS = int(os.environ.get("SJQ_CRASH_KILLS", "8"))
 # 1 slot: every start is one a keeper was armed with; 2: mostly starts decided by a pass
@@ -96,13 +98,20 @@ class Driver:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("enforce", ["none", "cgroup"])
 def test_sigkill_at_random_moments_loses_nothing_and_runs_nothing_twice(
-    daemon_factory: Callable[..., Daemon], tmp_path: Path
+    daemon_factory: Callable[..., Daemon], tmp_path: Path, enforce: str
 ) -> None:
+    """Under each containment: with cgroups, every job in a group of its own, re-adopted
+    jobs held in theirs by their keepers."""
+    if enforce == "cgroup":
+        det = detect(controllers=("memory", "cpuacct"))
+        if os.geteuid() != 0 or det.backend is None or not det.backend.memory:
+            pytest.skip(f"no cgroup can hold a job's memory here: {det.why}")
     seed = int(os.environ.get("SJQ_CRASH_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     print(f"SJQ_CRASH_SEED={seed}")
-    d = daemon_factory(maxprocs=PROCS).start()
+    d = daemon_factory(maxprocs=PROCS, enforce=enforce).start()
     ledger = tmp_path / "ledger"
     ledger.touch()
     driver = Driver(d, ledger, rng)

@@ -247,6 +247,43 @@ def test_a_readopted_job_is_still_held_to_its_mem(
     assert info["measured_by"] == measured(method)
 
 
+def test_a_job_whose_keeper_was_killed_stays_held_and_measured(
+    daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate]
+) -> None:
+    """Its keeper is SIGKILLed (the daemon stops, as for STOP); the next daemon finds the
+    job's cgroup again: the kernel still holds it to its MEM, the whole job is stopped
+    when it goes over, and its usage comes from the group (its exit status is lost)."""
+    cgroup_or_skip()
+    d = daemon_factory(enforce="cgroup", keepers="1").start()
+    g = gate()
+    script = PY + (
+        "import os, time\n"
+        f"while not os.path.exists({str(g.path)!r}): time.sleep(0.01)\n"
+        "b = bytearray(300 * 2**20)\n"
+        "b[::4096] = b'x' * len(b[::4096])\n"
+        "time.sleep(30)\n"
+    )
+    over = d.submit(script, mem="100M")
+    calm = d.submit(SH + g.wait + "true\n", mem="100M")
+    wait_for(lambda: d.info(over)["pid"] and d.info(calm)["pid"], what="both jobs' pids")
+    keeper = next(Path(d.settings["sjq.spool"]).glob("keeper-*.journal")).name.split("-")[1]
+    os.kill(int(keeper), 9)
+    assert d.proc is not None
+    assert d.proc.wait(15) == 0
+    d.start()
+    assert "its keeper is gone; held in " in d.log
+    g.open()
+    info = ended(d, over)
+    assert info["state"] == "F", info
+    assert str(info["reason"]).startswith("out of memory (limit 100M, peak ")
+    assert str(info["reason"]).endswith("its exit status was lost")
+    assert info["measured_by"] == "cgroup"
+    info = ended(d, calm)
+    assert (info["state"], info["measured_by"]) == ("F", "cgroup"), info
+    assert str(info["reason"]).startswith("exit status lost")
+    assert 0 < info["maxrss"] < 5 * MB
+
+
 def test_job_groups_are_below_the_daemons_own(daemon_factory: Callable[..., Daemon]) -> None:
     cgroup_or_skip()
     d = daemon_factory(enforce="cgroup").start()

@@ -233,6 +233,11 @@ class Group:
     def populated(self) -> bool:
         return bool(self.pids())
 
+    def arm_oom_event(self) -> None:
+        """Make ``oom_fd`` (v1: an eventfd the kernel signals on an OOM in the group); a
+        group made by ``group_of`` has none until then. Nothing to do under v2, where
+        memory.oom.group kills the whole group."""
+
     def oom_fired(self) -> bool:
         """Whether the kernel signalled an OOM in this group during the current job (v1:
         its eventfd; the keeper may select on ``oom_fd`` and call this when it is
