@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from sjq.conditions import AFTERNOTOK, AFTEROK
 from sjq.jobs import H, Job, Q
-from sjq.scheduler import NO_KEY, Queue, ready_job
+from sjq.scheduler import NO_KEY, Queue
+from sjq.shapes import ready_job
 
 __all__ = ["ARM_DEPTH", "ARM_LOW", "ArmEntry", "arm_plan", "could_start", "next_after"]
 

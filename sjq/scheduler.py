@@ -7,14 +7,14 @@ same code runs in the daemon, in Hypothesis tests and in simulations.
 from __future__ import annotations
 
 import heapq
-import math
 from collections.abc import Iterable, Iterator
 
+from sjq import shapes
 from sjq.conditions import AFTER, AFTEROK, ended_reason, holds_after_end, parents
 from sjq.jobs import TERMINAL, A, Change, H, Job, JobState, K, Q, R, U
 from sjq.reservation import Reservation, reserve
 
-__all__ = ["NO_KEY", "Queue", "ready_job"]
+__all__ = ["NO_KEY", "Queue"]
 
 
 NO_KEY = (1 << 62, 0)  # sorts after every (-priority, id)
@@ -75,11 +75,9 @@ class Queue:
         # conditions) those of its afterok children's aborts. Same safe side as _child_key,
         # which counts these too for each parent whose end could abort the job.
         self._abort_key: dict[int, tuple[int, int]] = {}
-        # (procs, mem, TIME in ms or 0, gpus) -> heap of (-priority, id); entries go stale
-        # when a job leaves Q and are dropped lazily when they reach the top. The elements
-        # of an array with a limit (ARRAY ...%N) have heaps of their own, (procs, mem, TIME,
-        # gpus, array), which a pass skips while that many of them run.
-        self.ready: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+        # shape -> heap of (-priority, id), see sjq.shapes; an array with a limit has heaps
+        # of its own, which a pass skips while that many of its elements run
+        self.ready: shapes.Heaps = {}
         # array -> [limit, running, active] for arrays with a limit of elements at once
         self.limits: dict[int, list[int]] = {}
 
@@ -359,29 +357,13 @@ class Queue:
         at their limit (``ending``, a running job, counted as ended) and, given a
         reservation and the time, the shapes it does not let pass. ``free_mem`` and
         ``free_gpus`` None: not counted."""
-        best_key: tuple[int, int] | None = None
-        best_shape: tuple[int, ...] | None = None
-        for shape, heap in list(self.ready.items()):
-            while heap and not ready_job(self.jobs.get(heap[0][1])):
-                heapq.heappop(heap)
-            if not heap:
-                del self.ready[shape]
-                continue
-            procs, mem, limit, gpus = shape[:4]
-            if procs > free_procs or (free_mem is not None and mem > free_mem):
-                continue
-            if free_gpus is not None and gpus > free_gpus:
-                continue
-            if len(shape) > 4 and self.full(self.jobs[heap[0][1]], ending):
-                continue
-            if best_key is not None and heap[0] > best_key:
-                continue
-            if passes is not None and not passes[0].lets_pass(
-                procs, mem, limit, passes[1], self.grace, gpus=gpus
-            ):
-                continue
-            best_key, best_shape = heap[0], shape
-        return best_shape
+        return shapes.best_shape(
+            self.ready,
+            self.jobs,
+            (free_procs, free_mem, free_gpus),
+            full=lambda head: self.full(head, ending),
+            passes=None if passes is None else (*passes, self.grace),
+        )
 
     # -- arming: the planner is sjq.arming; these mark what it armed ----------------
 
@@ -428,12 +410,9 @@ class Queue:
     def _push(self, job: Job) -> None:
         if job.armed:
             return
-        mem = job.mem if self.maxmem is not None else 0
-        # TIME in whole milliseconds, rounded up (a later end is the safe side); 0: none
-        limit = math.ceil(job.time_limit * 1000) if job.time_limit else 0
-        shape: tuple[int, ...] = (job.procs, mem, limit, job.gpus)
-        if job.array in self.limits:
-            shape += (job.array,)
+        shape = shapes.shape_of(
+            job, count_mem=self.maxmem is not None, limited=job.array in self.limits
+        )
         heapq.heappush(self.ready.setdefault(shape, []), (-job.priority, job.id))
 
     def _reserve(self, job: Job) -> None:
@@ -515,7 +494,3 @@ class Queue:
 
 def _key(job: Job) -> tuple[int, int]:
     return (-job.priority, job.id)
-
-
-def ready_job(job: Job | None) -> bool:
-    return job is not None and job.state is Q and not job.armed
