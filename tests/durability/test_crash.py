@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Raw, wait_for
+from support import Daemon, Raw, wait_for
 
 JOBS = int(os.environ.get("SJQ_CRASH_JOBS", "150"))
 KILLS = int(os.environ.get("SJQ_CRASH_KILLS", "8"))

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Gate, Raw, wait_for
+from support import Daemon, Gate, Raw, wait_for
 
 from sjq.store import _MIGRATIONS, SCHEMA_VERSION, Store, StoreError
 

@@ -8,9 +8,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Gate, Raw, wait_for
-
-from ._helpers import SH, alive, job_pid, read_when, states, status, wait_dead
+from support import (
+    SH,
+    Daemon,
+    Gate,
+    Raw,
+    alive,
+    job_pid,
+    read_when,
+    states,
+    status,
+    wait_dead,
+    wait_for,
+)
 
 
 @pytest.fixture

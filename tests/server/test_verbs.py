@@ -7,9 +7,7 @@ import json
 import socket
 from collections.abc import Callable
 
-from conftest import Daemon, Gate, wait_for
-
-from ._helpers import SH, alive, exited, states, status
+from support import SH, Daemon, Gate, alive, exited, states, status, wait_for
 
 
 def test_ping_with_no_jobs_is_ok_and_a_space(daemon: Daemon) -> None:

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Gate, wait_for
 from sjq_client import Client, DaemonNotRunning, JobInfo
+from support import Gate, wait_for
 
 from sjq.jobs import JobState
 
