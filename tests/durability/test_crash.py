@@ -1,8 +1,9 @@
 """Crash test: SIGKILL the daemon at random moments under a workload with dependencies and
 failures, restart it each time, and check that nothing was lost, run twice or misreported.
 
-SJQ_CRASH_JOBS and SJQ_CRASH_KILLS scale it (defaults keep CI fast), SJQ_CRASH_PROCS sets
-the CPU slots, SJQ_CRASH_SEED replays.
+The short run is in the default test run (CI runs it); a long one (250 jobs, 12 kills) is
+marked slow: `python -m pytest -m slow`. SJQ_CRASH_JOBS and SJQ_CRASH_KILLS scale the short
+one, SJQ_CRASH_PROCS sets the CPU slots of both, SJQ_CRASH_SEED replays.
 """
 
 from __future__ import annotations
@@ -99,6 +100,20 @@ class Driver:
 def test_sigkill_at_random_moments_loses_nothing_and_runs_nothing_twice(
     daemon_factory: Callable[..., Daemon], tmp_path: Path
 ) -> None:
+    crash_loop(daemon_factory, tmp_path, JOBS, KILLS)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_long_crash_loop_loses_nothing_and_runs_nothing_twice(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    crash_loop(daemon_factory, tmp_path, 250, 12)
+
+
+def crash_loop(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path, jobs: int, kill_count: int
+) -> None:
     seed = int(os.environ.get("SJQ_CRASH_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     print(f"SJQ_CRASH_SEED={seed}")
@@ -120,7 +135,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_runs_nothing_twice(
     def killer() -> None:
         nonlocal kills
         krng = random.Random(seed + 1)
-        while kills < KILLS and not stop.wait(krng.uniform(0.05, 0.4)):
+        while kills < kill_count and not stop.wait(krng.uniform(0.05, 0.4)):
             with lock:
                 d.kill9()
                 kills += 1
@@ -129,7 +144,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_runs_nothing_twice(
     t = threading.Thread(target=killer, daemon=True)
     t.start()
     try:
-        driver.run(JOBS, restart)
+        driver.run(jobs, restart)
         t.join(60)  # the remaining kills hit the daemon while the jobs run and end
     finally:
         stop.set()
