@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support import Daemon, Gate, make_daemon, reap_leftovers
+from support import Daemon, Gate, Spares, make_daemon, reap_leftovers
 
 
 @pytest.fixture
@@ -37,7 +37,23 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
         reap_leftovers(str(tmp_path))
 
 
+@pytest.fixture(scope="session")
+def _spare_daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spares]:
+    spares = Spares(lambda: tmp_path_factory.mktemp("daemon"))
+    try:
+        yield spares
+    finally:
+        spares.close()
+
+
 @pytest.fixture
-def daemon(daemon_factory: Callable[..., Daemon]) -> Daemon:
-    """A running daemon: 2 CPUs, 8G, default job memory 100M, no auto-shutdown."""
-    return daemon_factory().start()
+def daemon(_spare_daemons: Spares, tmp_path: Path) -> Iterator[Daemon]:
+    """A running daemon of this test's own: 2 CPUs, 8G, default job memory 100M, no
+    auto-shutdown. Its files are in a directory of their own, not under tmp_path: it was
+    started while the test before ran (support.Spares)."""
+    d = _spare_daemons.take()
+    try:
+        yield d
+    finally:
+        _spare_daemons.give_back(d)
+        reap_leftovers(str(tmp_path))

@@ -292,9 +292,9 @@ def test_shutdown_kills_running_keeps_waiting_and_ids_go_on(
 
 
 def test_stop_leaves_running_jobs_to_the_next_daemon(
-    daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate]
+    daemon: Daemon, gate: Callable[[str], Gate]
 ) -> None:
-    d = daemon_factory().start()
+    d = daemon
     g = gate("g")
     jid = d.submit(SH + g.wait + "echo done\n")
     d.wait_state(jid, "R")
@@ -303,8 +303,8 @@ def test_stop_leaves_running_jobs_to_the_next_daemon(
     assert exited(d) == 0
     assert (d.jobs_dir / f"{jid}.stdout").exists()
     assert alive(pid)
-    d2 = daemon_factory().start()
-    assert d2.state(jid) == "R"
+    d.start()  # the next daemon, on the same files
+    assert d.state(jid) == "R"
     g.open()
-    d2.wait_state(jid, "S")
-    assert (d2.jobs_dir / f"{jid}.stdout").read_text() == "done\n"
+    d.wait_state(jid, "S")
+    assert (d.jobs_dir / f"{jid}.stdout").read_text() == "done\n"

@@ -17,7 +17,7 @@ from support.cli import (
     wait_stopped_by_itself,
     write_rc,
 )
-from support.daemon import Daemon, daemon_settings, make_daemon, reap_leftovers
+from support.daemon import Daemon, Spares, daemon_settings, make_daemon, reap_leftovers
 from support.jobs import (
     NOBODY,
     SH,
@@ -46,6 +46,7 @@ __all__ = [
     "Home",
     "Raw",
     "Result",
+    "Spares",
     "alive",
     "as_nobody",
     "client_env",

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from support.raw import Raw
 from support.waiting import DEFAULT_TIMEOUT, wait_for
 
-__all__ = ["Daemon", "daemon_settings", "make_daemon", "reap_leftovers"]
+__all__ = ["Daemon", "Spares", "daemon_settings", "make_daemon", "reap_leftovers"]
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Daemon:
     settings: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
     clients: list[Raw] = field(default_factory=list)
+    environ: Mapping[str, str] | None = None  # None: this process's, at each start
 
     @property
     def socket(self) -> str:
@@ -48,10 +50,15 @@ class Daemon:
             cmd += ["--set", f"{key}={value}"]
         return cmd
 
-    def start(self, wait: bool = True) -> Daemon:
+    def start(self, wait: bool = True, environ: Mapping[str, str] | None = None) -> Daemon:
+        """Start the daemon with ``environ`` (kept for later starts), or else the one it was
+        first given, or else this process's environment."""
         if self.proc is not None:
             self.proc.wait(15)  # an earlier daemon of this fixture that was told to stop
-        env = dict(os.environ, SJQ_CONFIG=str(self.dir / "none.rc"))
+        if environ is not None:
+            self.environ = environ
+        env = dict(os.environ if self.environ is None else self.environ)
+        env["SJQ_CONFIG"] = str(self.dir / "none.rc")
         (self.dir / "none.rc").touch()
         with open(self.dir / "stderr.log", "ab") as stderr:
             self.proc = subprocess.Popen(
@@ -122,26 +129,37 @@ class Daemon:
         self.proc.wait(10)
 
     def stop(self) -> None:
+        self.tell_to_stop()
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+    def tell_to_stop(self) -> None:
+        """SHUTDOWN (running jobs are killed), without waiting for the daemon to exit."""
         for c in self.clients:
             c.close()
         self.clients.clear()
-        if self.proc is None:
+        if self.proc is None or self.proc.poll() is not None:
             return
-        if self.proc.poll() is None:
+        try:
+            self.req("SHUTDOWN")
+        except OSError:
+            # No connection to be had (its backlog still full, say): SIGTERM does the same.
             with contextlib.suppress(OSError):
-                self.req("SHUTDOWN")
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
+                self.proc.send_signal(signal.SIGTERM)
 
 
-def reap_leftovers(marker: str) -> None:
-    """Kill every process whose environment mentions ``marker`` (jobs and keepers of a test
-    that ended early), so one failing test cannot disturb the next."""
+def reap_leftovers(*markers: str) -> None:
+    """Kill every process whose environment or command line mentions one of ``markers``
+    (jobs and keepers of a test that ended early), so one failing test cannot disturb the
+    next."""
     me = os.getpid()
+    wanted = [m.encode() for m in markers]
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == me:
             continue
@@ -150,7 +168,7 @@ def reap_leftovers(marker: str) -> None:
             cmd = Path(f"/proc/{name}/cmdline").read_bytes()
         except OSError:
             continue
-        if marker.encode() in env or marker.encode() in cmd:
+        if any(m in env or m in cmd for m in wanted):
             with contextlib.suppress(OSError):
                 os.kill(int(name), signal.SIGKILL)
 
@@ -184,3 +202,49 @@ def make_daemon(tmp_path: Path, **settings: str) -> Daemon:
     # maxprocs="1" -> sjq.maxprocs, defaults_mem="1G" -> sjq.defaults.mem
     defaults.update({"sjq." + k.replace("_", "."): v for k, v in settings.items()})
     return Daemon(base, defaults)
+
+
+class Spares:
+    """Daemons with the default settings, each started one test ahead: a test that asks for
+    one gets a daemon that is already (or nearly) serving, and the next one starts while
+    that test runs. A test's daemon is told to stop at its end, and waited for (and what
+    it left reaped) at the next test's start: its shutdown overlaps that test's set-up. Each
+    test still has a new daemon, with a new database, of its own.
+
+    Spares are started with the environment this process had when the first was made, less
+    any SJQ_* variable: what a test does to its own environment never reaches them."""
+
+    def __init__(self, new_dir: Callable[[], Path]) -> None:
+        self._new_dir = new_dir
+        self._environ = {k: v for k, v in os.environ.items() if not k.startswith("SJQ_")}
+        self._next: Daemon | None = None
+        self._stopping: list[Daemon] = []
+
+    def take(self) -> Daemon:
+        d = self._next if self._next is not None else self._start()
+        self._next = self._start()
+        self._finish_stopping()
+        wait_for(d.answers, what=f"daemon on {d.socket}\n{d.log}")
+        return d
+
+    def give_back(self, d: Daemon) -> None:
+        """A test is done with ``d``: it is told to stop now, and waited for later."""
+        d.tell_to_stop()
+        self._stopping.append(d)
+
+    def _start(self) -> Daemon:
+        return make_daemon(self._new_dir()).start(wait=False, environ=self._environ)
+
+    def _finish_stopping(self) -> None:
+        if not self._stopping:
+            return
+        for d in self._stopping:
+            d.stop()
+        reap_leftovers(*(str(d.dir) for d in self._stopping))
+        self._stopping.clear()
+
+    def close(self) -> None:
+        if self._next is not None:
+            self._stopping.append(self._next)
+            self._next = None
+        self._finish_stopping()

@@ -28,7 +28,7 @@ def wait_for(predicate: Callable[[], T], timeout: float = DEFAULT_TIMEOUT, what:
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}")
         time.sleep(delay)  # polling interval of a bounded wait, not an ordering sleep
-        delay = min(delay * 2, 0.05)
+        delay = min(delay * 2, 0.01)
 
 
 @dataclass
