@@ -32,8 +32,8 @@ from sjq.protocol import (
     Submit,
     Wait,
 )
+from sjq.replies import Accepted, Peer, Waiter
 from sjq.server import Connection, Limits, bind_socket
-from sjq.state import Accepted, Peer, Waiter
 
 pytestmark = pytest.mark.asyncio
 

@@ -31,8 +31,11 @@ from sjq.protocol import (
     Info,
     Kill,
     Ok,
+    Pause,
     Ping,
+    QueueInfo,
     Release,
+    Resume,
     Shutdown,
     Status,
     Stop,
@@ -40,7 +43,8 @@ from sjq.protocol import (
     SubmitOptions,
     Wait,
 )
-from sjq.state import Accepted, Peer, State, Waiter
+from sjq.replies import Accepted, Peer, Waiter
+from sjq.state import State
 from sjq.store import Store, WriteFailed
 
 Q, H, U, R = JobState.QUEUED, JobState.WAITING, JobState.HELD, JobState.RUNNING
@@ -392,6 +396,35 @@ def test_info_status_and_ping(t: Turns) -> None:
     assert [json.loads(x)["id"] for x in reply.payload.decode().splitlines()] == [a, b, c]
 
 
+def test_pause_stops_starts_until_resume_and_is_kept(
+    make: Callable[..., Turns],
+) -> None:
+    t = make()
+    running = t.job()
+    t.end_turn()
+    assert t.handle(Pause()) == Ok()
+    waiting = t.job()
+    t.end_turn()
+    assert [launch.jobid for launch in t.spawned] == [running], "nothing starts while paused"
+    t.started(running)
+    t.exit(running)
+    t.end_turn()
+    assert t.status() == {running: "S", waiting: "Q"}
+    reply = t.handle(QueueInfo())
+    assert isinstance(reply, Data)
+    info = json.loads(reply.payload)
+    assert (info["paused"], info["procs"], info["procs_used"]) == (True, 2, 0)
+    since = info["paused_since"]
+    assert t.store.paused_since() == since
+    t.close()
+    again = make()  # a restart keeps the pause, and when it began
+    assert again.st.pause.paused
+    assert again.st.pause.since == since
+    assert again.handle(Resume()) == Ok()
+    assert again.end_turn()
+    assert again.store.paused_since() is None
+
+
 def test_exit_shutdown_and_stop(t: Turns) -> None:
     assert t.handle(Exit()) == Ok("BYE")
     assert t.st.stop_requested is None
@@ -479,6 +512,20 @@ def test_a_failed_write_forgets_the_new_jobs_and_keeps_everything_else(t: Turns)
     t.exit(b)
     t.end_turn()
     assert t.status() == {a: "F", b: "K", e: "R"}
+
+
+def test_a_pause_lost_with_a_failed_write_is_written_again(t: Turns) -> None:
+    t.job()
+    t.end_turn()
+    assert t.handle(Pause()) == Ok()
+    assert t.handle(Status(None))  # writes the flag into the open transaction
+    fill_up(t)
+    assert t.submit(BIG) == Error(FULL)
+    assert t.store.paused_since() is None, "rolled back with the rest"
+    assert t.st.pause.paused, "in memory the queue is still paused"
+    make_room(t)
+    assert t.end_turn()
+    assert t.store.paused_since() == t.st.pause.since
 
 
 def test_a_failed_purge_is_undone_in_the_counts(t: Turns) -> None:

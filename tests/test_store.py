@@ -264,6 +264,18 @@ def test_ids_are_never_handed_out_again_after_a_purge(
     assert reopen(store).next_id() == 3
 
 
+def test_the_pause_flag_is_kept_with_its_time(store: Store, path: str) -> None:
+    assert store.paused_since() is None
+    store.set_paused(1234.5)
+    store.set_paused(1300.0)  # the later word counts
+    store.commit()
+    assert store.paused_since() == 1300.0
+    store.set_paused(None)
+    assert store.paused_since() is None
+    store.rollback()
+    assert store.paused_since() == 1300.0
+
+
 def test_probe_leaves_nothing_behind(store: Store) -> None:
     store.probe()
     store.commit()

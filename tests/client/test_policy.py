@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Gate
 from sjq_client import AsyncClient, Client
+from support import Daemon, Gate
 
 from .conftest import Cli, Home
 
