@@ -40,8 +40,14 @@ reasons = st.text() | st.lists(
 
 headers = st.builds(Header, ints, maybe_ints)
 starts = st.builds(Start, ints, ints, maybe_ints, floats, maybe_ints)
+# How the figures were measured: one word the keeper chooses ("" in an earlier sjq's records).
+measures = st.sampled_from(["", "cgroup", "sampled", "slurm"])
 exits = st.builds(
-    ExitRecord, ints, ints, maybe_ints, maybe_ints, floats, floats, floats, ints, reasons
+    ExitRecord, ints, ints, maybe_ints, maybe_ints, floats, floats, floats, ints, reasons, measures
+).filter(
+    # With no m= before it, a reason must not start so (it would be read as how the figures
+    # were measured): the module's rule, which every reason a keeper writes keeps.
+    lambda x: x.measured_by or not x.reason.startswith("m=")
 )
 refusals = st.builds(Refusal, ints, floats, reasons)
 detaches = st.builds(Detached, floats)
@@ -68,7 +74,7 @@ def test_every_record_round_trips_through_its_line(rec: JournalRecord) -> None:
 def test_a_reason_without_a_newline_is_kept_exactly(reason: str) -> None:
     rec = Refusal(7, 1.5, reason)
     assert decode(encode(rec)) == rec
-    x = ExitRecord(7, 8, None, 9, 1.5, 0.0, 0.0, 0, reason)
+    x = ExitRecord(7, 8, None, 9, 1.5, 0.0, 0.0, 0, reason, "sampled")
     assert decode(encode(x)) == x
 
 
@@ -77,6 +83,8 @@ def test_the_line_of_each_record_as_documented() -> None:
     assert encode(Start(3, 4000, 55, 1.5, 56)) == "S 3 4000 55 1.5 56"
     x = ExitRecord(3, 4000, None, 15, 2.5, 0.25, 0.125, 1024, "time\nlimit")
     assert encode(x) == "X 3 4000 - 15 2.5 0.25 0.125 1024 time limit"
+    x = ExitRecord(3, 4000, 0, None, 2.5, 0.25, 0.125, 1024, "", "cgroup")
+    assert encode(x) == "X 3 4000 0 - 2.5 0.25 0.125 1024 m=cgroup "
     assert encode(Refusal(3, 2.0, " no such file ")) == "E 3 2.0  no such file "
     assert encode(Detached(9.75)) == "D 9.75"
 
@@ -84,6 +92,9 @@ def test_the_line_of_each_record_as_documented() -> None:
 def test_lines_of_an_earlier_sjq_still_read() -> None:
     assert decode("S 3 4000 55 1.5") == Start(3, 4000, 55, 1.5, None)  # no high tick
     assert decode("D") == Detached(0.0)  # no time
+    assert decode("X 1 2 - 9 1.0 0.5 0.25 5 time limit") == ExitRecord(  # no m=
+        1, 2, None, 9, 1.0, 0.5, 0.25, 5, "time limit", ""
+    )
 
 
 @pytest.mark.parametrize(
