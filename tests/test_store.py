@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from sjq.jobs import Change, Job, JobState
-from sjq.store import _MIGRATIONS, SCHEMA_VERSION, JobSpec, Store, StoreError
+from sjq.schema import MIGRATIONS
+from sjq.store import SCHEMA_VERSION, Element, JobSpec, Store, StoreError
 
 Q, H, U, R = JobState.QUEUED, JobState.WAITING, JobState.HELD, JobState.RUNNING
 S, F, K, E = JobState.SUCCESS, JobState.FAIL, JobState.KILLED, JobState.ERROR
@@ -95,8 +96,8 @@ def test_an_inserted_job_reads_back_whole_once_committed(
     env = {"PATH": "/bin", "TOKEN": "a b\nc=d", "UNICODE": "é"}
     script = b"#!/bin/sh\n\0\xff binary\r\n"
     j = job(1, H, depends=(7, 8), priority=-3, uid=1001, gid=1002)
-    store.insert(j, spec(script, env=env, time_limit=90.5))
-    store.insert(job(2, U), spec())
+    store.insert([j], spec(script, env=env, time_limit=90.5))
+    store.insert([job(2, U)], spec())
     store.commit()
     store = reopen(store)
     a, b = store.load_active()
@@ -110,15 +111,40 @@ def test_an_inserted_job_reads_back_whole_once_committed(
     assert store.next_id() == 3
 
 
+def test_an_array_keeps_its_script_once_and_each_element_its_own_outputs(store: Store) -> None:
+    script = b"#!/bin/sh\necho $SJQ_ARRAY_INDEX\n" + b"#" * 10_000
+    jobs = [job(i) for i in (4, 5, 6)]
+    elements = [Element(f"/work/{i}.out", f"/work/{i}.err", i, f"line {i}") for i in (0, 1, 2)]
+    store.insert(jobs, spec(script, env={"A": "1"}), elements, limit=2)
+    store.commit()
+    for jobid, e in zip((4, 5, 6), elements, strict=True):
+        got = store.spec(jobid)
+        assert (got.script, got.env, got.cwd) == (script, {"A": "1"}, "/work")
+        assert (got.stdout, got.stderr) == (e.stdout, e.stderr)
+        assert (got.array_id, got.array_index, got.entry) == (4, e.index, e.entry)
+    (row,) = store.db.execute("SELECT count(*), sum(length(script)) FROM jobs").fetchall()
+    assert row == (3, 0), "the script is stored once, with the array"
+    assert store.array_limits() == {4: 2}
+    # The array's script goes with its last element, and only then.
+    for jobid in (4, 5, 6):
+        store.write([ended(jobs[jobid - 4], S, 10.0 + jobid)], [])
+        store.purge(ended_before=10.0 + jobid + 0.5, keep_count=None, limit=10)
+        remaining = store.db.execute("SELECT count(*) FROM arrays").fetchone()[0]
+        assert remaining == (0 if jobid == 6 else 1)
+        if jobid < 6:
+            assert store.spec(6).script == script
+    assert store.array_limits() == {}
+
+
 def test_an_empty_environment_is_not_the_default_one(store: Store) -> None:
-    store.insert(job(1), spec(env={}))
+    store.insert([job(1)], spec(env={}))
     assert store.spec(1).env == {}
 
 
 def test_a_rollback_drops_everything_since_the_last_commit(store: Store) -> None:
-    store.insert(job(1), spec())
+    store.insert([job(1)], spec())
     store.commit()
-    store.insert(job(2), spec())
+    store.insert([job(2)], spec())
     j1 = job(1)
     j1.state = R
     store.write([j1], [Change(j1, R, 1005.0)])
@@ -134,7 +160,7 @@ def test_a_rollback_drops_everything_since_the_last_commit(store: Store) -> None
 
 def test_write_brings_rows_up_to_date_and_logs_each_change(store: Store) -> None:
     j = job(1)
-    store.insert(j, spec())
+    store.insert([j], spec())
     j.state, j.start_time, j.pid, j.pid_start = R, 1010.0, 4242, 99
     store.write([j], [Change(j, R, 1010.0)])
     ended(j, F, 1020.5)
@@ -159,7 +185,7 @@ def test_write_brings_rows_up_to_date_and_logs_each_change(store: Store) -> None
 
 def test_a_running_job_reads_back_with_its_process(store: Store) -> None:
     j = job(1)
-    store.insert(j, spec())
+    store.insert([j], spec())
     j.state, j.start_time, j.pid, j.pid_start, j.killing = R, 1010.0, 4242, 99, True
     store.write([j], [Change(j, R, 1010.0)])
     (back,) = store.load_active()
@@ -176,9 +202,9 @@ def test_state_of_and_state_counts(store: Store) -> None:
     assert store.state_of(1) is None
     assert store.state_counts() == {}
     for i, st in enumerate([Q, Q, U, H], start=1):
-        store.insert(job(i, st), spec())
+        store.insert([job(i, st)], spec())
     done = job(5)
-    store.insert(done, spec())
+    store.insert([done], spec())
     store.write([ended(done, S, 1100.0)], [])
     assert store.state_of(3) is U
     assert store.state_counts() == {Q: 2, U: 1, H: 1, S: 1}
@@ -187,7 +213,7 @@ def test_state_of_and_state_counts(store: Store) -> None:
 
 def test_status_lines_are_every_job_in_id_order_or_one(store: Store) -> None:
     for i in (3, 1, 2):
-        store.insert(job(i, depends=(1,) if i == 3 else ()), spec())
+        store.insert([job(i, depends=(1,) if i == 3 else ())], spec())
     assert list(store.status_lines(None)) == [
         (1, "job1", "Q", ""),
         (2, "job2", "Q", ""),
@@ -210,7 +236,7 @@ def documented_info_keys() -> set[str]:
 
 def test_info_has_every_documented_key_for_the_jobs_asked(store: Store) -> None:
     for i in (1, 2, 3):
-        store.insert(job(i, depends=(1, 2) if i == 3 else ()), spec(time_limit=60.0))
+        store.insert([job(i, depends=(1, 2) if i == 3 else ())], spec(time_limit=60.0))
     rows = store.info([3, 1, 99])
     assert [r["id"] for r in rows] == [1, 3], "in id order; unknown ids are left out"
     assert set(rows[0]) == documented_info_keys()
@@ -226,7 +252,7 @@ def finished(store: Store, ends: dict[int, tuple[JobState, float]]) -> None:
     """Jobs 1..n, each ended as given (or left waiting when absent), committed."""
     for i in range(1, max(ends) + 1):
         j = job(i)
-        store.insert(j, spec())
+        store.insert([j], spec())
         if i in ends:
             st, at = ends[i]
             j.state = R
@@ -304,7 +330,7 @@ def test_the_database_its_wal_files_and_its_lock_are_private(tmp_path: Path) -> 
     finally:
         os.umask(old)
     try:
-        s.insert(job(1), spec(env={"TOKEN": "secret"}))
+        s.insert([job(1)], spec(env={"TOKEN": "secret"}))
         s.commit()
         for p in (path, path + "-wal", path + "-shm", path + ".lock"):
             assert mode(p) == 0o600, p
@@ -315,7 +341,7 @@ def test_the_database_its_wal_files_and_its_lock_are_private(tmp_path: Path) -> 
 
 def test_files_an_older_sjq_left_readable_are_tightened(path: str) -> None:
     s = Store(path)
-    s.insert(job(1), spec())
+    s.insert([job(1)], spec())
     s.commit()
     # Leave -wal and -shm behind as a crash would: only the lock is let go.
     os.close(s._lock_fd)
@@ -365,7 +391,7 @@ def test_a_corrupt_database_says_how_to_go_on(path: str) -> None:
 
 def version_1(path: str, *rows: str) -> None:
     db = sqlite3.connect(path)
-    db.executescript(_MIGRATIONS[0])
+    db.executescript(MIGRATIONS[0])
     for values in rows:
         db.execute(
             "INSERT INTO jobs (id, name, state, procs, mem, depends, uid, gid, cwd, stdout,"
@@ -391,7 +417,7 @@ def test_a_version_1_database_is_migrated_with_every_row(path: str) -> None:
         assert s.state_counts() == {Q: 1, S: 1}
         assert s.events(7) == []  # no history before version 2: none is made up
         assert s.next_id() == 8
-        s.insert(job(8), spec())  # and the new columns take writes
+        s.insert([job(8)], spec())  # and the new columns take writes
         s.commit()
     finally:
         s.close()
