@@ -39,7 +39,9 @@ reasons = st.text() | st.lists(
 ).map("".join)
 
 headers = st.builds(Header, ints, maybe_ints)
-starts = st.builds(Start, ints, ints, maybe_ints, floats, maybe_ints)
+# A job's cgroup and its baselines: one word (Group.state: name:oom:reserve:user:sys), or "".
+groups = st.just("") | st.text(min_size=1).map(lambda t: t.replace(" ", "_").replace("\n", "_"))
+starts = st.builds(Start, ints, ints, maybe_ints, floats, maybe_ints, groups)
 # How the figures were measured: one word the keeper chooses ("" in an earlier sjq's records).
 measures = st.sampled_from(["", "cgroup", "sampled", "slurm"])
 exits = st.builds(
@@ -81,6 +83,8 @@ def test_a_reason_without_a_newline_is_kept_exactly(reason: str) -> None:
 def test_the_line_of_each_record_as_documented() -> None:
     assert encode(Header(12, None)) == "K 12 -"
     assert encode(Start(3, 4000, 55, 1.5, 56)) == "S 3 4000 55 1.5 56"
+    start = Start(3, 4000, 55, 1.5, 56, "sjq-3:0:0:0.5:0.25")
+    assert encode(start) == "S 3 4000 55 1.5 56 g=sjq-3:0:0:0.5:0.25"
     x = ExitRecord(3, 4000, None, 15, 2.5, 0.25, 0.125, 1024, "time\nlimit")
     assert encode(x) == "X 3 4000 - 15 2.5 0.25 0.125 1024 time limit"
     x = ExitRecord(3, 4000, 0, None, 2.5, 0.25, 0.125, 1024, "", "cgroup")
