@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 from sjq_client import AsyncClient, Client
-from support import Daemon, Gate
-
-from .conftest import Cli, Home
+from support import Cli, Daemon, Gate, Home
 
 
 @pytest.fixture(autouse=True)
