@@ -16,7 +16,7 @@ from sjq.arming import ARM_LOW
 from sjq.jobs import ExitRecord, Job, JobLaunch, JobState
 from sjq.keeper import messages as m
 from sjq.keeper.tokens import ArmPipe, take_token
-from sjq.scheduler import Queue
+from sjq.scheduler import Queue, ready_job
 
 Q, R = JobState.QUEUED, JobState.RUNNING
 
@@ -220,11 +220,8 @@ def test_take_back_returns_untaken_tokens_and_remembers_taken_ones(
     assert rig.armer.tokens == {}
     assert sorted(e.job.id for e in rig.armer.taken.values()) == [3, 4]
     assert [j.id for j in rig.armer.armed()] == [3, 4], "starts under way stay armed"
-    assert not any(rig.queue.jobs[i].armed for i in (5, 6, 7))
-    # ... and the untaken ones are ready jobs again: a pass would start them.
-    assert rig.queue.best_shape(1, None) is not None
-    rig.queue.finish(a, JobState.SUCCESS, 1.0)
-    assert [j.id for j in rig.queue.schedule(1.0)] == [5]
+    # ... and the untaken ones are ready jobs again, for the passes to see.
+    assert [i for i in range(3, 8) if ready_job(rig.queue.jobs[i])] == [5, 6, 7]
 
 
 def test_exit_records_settle_taken_tokens(make_rig: Callable[[int], Rig]) -> None:

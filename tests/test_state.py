@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import info_keys
 
 from sjq.config import Config, load_config
 from sjq.jobs import ExitRecord, Job, JobLaunch, JobState
@@ -393,7 +394,9 @@ def test_info_status_and_ping(t: Turns) -> None:
     assert (info["procs"], info["mem"], info["depends"]) == (1, 100 * 1024**2, [])
     reply = t.handle(Info(()))
     assert isinstance(reply, Data)
-    assert [json.loads(x)["id"] for x in reply.payload.decode().splitlines()] == [a, b, c]
+    rows = [json.loads(x) for x in reply.payload.decode().splitlines()]
+    assert [r["id"] for r in rows] == [a, b, c]
+    assert all(set(r) == info_keys() for r in rows), "exactly what docs/protocol.md lists"
 
 
 def test_pause_stops_starts_until_resume_and_is_kept(

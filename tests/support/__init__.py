@@ -1,6 +1,7 @@
 """What the tests share besides fixtures: bounded waits and gate files (`waiting`), the raw
 protocol client (`raw`), a real daemon process (`daemon`), checks of its jobs and processes
-(`jobs`), and the `sjq` command run as a subprocess (`cli`).
+(`jobs`), the `sjq` command run as a subprocess (`cli`), and what the documents specify
+(`docs`).
 
 Tests import these with ``from support import ...``; the conftest files hold only fixtures.
 (pytest puts ``tests/`` on ``sys.path``: the ``pythonpath`` setting in pyproject.toml.)
@@ -18,6 +19,7 @@ from support.cli import (
     write_rc,
 )
 from support.daemon import Daemon, Spares, daemon_settings, make_daemon, reap_leftovers
+from support.docs import info_keys
 from support.jobs import (
     NOBODY,
     SH,
@@ -53,6 +55,7 @@ __all__ = [
     "daemon_pid",
     "daemon_settings",
     "exited",
+    "info_keys",
     "job_pid",
     "make_daemon",
     "no_socket",
