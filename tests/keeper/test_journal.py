@@ -41,7 +41,9 @@ reasons = st.text() | st.lists(
 headers = st.builds(Header, ints, maybe_ints)
 # A job's cgroup and its baselines: one word (Group.state: name:oom:reserve:user:sys), or "".
 groups = st.just("") | st.text(min_size=1).map(lambda t: t.replace(" ", "_").replace("\n", "_"))
-starts = st.builds(Start, ints, ints, maybe_ints, floats, maybe_ints, groups)
+# Its CPUs (a CPU list such as 0,2-3) and GPUs (ids, comma-separated): one word each, or "".
+words = st.just("") | st.text(min_size=1).map(lambda t: t.replace(" ", "_").replace("\n", "_"))
+starts = st.builds(Start, ints, ints, maybe_ints, floats, maybe_ints, groups, words, words)
 # How the figures were measured: one word the keeper chooses ("" in an earlier sjq's records).
 measures = st.sampled_from(["", "cgroup", "sampled", "slurm"])
 exits = st.builds(
@@ -85,6 +87,8 @@ def test_the_line_of_each_record_as_documented() -> None:
     assert encode(Start(3, 4000, 55, 1.5, 56)) == "S 3 4000 55 1.5 56"
     start = Start(3, 4000, 55, 1.5, 56, "sjq-3:0:0:0.5:0.25")
     assert encode(start) == "S 3 4000 55 1.5 56 g=sjq-3:0:0:0.5:0.25"
+    pinned = Start(3, 4000, 55, 1.5, 56, "", "0,2-3", "1,GPU-8a1c")
+    assert encode(pinned) == "S 3 4000 55 1.5 56 c=0,2-3 G=1,GPU-8a1c"
     x = ExitRecord(3, 4000, None, 15, 2.5, 0.25, 0.125, 1024, "time\nlimit")
     assert encode(x) == "X 3 4000 - 15 2.5 0.25 0.125 1024 time limit"
     x = ExitRecord(3, 4000, 0, None, 2.5, 0.25, 0.125, 1024, "", "cgroup")
