@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Raw, wait_for
+from support import Daemon, Raw, wait_for
 
 
 def run_server(d: Daemon, *args: str) -> subprocess.CompletedProcess[str]:

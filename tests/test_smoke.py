@@ -1,4 +1,4 @@
-from conftest import Daemon
+from support import Daemon
 
 
 def test_submit_runs_and_reports(daemon: Daemon) -> None:

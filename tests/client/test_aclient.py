@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from conftest import Daemon, Gate
 from sjq_client import (
     AsyncClient,
     AsyncJob,
@@ -25,10 +24,9 @@ from sjq_client import (
     RequestRejected,
 )
 from sjq_client._calls import IDS_PER_LINE
+from support import Daemon, Gate, Home
 
 from sjq.jobs import JobState
-
-from .conftest import Home
 
 S, F, K, U, R, A = (
     JobState.SUCCESS,
@@ -407,7 +405,7 @@ def test_only_asking_for_it_imports_asyncio() -> None:
 async def test_the_calls_about_jobs_start_the_daemon_that_went_idle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from .conftest import client_env, stop_daemon, wait_stopped_by_itself, write_rc
+    from support import client_env, stop_daemon, wait_stopped_by_itself, write_rc
 
     base = tmp_path / "idle"
     (base / "jobs").mkdir(parents=True)

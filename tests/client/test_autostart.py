@@ -9,10 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
 from sjq_client import Client, DaemonStartFailed
-
-from .conftest import CLI_TIMEOUT, Home, client_env, stop_daemon, wait_stopped_by_itself, write_rc
+from support import (
+    CLI_TIMEOUT,
+    Home,
+    client_env,
+    stop_daemon,
+    wait_for,
+    wait_stopped_by_itself,
+    write_rc,
+)
 
 
 def test_submit_starts_a_daemon_with_auto_shutdown(home: Home) -> None:

@@ -10,11 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Gate, wait_for
+from support import Cli, Daemon, Gate, Result, client_env, wait_for
 
 import sjq
-
-from .conftest import Cli, Result, client_env
 
 ENDED = "SFAKE"
 COMMANDS = [

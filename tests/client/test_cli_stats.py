@@ -15,13 +15,11 @@ from typing import Any
 
 import pytest
 import sjq_client._calls
-from conftest import Daemon, make_daemon, reap_leftovers
 from sjq_client import AsyncClient, Client
 from sjq_client._stats_advice import pleasant_mem, suggest_mem
+from support import Cli, Daemon, Result, client_env, make_daemon, reap_leftovers
 
 from sjq.units import format_mem
-
-from .conftest import Cli, Result, client_env
 
 M = 1024**2
 ALLOC = 150  # MiB the memory jobs allocate (and touch)

@@ -7,9 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Daemon, Gate
-
-from .conftest import Cli, Result
+from support import Cli, Daemon, Gate, Result
 
 ENDED = "SFAKE"
 

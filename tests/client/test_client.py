@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Gate
 from sjq_client import (
     Client,
     ConnectionLost,
@@ -27,6 +26,7 @@ from sjq_client import (
     SjqError,
     TransportError,
 )
+from support import Daemon, Gate
 
 import sjq.protocol
 from sjq.jobs import F, H, K, R, S, U

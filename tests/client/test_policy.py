@@ -9,10 +9,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Gate
 from sjq_client import AsyncClient, Client
-
-from .conftest import Cli, Home
+from support import Cli, Daemon, Gate, Home
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Gate
+from support import Daemon, Gate
 
 SCRIPT = Path(__file__).parents[2] / "clients" / "shell" / "sjq.sh"
 PACKAGE = {"nc": "netcat-openbsd", "socat": "socat"}

@@ -11,9 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Daemon
-
-from .conftest import client_env
+from support import Daemon, client_env
 
 HEAVY = {
     "asyncio",

@@ -20,10 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Gate, wait_for
 from sjq_client import Client, JobInfo
-
-from .conftest import client_env, stop_daemon, write_rc
+from support import Gate, client_env, stop_daemon, wait_for, write_rc
 
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE_TIMEOUT = 50.0

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from support import wait_for
 
 from sjq.contain.account import out_of_memory_reason, usage
 from sjq.contain.cgroup import CgroupError, GroupPool, V1Backend, detect, parse_proc_cgroup

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from support import wait_for
 
 from sjq.contain.account import usage
 from sjq.contain.cgroup import CgroupError, GroupPool, V2Backend, detect, parse_proc_cgroup

@@ -12,7 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from conftest import wait_for
+from support import wait_for
 
 from sjq.contain.account import usage
 from sjq.contain.procfs import (

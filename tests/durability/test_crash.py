@@ -1,8 +1,9 @@
 """Crash test: SIGKILL the daemon at random moments under a workload with dependencies and
 failures, restart it each time, and check that nothing was lost, run twice or misreported.
 
-SJQ_CRASH_JOBS and SJQ_CRASH_KILLS scale it (defaults keep CI fast), SJQ_CRASH_PROCS sets
-the CPU slots, SJQ_CRASH_SEED replays.
+The short run is in the default test run (CI runs it); a long one (250 jobs, 12 kills) is
+marked slow: `python -m pytest -m slow`. SJQ_CRASH_JOBS and SJQ_CRASH_KILLS scale the short
+one, SJQ_CRASH_PROCS sets the CPU slots of both, SJQ_CRASH_SEED replays.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Raw, wait_for
+from support import Daemon, Raw, wait_for
 
 from sjq.contain.cgroup import detect
 
@@ -108,6 +109,24 @@ def test_sigkill_at_random_moments_loses_nothing_and_runs_nothing_twice(
         det = detect(controllers=("memory", "cpuacct"))
         if os.geteuid() != 0 or det.backend is None or not det.backend.memory:
             pytest.skip(f"no cgroup can hold a job's memory here: {det.why}")
+    crash_loop(daemon_factory, tmp_path, JOBS, KILLS, enforce)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_long_crash_loop_loses_nothing_and_runs_nothing_twice(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    crash_loop(daemon_factory, tmp_path, 250, 12, "none")
+
+
+def crash_loop(
+    daemon_factory: Callable[..., Daemon],
+    tmp_path: Path,
+    jobs: int,
+    kill_count: int,
+    enforce: str,
+) -> None:
     seed = int(os.environ.get("SJQ_CRASH_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     print(f"SJQ_CRASH_SEED={seed}")
@@ -129,7 +148,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_runs_nothing_twice(
     def killer() -> None:
         nonlocal kills
         krng = random.Random(seed + 1)
-        while kills < KILLS and not stop.wait(krng.uniform(0.05, 0.4)):
+        while kills < kill_count and not stop.wait(krng.uniform(0.05, 0.4)):
             with lock:
                 d.kill9()
                 kills += 1
@@ -138,7 +157,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_runs_nothing_twice(
     t = threading.Thread(target=killer, daemon=True)
     t.start()
     try:
-        driver.run(JOBS, restart)
+        driver.run(jobs, restart)
         t.join(60)  # the remaining kills hit the daemon while the jobs run and end
     finally:
         stop.set()

@@ -8,7 +8,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Daemon
+from support import Daemon
 
 
 def mode(path: Path | str) -> int:

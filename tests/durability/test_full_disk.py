@@ -15,8 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Gate, Raw, wait_for
-from server._helpers import SH, job_pid, wait_dead
+from support import SH, Daemon, Gate, Raw, job_pid, wait_dead, wait_for
 
 from sjq.jobs import ExitRecord
 from sjq.keeper.journal import Header, Journal, JournalState

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Gate, Raw, wait_for
+from support import Daemon, Gate, Raw, wait_for
 
 from sjq.store import _MIGRATIONS, SCHEMA_VERSION, Store, StoreError
 
@@ -23,10 +23,8 @@ def job_waiting_on(g: Gate, code: int = 0) -> str:
     return f"#!/bin/sh\n{g.wait}exit {code}\n"
 
 
-def test_ids_continue_across_restarts_and_rejects_consume_none(
-    daemon_factory: Callable[..., Daemon],
-) -> None:
-    d = daemon_factory().start()
+def test_ids_continue_across_restarts_and_rejects_consume_none(daemon: Daemon) -> None:
+    d = daemon
     assert [d.submit("#!/bin/sh\n") for _ in range(3)] == [1, 2, 3]
     with Raw(d.socket) as c:
         assert c.submit("no shebang\n").startswith(b"ERROR")
@@ -52,9 +50,9 @@ def test_an_acknowledged_submit_survives_sigkill(
 
 
 def test_job_that_ends_while_no_daemon_runs_gets_its_real_status(
-    daemon_factory: Callable[..., Daemon], gate: Gates
+    daemon: Daemon, gate: Gates
 ) -> None:
-    d = daemon_factory().start()
+    d = daemon
     g = gate("g")
     jid = d.submit(f"#!/bin/sh\n{g.wait}echo out; exit 42\n")
     d.wait_state(jid, "R")
@@ -72,8 +70,8 @@ def test_job_that_ends_while_no_daemon_runs_gets_its_real_status(
     assert info["maxrss"] > 0
 
 
-def test_stop_keep_running_then_readopt(daemon_factory: Callable[..., Daemon], gate: Gates) -> None:
-    d = daemon_factory().start()
+def test_stop_keep_running_then_readopt(daemon: Daemon, gate: Gates) -> None:
+    d = daemon
     g = gate("g")
     jid = d.submit(job_waiting_on(g, 3))
     d.wait_state(jid, "R")
@@ -91,8 +89,8 @@ def test_stop_keep_running_then_readopt(daemon_factory: Callable[..., Daemon], g
     assert d.info(jid)["exit_code"] == 3
 
 
-def test_cli_stop_keep_running(daemon_factory: Callable[..., Daemon], gate: Gates) -> None:
-    d = daemon_factory().start()
+def test_cli_stop_keep_running(daemon: Daemon, gate: Gates) -> None:
+    d = daemon
     g = gate("g")
     jid = d.submit(job_waiting_on(g))
     d.wait_state(jid, "R")
@@ -228,12 +226,10 @@ def test_unusable_database_path_is_a_clear_error(daemon_factory: Callable[..., D
     assert str(blocker) in err
 
 
-def test_a_start_the_database_missed_is_taken_from_the_journal(
-    daemon_factory: Callable[..., Daemon],
-) -> None:
+def test_a_start_the_database_missed_is_taken_from_the_journal(daemon: Daemon) -> None:
     """A daemon may start a job and die before its commit says so: the keeper's journal is
     the authority, so the job is not started a second time and gets its real status."""
-    d = daemon_factory().start()
+    d = daemon
     ledger = d.dir / "ledger"
     jid = d.submit(f'#!/bin/sh\necho ran >> "{ledger}"\n', hold=True)
     d.stop()

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, make_daemon, reap_leftovers
+from support import Daemon, make_daemon, reap_leftovers
 
 
 @pytest.fixture(scope="module")

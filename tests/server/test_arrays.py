@@ -9,9 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Gate, Raw
-
-from ._helpers import SH, states
+from support import SH, Daemon, Gate, Raw, states
 
 REPORT = SH + 'echo "$SJQ_JOBID $SJQ_ARRAY_ID $SJQ_ARRAY_INDEX ${SJQ_ENTRY-none}"\n'
 

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
-from conftest import Daemon, Raw
 from sjq_client import Client
 from sjq_client._exceptions import ConnectionLost
+from support import Daemon, Raw
 
 
 @contextmanager

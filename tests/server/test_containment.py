@@ -12,11 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Daemon, Gate, wait_for
+from support import SH, Daemon, Gate, wait_for
 
 from sjq.contain.cgroup import detect, parse_proc_cgroup
-
-from ._helpers import SH
 
 MB = 1 << 20
 PY = f"#!{sys.executable}\n"

@@ -6,9 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from conftest import Daemon, Gate, Raw
-
-from ._helpers import SH, status
+from support import SH, Daemon, Gate, Raw, status
 
 OK_JOB = SH + "true\n"
 FAILING = SH + "exit 3\n"

@@ -11,9 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Gate, Raw, wait_for
+from support import SH, Daemon, Gate, Raw, wait_for
 
-from ._helpers import SH
 from .test_containment import cgroup_or_skip, ended
 
 SHOW = (

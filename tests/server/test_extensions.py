@@ -7,9 +7,7 @@ import json
 import socket
 from collections.abc import Callable
 
-from conftest import Daemon, Gate, Raw, wait_for
-
-from ._helpers import SH, exited, read_when, states
+from support import SH, Daemon, Gate, Raw, exited, read_when, states, wait_for
 
 
 def test_time_limit_ends_a_job_in_f(shared_daemon: Daemon) -> None:

@@ -13,21 +13,24 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Gate, Raw, make_daemon, wait_for
-
-import sjq
-
-from ._helpers import (
+from support import (
     NOBODY,
     SH,
+    Daemon,
+    Gate,
+    Raw,
     alive,
     as_nobody,
     exited,
+    make_daemon,
     no_socket,
     states,
     submit_bytes,
     wait_dead,
+    wait_for,
 )
+
+import sjq
 
 
 def test_socket_is_0600_and_pid_file_names_the_daemon(

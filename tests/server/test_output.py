@@ -10,9 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Raw
-
-from ._helpers import NOBODY, SH, as_nobody, read_when, submit_bytes
+from support import NOBODY, SH, Daemon, Raw, as_nobody, read_when, submit_bytes
 
 ENDED = "SFAKE"
 ME = pwd.getpwuid(os.geteuid()).pw_name

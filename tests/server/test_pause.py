@@ -7,9 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Daemon, Gate, Raw
-
-from ._helpers import SH
+from support import SH, Daemon, Gate, Raw
 
 
 def queue(d: Daemon) -> dict[str, object]:

@@ -8,9 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from conftest import Daemon, Gate, wait_for
-
-from ._helpers import SH
+from support import SH, Daemon, Gate, wait_for
 
 TOLERANCE = 1.0  # seconds for the daemon to see an end and start the next job, under load
 

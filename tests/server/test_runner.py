@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Daemon, Gate, Raw, make_daemon, wait_for
-
-from ._helpers import SH, job_pid, read_when
+from support import SH, Daemon, Gate, Raw, job_pid, make_daemon, read_when, wait_for
 
 PY = "#!/usr/bin/env python3\n"
 # A Python job that writes what it sees as one JSON line on stdout. Its interpreter is

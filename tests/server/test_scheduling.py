@@ -6,9 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Daemon, Gate, wait_for
-
-from ._helpers import SH, read_when, states
+from support import SH, Daemon, Gate, read_when, states, wait_for
 
 PROMPT = 3.0  # seconds: "at once" for a loaded 2-core machine; sjq.schedtime is an hour
 

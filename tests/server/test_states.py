@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Gate, Raw, wait_for
-
-from ._helpers import SH, alive, job_pid, read_when, states, status, wait_dead
+from support import (
+    SH,
+    Daemon,
+    Gate,
+    Raw,
+    alive,
+    job_pid,
+    make_daemon,
+    read_when,
+    reap_leftovers,
+    states,
+    status,
+    wait_dead,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -274,11 +286,24 @@ _BEFORE_KILL = {
 }
 
 
+@pytest.fixture(scope="module")
+def kill_grace_5(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One daemon for every case below (each leaves nothing running): sjq.killgrace 5 s."""
+    base = tmp_path_factory.mktemp("kill_grace_5")
+    d = make_daemon(base, killgrace="5")
+    try:
+        yield d.start()
+    finally:
+        d.stop()
+        reap_leftovers(str(base))
+
+
 @pytest.mark.parametrize("verb", sorted(_BEFORE_KILL))
 def test_kill_pipelined_after_any_verb_signals_the_running_job(
-    daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate], verb: str
+    kill_grace_5: Daemon, gate: Callable[[str], Gate], verb: str
 ) -> None:
-    d = daemon_factory(killgrace="5").start()
+    d = kill_grace_5
+    wait_for(lambda: b"R:" not in d.req("PING"), what="the jobs of the case before to end")
     g = gate("g")
     done = d.submit(SH + "exit 0\n")
     d.wait_state(done, "S")

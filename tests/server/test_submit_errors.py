@@ -9,9 +9,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Raw, wait_for
-
-from ._helpers import NOBODY, SH, as_nobody, read_when, submit_bytes
+from support import NOBODY, SH, Daemon, Raw, as_nobody, read_when, submit_bytes, wait_for
 
 # A body that would produce replies of its own if the daemon lost track of where it ends.
 BODY = SH + "PING\nSTATUS\nPING\n"

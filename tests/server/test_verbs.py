@@ -7,9 +7,7 @@ import json
 import socket
 from collections.abc import Callable
 
-from conftest import Daemon, Gate, wait_for
-
-from ._helpers import SH, alive, exited, states, status
+from support import SH, Daemon, Gate, alive, exited, states, status, wait_for
 
 
 def test_ping_with_no_jobs_is_ok_and_a_space(daemon: Daemon) -> None:
@@ -294,9 +292,9 @@ def test_shutdown_kills_running_keeps_waiting_and_ids_go_on(
 
 
 def test_stop_leaves_running_jobs_to_the_next_daemon(
-    daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate]
+    daemon: Daemon, gate: Callable[[str], Gate]
 ) -> None:
-    d = daemon_factory().start()
+    d = daemon
     g = gate("g")
     jid = d.submit(SH + g.wait + "echo done\n")
     d.wait_state(jid, "R")
@@ -305,8 +303,8 @@ def test_stop_leaves_running_jobs_to_the_next_daemon(
     assert exited(d) == 0
     assert (d.jobs_dir / f"{jid}.stdout").exists()
     assert alive(pid)
-    d2 = daemon_factory().start()
-    assert d2.state(jid) == "R"
+    d.start()  # the next daemon, on the same files
+    assert d.state(jid) == "R"
     g.open()
-    d2.wait_state(jid, "S")
-    assert (d2.jobs_dir / f"{jid}.stdout").read_text() == "done\n"
+    d.wait_state(jid, "S")
+    assert (d.jobs_dir / f"{jid}.stdout").read_text() == "done\n"

@@ -13,8 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Gate, make_daemon, reap_leftovers, wait_for
-from server._helpers import as_nobody, submit_bytes
+from support import Daemon, Gate, as_nobody, make_daemon, reap_leftovers, submit_bytes, wait_for
 
 from sjq.slurm.args import parse_tag
 

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 
 import pytest
-from conftest import Daemon, Gate, wait_for
+from support import Daemon, Gate, wait_for
 
 from .cluster import Cluster
 from .test_backend import WAIT, slurm_daemon

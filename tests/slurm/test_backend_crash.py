@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from conftest import Daemon, wait_for
+from support import Daemon, wait_for
 
 from .cluster import Cluster
 from .test_backend import slurm_daemon, tagged

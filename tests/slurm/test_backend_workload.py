@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from conftest import Daemon, Gate, wait_for
+from support import Daemon, Gate, wait_for
 
 from .cluster import NODE_CPUS, Cluster
 from .test_backend import WAIT, slurm_daemon, tagged

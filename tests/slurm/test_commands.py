@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import Gate, wait_for
+from support import Gate, wait_for
 
 from sjq.protocol import JobState
 from sjq.slurm.args import Pattern, SbatchRequest, make_tag, parse_tag

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from support import wait_for
 
 from .cluster import NODE_CPUS, NODE_MEM_MB, Cluster, Unavailable, require
 

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import reap_leftovers, wait_for
+from support import reap_leftovers, wait_for
 
 from sjq.config import load_config
 

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from client.conftest import client_env, stop_daemon, write_rc
-from conftest import reap_leftovers, wait_for
 from sjq_client import Client, JobInfo
+from support import client_env, reap_leftovers, stop_daemon, wait_for, write_rc
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = REPO / "clients" / "snakemake-executor-plugin-sjq"

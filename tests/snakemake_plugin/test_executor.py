@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Gate, wait_for
 from sjq_client import Client, DaemonNotRunning, JobInfo
+from support import Gate, wait_for
 
 from sjq.jobs import JobState
 
@@ -261,7 +261,8 @@ def copy_sources(dest: Path) -> tuple[Path, Path]:
     return sjq, plugin
 
 
-@pytest.mark.slow  # about a minute: a new virtual environment and Snakemake installed into it
+# About a minute (a new virtual environment and Snakemake installed into it), and in the
+# default run all the same: it proves the plugin installs from scratch.
 @pytest.mark.timeout(900)
 def test_a_clean_virtual_environment_installs_and_runs_it(
     workflow: Workflow, tmp_path: Path

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import daemon_settings, reap_leftovers, wait_for
 from sjq_client import Client, DaemonNotRunning, JobInfo, SjqError
+from support import daemon_settings, reap_leftovers, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN_SRC = REPO / "clients" / "toil-batch-system-sjq"

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Gate, wait_for
 from sjq_client import Client
+from support import Gate, wait_for
 
 from sjq.jobs import JobState
 

@@ -37,7 +37,7 @@ def copy_sources(to: Path) -> tuple[Path, Path]:
     return sjq_src, plugin_src
 
 
-@pytest.mark.slow
+# In the default run, though it takes minutes: it proves the plugin installs from scratch.
 @pytest.mark.timeout(PIP_TIMEOUT + 200)
 def test_a_clean_virtual_environment_runs_a_workflow_through_sjq(
     sjq_home: SjqHome, tmp_path: Path

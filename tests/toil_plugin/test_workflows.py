@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from support import wait_for
 
 from sjq.jobs import JobState
 

@@ -1,11 +1,29 @@
-"""Small helpers shared by the real-daemon tests: raw STATUS, process checks, job scripts."""
+"""Small helpers of the real-daemon tests: raw STATUS, process checks, job scripts, requests
+from another user."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from conftest import DEFAULT_TIMEOUT, Daemon, Raw, wait_for
+from support.daemon import Daemon
+from support.raw import Raw
+from support.waiting import DEFAULT_TIMEOUT, wait_for
+
+__all__ = [
+    "NOBODY",
+    "SH",
+    "alive",
+    "as_nobody",
+    "exited",
+    "job_pid",
+    "no_socket",
+    "read_when",
+    "states",
+    "status",
+    "submit_bytes",
+    "wait_dead",
+]
 
 SH = "#!/bin/sh\n"
 
