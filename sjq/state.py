@@ -59,7 +59,7 @@ class State:
         # Under Slurm every job whose dependencies allow goes to Slurm, which does the placing.
         slurm = cfg.backend == "slurm"
         self.queue = (
-            Queue(1 << 62, None, maxgpus=1 << 62)
+            Queue(1 << 62, None, maxgpus=1 << 62, handover=True)
             if slurm
             else Queue(
                 cfg.maxprocs,
