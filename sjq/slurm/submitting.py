@@ -1,5 +1,6 @@
-"""The Slurm back end's submitters: jobs to sbatch, alone or an array's elements as one
-``sbatch --array``; imports asyncio, runs every Slurm command in a worker thread.
+"""The Slurm back end's submitters; imports asyncio, runs Slurm's commands in worker threads.
+
+They hand waiting jobs to sbatch, alone or an array's elements as one ``sbatch --array``.
 
 A part of ``SlurmBackend`` (``sjq.slurm.backend``), kept apart so that each module holds one
 concern: this one turns waiting jobs (``sjq.slurm.pending``) into sbatch commands and their
