@@ -1,6 +1,6 @@
-"""The jobs waiting for ``sbatch``, in order, and each array's room under its limit; pure.
+"""Jobs waiting for sbatch and each array's room under its limit; pure: imports no asyncio.
 
-Imports nothing of asyncio or subprocess. The Slurm back end (``sjq.slurm.backend``) adds the
+The Slurm back end (``sjq.slurm.backend``) adds the
 jobs it hands over, and its submitters ``take`` them one unit at a time: a job on its own, or
 the elements of one array waiting at that moment, which go to Slurm as one ``sbatch --array``
 (``sjq.slurm.batch``).
