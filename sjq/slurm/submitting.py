@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING
 from sjq.access import path_problems
 from sjq.config import Config
 from sjq.jobs import E, Job, JobLaunch, JobState, K, R
-from sjq.slurm.args import ArgsError, Pattern, SbatchRequest, make_batch_tag, make_tag
+from sjq.slurm.args import (
+    ArgsError,
+    Pattern,
+    SbatchRequest,
+    Submitted,
+    make_batch_tag,
+    make_tag,
+)
 from sjq.slurm.batch import Batch, Member, build
 from sjq.slurm.commands import Slurm
 from sjq.slurm.errors import SlurmError, SlurmRejected
@@ -30,13 +37,34 @@ from sjq.slurm.track import SETTLE, Tracked
 if TYPE_CHECKING:
     from sjq.state import State
 
-__all__ = ["NOT_EXPORTED", "Submitting"]
+__all__ = ["NOT_EXPORTED", "OutputDirError", "Submitting", "make_output_dirs"]
 
 log = logging.getLogger("sjq.slurm")
 
 # A job's variables that mean nothing on a compute node: a job there cannot reach this
 # daemon's socket (nested submits use a daemon of their own: pilot mode, docs/slurm.md).
 NOT_EXPORTED = ("SJQ_SOCKET",)
+
+
+class OutputDirError(Exception):
+    """An output file's directory, to be made as the keeper makes it, could not be made."""
+
+
+def make_output_dirs(launch: JobLaunch) -> None:
+    """Make the missing directories of the outputs that the keeper would make them for
+    (``JobLaunch.makedirs``: the configured defaults, and patterns below the working
+    directory), as the daemon's user, who is the job's under Slurm. None while the working
+    directory is missing: the keeper fails on that first, and so does Slurm (E)."""
+    if launch.makedirs and not os.path.isdir(launch.cwd):
+        return
+    for what in launch.makedirs:
+        path = os.path.dirname(launch.stdout if what == "stdout" else launch.stderr)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            raise OutputDirError(
+                f"cannot create the directory {e.filename or path} for {what}: {e.strerror}"
+            ) from None
 
 
 class Submitting:
@@ -116,7 +144,11 @@ class Submitting:
             env = {k: v for k, v in launch.env.items() if k not in NOT_EXPORTED}
             # sbatch runs where the daemon runs: the job's directory is --chdir, and one that
             # is missing on the node is the job's error (E), not sbatch's.
-            sub = await asyncio.to_thread(self.slurm.submit, req, launch.script, env)
+            sub = await asyncio.to_thread(self._submit_one, req, launch, env)
+        except OutputDirError as e:
+            self._forget(job.id)
+            self._end(self._state(), job, E, str(e), time.time())
+            return
         except (ArgsError, SlurmRejected) as e:
             self._refused([job], e)
             return
@@ -180,6 +212,11 @@ class Submitting:
         log.debug("jobs %s: Slurm array %d (--array=%s)", batch.jobids, sub.job_id, batch.array)
         for job in jobs:
             self._recorded(job, f"{sub.job_id}_{job.id - batch.base}")
+
+    def _submit_one(self, req: SbatchRequest, launch: JobLaunch, env: dict[str, str]) -> Submitted:
+        """In a worker thread: the output directories the keeper would make, then sbatch."""
+        make_output_dirs(launch)
+        return self.slurm.submit(req, launch.script, env)
 
     def _refused(self, jobs: list[Job], e: Exception) -> None:
         ids = ", ".join(str(j.id) for j in jobs[:5]) + (" ..." if len(jobs) > 5 else "")
@@ -247,6 +284,11 @@ def _prepare(
     uid, gid = os.geteuid(), os.getegid()
     problems: dict[int, str] = {}
     for m in members:
+        try:
+            make_output_dirs(launch._replace(stdout=m.stdout, stderr=m.stderr))
+        except OutputDirError as e:
+            problems[m.jobid] = str(e)
+            continue
         outputs = (("stdout", m.stdout, True), ("stderr", m.stderr, True))
         found = path_problems(launch.cwd, outputs, uid, gid)
         if found:

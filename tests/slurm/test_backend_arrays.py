@@ -193,6 +193,19 @@ def test_elements_that_cannot_share_an_sbatch_go_alone(
     assert d.info(ok)["backend_id"].split("_")[0] == d.info(ok2)["backend_id"].split("_")[0]
 
 
+def test_output_directories_are_made_as_the_keeper_makes_them(
+    slurm: Cluster, daemon_factory: Callable[..., Daemon]
+) -> None:
+    d = slurm_daemon(daemon_factory).start()
+    single = d.submit(REPORT, patterns=True, stdout="logs/%j.out")
+    elements = submit(d, REPORT, array="1-2", stdout="alogs/%a/out")
+    assert d.wait_state(single, "SFAKE", WAIT) == "S"
+    assert (d.jobs_dir / "logs" / f"{single}.out").read_text().startswith(f"{single} ")
+    for jobid, index in zip(elements, (1, 2), strict=True):
+        assert d.wait_state(jobid, "SFAKE", WAIT) == "S"
+        assert (d.jobs_dir / "alogs" / str(index) / "out").read_text().startswith(f"{jobid} ")
+
+
 @pytest.mark.timeout(180)
 def test_sigkill_mid_array_submits_nothing_twice(
     slurm: Cluster, daemon_factory: Callable[..., Daemon]
