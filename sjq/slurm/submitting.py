@@ -254,6 +254,7 @@ class Submitting:
             name=job.name,
             procs=job.procs or None,  # 0: not given (#SBATCH lines or Slurm's default)
             mem=job.mem or None,
+            gpus=job.gpus or None,  # --gres=gpu:N; Slurm picks the devices (CUDA_VISIBLE_DEVICES)
             time_limit=launch.time_limit,
             cwd=launch.cwd,
             stdout=launch.stdout,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Gate, make_daemon, reap_leftovers, wait_for
+from conftest import Daemon, Gate, Raw, make_daemon, reap_leftovers, wait_for
 from server._helpers import as_nobody, submit_bytes
 
 from sjq.slurm.args import parse_tag
@@ -240,3 +240,22 @@ def test_a_working_directory_gone_by_the_time_the_job_runs_is_an_e(
     g.open()
     assert d.wait_state(later, "E", WAIT) == "E"
     assert d.info(later)["reason"].startswith("Slurm could not start the job"), d.info(later)
+
+
+def test_gpus_reach_slurm_as_gres_and_its_refusal_ends_the_job(
+    slurm: Cluster, daemon_factory: Callable[..., Daemon]
+) -> None:
+    # The test node has no GPU (none can be configured here): Slurm refuses --gres=gpu:N as
+    # any cluster without GPUs does, which shows that the request reached it. An array's
+    # elements are refused together (one sbatch).
+    d = slurm_daemon(daemon_factory).start()
+    job = d.submit("#!/bin/sh\ntrue\n", gpus=2)
+    with Raw(d.socket) as c:
+        reply = c.submit("#!/bin/sh\ntrue\n", gpus=1, array="1-3", cwd=str(d.jobs_dir))
+    first, _, last = reply[3:-2].decode().partition("-")
+    for jobid in [job, *range(int(first), int(last) + 1)]:
+        assert d.wait_state(jobid, "SFAKE", WAIT) == "E"
+        reason = d.info(jobid)["reason"]
+        assert reason.startswith("Slurm refused the job: "), reason
+        assert "Invalid generic resource (gres) specification" in reason
+        assert not d.info(jobid)["gpus"]  # Slurm, not sjq, would pick the devices
