@@ -259,3 +259,15 @@ def test_gpus_reach_slurm_as_gres_and_its_refusal_ends_the_job(
         assert reason.startswith("Slurm refused the job: "), reason
         assert "Invalid generic resource (gres) specification" in reason
         assert not d.info(jobid)["gpus"]  # Slurm, not sjq, would pick the devices
+
+
+HOG = '#!/bin/sh\nexec python3 -c "import time; x = bytearray(300 * 2**20); time.sleep(3)"\n'
+
+
+def test_a_job_over_its_memory_ends_out_of_memory(
+    slurm_cgroup: Cluster, daemon_factory: Callable[..., Daemon]
+) -> None:
+    d = slurm_daemon(daemon_factory).start()
+    job = d.submit(HOG, mem="100M")
+    assert d.wait_state(job, "SFAKE", WAIT) == "F"
+    assert d.info(job)["reason"] == "out of memory"
