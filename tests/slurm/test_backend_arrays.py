@@ -154,6 +154,26 @@ def test_kill_hold_and_release_one_element_waiting_in_slurm(
     assert not (d.jobs_dir / f"{c}.stdout").exists()
 
 
+def test_pause_holds_the_array_back_and_a_held_element_follows_alone(
+    slurm: Cluster, daemon_factory: Callable[..., Daemon]
+) -> None:
+    d = slurm_daemon(daemon_factory).start()
+    assert d.req("PAUSE") == b"OK\r\n"
+    a, b, c = submit(d, REPORT, array="1-3%2")
+    assert d.req(f"HOLD {b}") == b"OK\r\n"  # held in sjq: it never reached Slurm
+    assert [d.state(j) for j in (a, b, c)] == ["Q", "U", "Q"]
+    assert not slurm_records(slurm, d)
+    assert d.req("RESUME") == b"OK\r\n"
+    for jobid in (a, c):
+        assert d.wait_state(jobid, "SFAKE", WAIT) == "S"
+    assert d.info(a)["backend_id"].split("_")[0] == d.info(c)["backend_id"].split("_")[0]
+    assert d.state(b) == "U"
+    assert d.req(f"RELEASE {b}") == b"OK\r\n"
+    assert d.wait_state(b, "SFAKE", WAIT) == "S"
+    assert "_" not in d.info(b)["backend_id"]  # alone: an sbatch of its own
+    assert (d.jobs_dir / f"{b}.stdout").read_text() == f"{b} {a} 2 none {b}\n"
+
+
 def test_an_element_cancelled_in_slurm_while_it_waits_ends_in_k(
     slurm: Cluster, daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate]
 ) -> None:
