@@ -151,6 +151,8 @@ class SlurmBackend(Submitting):
             if job.backend_id is not None and job.shown is not None:
                 self._holds[job.backend_id] = hold
                 self._act_after = 0.0
+            elif hold and job.state is R and (job.id in self.pending or job.id in self._absent):
+                self._take_back(st, job)
         st.to_hold.clear()
         self._work.set()
         self._nudge.set()
@@ -165,6 +167,18 @@ class SlurmBackend(Submitting):
         self.tracked[job.id] = Tracked(job.id)
         self._launches[job.id] = launch
         self.pending.add(job.id, job.array)
+
+    def _take_back(self, st: State, job: Job) -> None:
+        """HOLD of a job handed over but provably not in Slurm (waiting for sbatch, or for
+        its next try): it goes back to sjq's queue, held, as if it had never been handed
+        over; RELEASE hands it over again."""
+        self._forget(job.id)
+        job.shown, job.reason = None, ""
+        now = time.time()
+        st.queue.requeue(job, now)
+        st.queue.hold(job.id, now)
+        st.touched[job.id] = job
+        self._host_turn()
 
     def _kill(self, st: State, job: Job) -> None:
         t = self.tracked.get(job.id)
@@ -373,6 +387,7 @@ class SlurmBackend(Submitting):
                 self.tracked[job.id] = Tracked(job.id)
                 self._absent.add(job.id)
                 self.pending.gone(job.id)
+                self._work.set()
                 if job.killing:
                     self._forget(job.id)
                     self._end(st, job, K, "killed by request", time.time())
@@ -438,6 +453,7 @@ class SlurmBackend(Submitting):
     def _forget(self, jobid: int) -> None:
         self.pending.discard(jobid)
         self.pending.gone(jobid)
+        self._work.set()  # an array's elements may have room now
         self.tracked.pop(jobid, None)
         self._absent.discard(jobid)
         self.jobs.pop(jobid, None)

@@ -45,6 +45,7 @@ class Pending:
         self._sent: Counter[int] = Counter()  # array -> elements in Slurm's hands
         self._sent_ids: dict[int, int] = {}  # those elements -> their array
         self._blocked: set[int] = set()  # arrays with waiting elements and no room
+        self._news: list[int] = []  # arrays blocked since ``newly_blocked`` was last asked
 
     def __contains__(self, jobid: int) -> bool:
         return jobid in self._array
@@ -94,7 +95,9 @@ class Pending:
             limit = self._limit_of(array)
             room = None if limit is None else limit - self._sent[array]
             if room is not None and room < 1:
-                self._blocked.add(array)  # until one of the array has gone
+                if array not in self._blocked:
+                    self._blocked.add(array)  # until one of the array has gone
+                    self._news.append(array)
                 continue
             alone = jobid in self._alone
             ids = [jobid] if alone else [i for i in self._groups[array] if i not in self._alone]
@@ -144,6 +147,12 @@ class Pending:
             group = self._groups.get(array)
             if group:
                 self._order.appendleft(group[0])
+
+    def newly_blocked(self) -> list[tuple[int, list[int]]]:
+        """The arrays that have had to wait for room since the last call, with their waiting
+        elements (for INFO to say why they wait)."""
+        news, self._news = self._news, []
+        return [(a, list(self._groups.get(a, ()))) for a in news if a in self._blocked]
 
     def in_slurm(self, array: int) -> int:
         """Elements of ``array`` counted against its limit."""

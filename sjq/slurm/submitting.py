@@ -99,6 +99,9 @@ class Submitting:
     def _state(self) -> State:
         raise NotImplementedError
 
+    def _limit_of(self, array: int) -> int | None:
+        raise NotImplementedError
+
     async def _cluster(self) -> Settings | None:
         """The cluster's settings, asked once (None while slurmctld cannot be reached)."""
         async with self._settings_lock:
@@ -112,6 +115,12 @@ class Submitting:
     async def _submitter(self) -> None:
         while True:
             unit = self.pending.take()
+            for array, waiting in self.pending.newly_blocked():
+                n = self._limit_of(array)
+                why = f"waiting for Slurm: array {array} has {n} elements there, its limit (%{n})"
+                for jobid in waiting:
+                    if (job := self.jobs.get(jobid)) is not None:
+                        self._note(job, why)
             if unit is None:
                 self._work.clear()
                 await self._work.wait()

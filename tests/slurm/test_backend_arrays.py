@@ -174,6 +174,34 @@ def test_pause_holds_the_array_back_and_a_held_element_follows_alone(
     assert (d.jobs_dir / f"{b}.stdout").read_text() == f"{b} {a} 2 none {b}\n"
 
 
+def test_a_late_element_waits_for_room_and_can_be_held_meanwhile(
+    slurm: Cluster, daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate]
+) -> None:
+    d = slurm_daemon(daemon_factory).start()
+    g = gate("g")
+    assert d.req("PAUSE") == b"OK\r\n"
+    a, b, c = submit(d, f"#!/bin/sh\n{g.wait}", array="1-3%1")
+    assert d.req(f"HOLD {c}") == b"OK\r\n"
+    assert d.req("RESUME") == b"OK\r\n"
+    wait_for(lambda: d.info(b)["backend_id"], WAIT, "a and b in Slurm, as one batch")
+    assert d.req(f"RELEASE {c}") == b"OK\r\n"
+    # a and b are in Slurm's hands: c may not join them there until one has ended.
+    why = f"waiting for Slurm: array {a} has 1 elements there, its limit (%1)"
+    wait_for(lambda: d.info(c)["reason"] == why, WAIT, "INFO to say why c waits")
+    assert d.state(c) == "Q"
+    assert d.info(c)["backend_id"] is None
+    # Held while it waits for room: back in sjq's queue, held; released: handed over again.
+    assert d.req(f"HOLD {c}") == b"OK\r\n"
+    assert d.wait_state(c, "U", WAIT) == "U"
+    assert d.info(c)["reason"] == ""
+    assert d.req(f"RELEASE {c}") == b"OK\r\n"
+    wait_for(lambda: d.info(c)["reason"] == why, WAIT, "c waiting for room again")
+    g.open()
+    for jobid in (a, b, c):
+        assert d.wait_state(jobid, "SFAKE", WAIT) == "S"
+    assert "_" not in d.info(c)["backend_id"]  # alone, once there was room
+
+
 def test_an_element_cancelled_in_slurm_while_it_waits_ends_in_k(
     slurm: Cluster, daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate]
 ) -> None:
