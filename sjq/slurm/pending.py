@@ -81,9 +81,10 @@ class Pending:
                     del self._groups[array]
                     self._blocked.discard(array)
 
-    def take(self) -> Unit | None:
-        """The next unit to submit (taken out of the waiting jobs), or None. The elements of
-        an array with a limit count against it from now (``sent``)."""
+    def take(self, most: int = 1 << 30) -> Unit | None:
+        """The next unit to submit (taken out of the waiting jobs), or None: at most ``most``
+        elements of an array (the rest wait for the next). The elements of an array with a
+        limit count against it from now (``sent``)."""
         while self._order:
             jobid = self._order.popleft()
             array = self._array.get(jobid)
@@ -101,6 +102,7 @@ class Pending:
                 continue
             alone = jobid in self._alone
             ids = [jobid] if alone else [i for i in self._groups[array] if i not in self._alone]
+            del ids[max(1, most) :]  # the rest keep their places in line
             for i in ids:
                 self.discard(i)
             if room is not None:

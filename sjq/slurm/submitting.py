@@ -114,7 +114,9 @@ class Submitting:
 
     async def _submitter(self) -> None:
         while True:
-            unit = self.pending.take()
+            # No more of an array's elements than one batch can hold: Slurm's MaxArraySize
+            # (Slurm's default until the cluster has been asked).
+            unit = self.pending.take(self.settings.max_tasks if self.settings else 1001)
             for array, waiting in self.pending.newly_blocked():
                 n = self._limit_of(array)
                 why = f"waiting for Slurm: array {array} has {n} elements there, its limit (%{n})"

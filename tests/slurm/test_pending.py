@@ -42,6 +42,14 @@ def test_a_limited_array_waits_for_room() -> None:
     assert (u.ids, u.room) == ([13, 14], 1)
 
 
+def test_at_most_so_many_elements_at_a_time() -> None:
+    p = Pending(lambda a: None)
+    for i in range(1, 8):
+        p.add(i, array=1)
+    p.add(8)
+    assert [u.ids for u in iter(lambda: p.take(3), None)] == [[1, 2, 3], [4, 5, 6], [7], [8]]
+
+
 def test_elements_that_must_go_alone() -> None:
     p = Pending(lambda a: None)
     p.put_back([3, 4], 3, alone=True)
@@ -95,7 +103,7 @@ def test_limits_hold_and_every_job_goes_once(program: list[tuple[str, int]]) -> 
             added.append(next_id)
             next_id += 1
         elif op == "take":
-            u = p.take()
+            u = p.take(arg + 2)
             if u is None:
                 continue
             assert u.ids == sorted(u.ids)
