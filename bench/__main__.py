@@ -167,7 +167,7 @@ def measure(
         if "cli" in figures:
             sjq_runs.cli_times(r, fresh(), z.cli_runs, with_sjq=sjq_ok)
         if "slurm" in figures and sjq_ok:
-            slurm_runs.measure(r, fresh(), z.slurm_jobs, z.slurm_probes)
+            slurm_runs.measure(r, fresh(), z.slurm_jobs, z.slurm_probes, z.slurm_chain)
         if "array" in figures and sjq_ok:
             sjq_arrays.measure(r, fresh(), z.array)
         if "backfill" in figures and sjq_ok:

@@ -37,6 +37,7 @@ class Sizes:
     rounds: int = 3  # interleaved repeats of throughput, gap and chain (median / pooled)
     slurm_jobs: int = 300  # the Slurm figures: a burst of trivial jobs through Slurm
     slurm_probes: int = 10  # one-at-a-time submit-to-start samples through Slurm
+    slurm_chain: int = 20  # links of the dependency chain through Slurm
     array: int = 10_000  # elements of the job array figure (as issue 13 asks, quick too)
     snakemake: int = 200  # jobs of the Snakemake workflow figure
 
@@ -53,6 +54,7 @@ QUICK = Sizes(
     rounds=1,
     slurm_jobs=40,
     slurm_probes=5,
+    slurm_chain=6,
     snakemake=50,
 )
 
@@ -343,6 +345,35 @@ def build(t: Table, figures: set[str]) -> None:
             split or "not measured",
             "1 sbatch per job (+1 check); squeue per poll, not per job",
             sb <= 1000 + 1000 / z.slurm_jobs + 1e-9 if sb is not None else None,
+        )
+    if "slurm" in figures:
+        s, b = r.number("sjqslurm.array.tp"), r.number("slurm.array.tp")
+        t.add(
+            f"Slurm: {z.slurm_jobs}-element array, submit to last end",
+            t.num("sjqslurm.array.tp", lambda v: f"{v:,.1f} jobs/s"),
+            f"sbatch --array {t.num('slurm.array.tp', lambda v: f'{v:,.1f} jobs/s')}",
+            "≥ 0.8x sbatch --array",
+            s >= 0.8 * b if s is not None and b is not None else None,
+        )
+        parts = sorted(
+            k.rsplit(".", 1)[1] for k in r.values if k.startswith("sjqslurm.array.cmds.")
+        )
+        split = ", ".join(f"{p} {r.number('sjqslurm.array.cmds.' + p) or 0:,.0f}" for p in parts)
+        sb = r.number("sjqslurm.array.cmds.sbatch")
+        t.add(
+            "Slurm commands sjq ran per 1,000 array elements",
+            t.num("sjqslurm.array.cmds", lambda v: f"{v:,.0f}"),
+            split or "not measured",
+            "1 sbatch per array (+1 check)",
+            sb <= 2000 / z.slurm_jobs + 1e-9 if sb is not None else None,
+        )
+        c, bc = r.number("sjqslurm.chain"), r.number("slurm.chain")
+        t.add(
+            f"Slurm: {z.slurm_chain}-job afterok chain, per link",
+            t.num("sjqslurm.chain", secs),
+            f"sbatch --dependency {t.num('slurm.chain', secs)}",
+            "≤ sbatch --dependency + 2 x sjq.slurm.poll (1 s)",
+            c <= bc + 1.0 if c is not None and bc is not None else None,
         )
     if "array" in figures:
         a = r.number("sjq.array.accept")

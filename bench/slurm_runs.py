@@ -7,7 +7,13 @@ Three figures (``python -m bench --only slurm``):
   with ``sjq.backend = slurm`` (pipelined SUBMITs, then WAIT);
 - submit-to-start latency: one job at a time on an idle cluster, from just before the
   submission (``sbatch`` or ``SUBMIT``) to the job's first line (a timestamp it writes);
-- the Slurm commands the daemon ran for the burst, per 1,000 jobs (its log says at the end).
+- the Slurm commands the daemon ran for the burst, per 1,000 jobs (its log says at the end);
+- a job array of as many trivial elements: one ``sbatch --array`` against one sjq SUBMIT with
+  ARRAY (which reaches Slurm as one ``sbatch --array``), submit to last end, and the commands
+  sjq ran for it per 1,000 elements;
+- a dependency chain: each job submitted with ``--dependency=afterok`` on the one before (Slurm
+  keeps the chain) against sjq's DEPENDS (sjq keeps it: each job reaches Slurm once its parent
+  has succeeded), seconds per link.
 
 The cluster is the test suite's (tests/slurm/cluster.py): munged, slurmctld and slurmd from
 Debian's packages on loopback, a node of 4 CPUs; it needs root and those packages.
@@ -24,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.proto import submit_request
+from bench.proto import Conn, submit_request
 from bench.report import Results
 from bench.sjqd import Daemon
 
@@ -165,6 +171,89 @@ def sjq_throughput(work: Path, n: int, commands: dict[str, int]) -> float:
     return rate
 
 
+def sbatch_array(env: dict[str, str], work: Path, n: int) -> float:
+    stamps = work / "stamps"
+    stamps.mkdir(parents=True)
+    script = work / "job.sh"
+    script.write_bytes(_job(stamps, "SLURM_ARRAY_TASK_ID"))
+    t0 = time.monotonic()
+    p = subprocess.run(
+        ["sbatch", "--parsable", f"--array=1-{n}", f"--chdir={work}", "--output=/dev/null",
+         str(script)],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    ids = [p.stdout.strip().split(";")[0]]
+    deadline = t0 + WAIT_S
+    while _busy(env, ids):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the sbatch array did not end")
+        time.sleep(POLL)
+    return n / (time.monotonic() - t0)
+
+
+def sjq_array(work: Path, n: int, commands: dict[str, int]) -> float:
+    stamps = work / "stamps"
+    stamps.mkdir(parents=True)
+    d = SlurmDaemon(work / "d", maxprocs=1)
+    with d:
+        script = _job(stamps, "SJQ_JOBID")
+        req = submit_request(script, cwd=str(d.jobs), mem=None)
+        req = req.replace(b"SRC ", f"ARRAY 1-{n}\r\nSRC ".encode(), 1)
+        with d.connect(timeout=WAIT_S) as conn:
+            t0 = time.monotonic()
+            reply = _submit_raw(conn, req)
+            first, _, last = reply.split()[1].partition("-")
+            reply = conn.call("WAIT " + ":".join(map(str, range(int(first), int(last) + 1))))
+            rate = n / (time.monotonic() - t0)
+        if not reply.startswith("OK"):
+            raise RuntimeError(f"WAIT answered {reply!r}")
+    commands.update(d.commands())
+    return rate
+
+
+def _submit_raw(conn: Conn, req: bytes) -> str:
+    conn.send(req)
+    reply = conn.read_line()
+    if not reply.startswith("OK"):
+        raise RuntimeError(f"SUBMIT answered {reply!r}")
+    return reply
+
+
+def sbatch_chain(env: dict[str, str], work: Path, n: int) -> float:
+    script = work / "job.sh"
+    script.write_bytes(b"#!/bin/sh\ntrue\n")
+    t0 = time.monotonic()
+    ids: list[str] = []
+    for _ in range(n):
+        dep = [f"--dependency=afterok:{ids[-1]}", "--kill-on-invalid-dep=yes"] if ids else []
+        p = subprocess.run(
+            ["sbatch", "--parsable", *dep, f"--chdir={work}", "--output=/dev/null", str(script)],
+            env=env, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        ids.append(p.stdout.strip().split(";")[0])
+    deadline = t0 + WAIT_S
+    while _busy(env, ids):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the sbatch chain did not end")
+        time.sleep(POLL)
+    return (time.monotonic() - t0) / n
+
+
+def sjq_chain(work: Path, n: int) -> float:
+    d = SlurmDaemon(work / "d", maxprocs=1)
+    with d, d.connect(timeout=WAIT_S) as conn:
+        t0 = time.monotonic()
+        ids: list[int] = []
+        for _ in range(n):
+            req = submit_request(b"#!/bin/sh\ntrue\n", cwd=str(d.jobs), mem=None, depends=ids[-1:])
+            ids.append(conn.submit(req))
+        reply = conn.call("WAIT " + ":".join(map(str, ids)))
+        per_link = (time.monotonic() - t0) / n
+    if not reply.startswith("OK"):
+        raise RuntimeError(f"WAIT answered {reply!r}")
+    return per_link
+
+
 def sjq_latency(work: Path, n: int) -> list[float]:
     stamps = work / "stamps"
     stamps.mkdir(parents=True)
@@ -180,13 +269,15 @@ def sjq_latency(work: Path, n: int) -> list[float]:
     return out
 
 
-def measure(r: Results, root: Path, jobs: int, probes: int) -> None:
+def measure(r: Results, root: Path, jobs: int, probes: int, chain: int = 10) -> None:
     """The Slurm figures into ``r`` (``slurm.*`` and ``sjqslurm.*`` keys)."""
     try:
         ctx = cluster(root)
         env = ctx.__enter__()
     except Exception as e:  # no root, no packages: every figure says why
-        for key in ("slurm.tp", "sjqslurm.tp", "slurm.lat", "sjqslurm.lat", "sjqslurm.cmds"):
+        for key in ("slurm.tp", "sjqslurm.tp", "slurm.lat", "sjqslurm.lat", "sjqslurm.cmds",
+                    "slurm.array.tp", "sjqslurm.array.tp", "sjqslurm.array.cmds",
+                    "slurm.chain", "sjqslurm.chain"):  # fmt: skip
             r.measure(key, lambda e=e: _raise(e))  # type: ignore[misc]
         return
     try:
@@ -205,6 +296,14 @@ def measure(r: Results, root: Path, jobs: int, probes: int) -> None:
             r.set(f"sjqslurm.cmds.{name}", 1000.0 * count / jobs)
         r.measure("slurm.lat", lambda: sbatch_latency(env, fresh(), probes))
         r.measure("sjqslurm.lat", lambda: sjq_latency(fresh(), probes))
+        array_cmds: dict[str, int] = {}
+        r.measure("slurm.array.tp", lambda: sbatch_array(env, fresh(), jobs))
+        r.measure("sjqslurm.array.tp", lambda: sjq_array(fresh(), jobs, array_cmds))
+        r.measure("sjqslurm.array.cmds", lambda: _per_thousand(array_cmds, jobs))
+        for name, count in sorted(array_cmds.items()):
+            r.set(f"sjqslurm.array.cmds.{name}", 1000.0 * count / jobs)
+        r.measure("slurm.chain", lambda: sbatch_chain(env, fresh(), chain))
+        r.measure("sjqslurm.chain", lambda: sjq_chain(fresh(), chain))
     finally:
         ctx.__exit__(None, None, None)
 

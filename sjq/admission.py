@@ -68,7 +68,8 @@ def admit(st: State, req: Submit, peer: Peer) -> Accepted | Error:
         errors.append("under sjq.backend = slurm jobs go to Slurm as the daemon's user only")
     if o.depends or o.dependency:
         st.write_changes()  # so that the store knows the parents' final states
-    cond = resolve(parents(o.depends, o.dependency), st.queue.get, st.store.state_of)
+    q = st.queue
+    cond = resolve(parents(o.depends, o.dependency), q.get, st.store.state_of, q.started)
     if cond.missing:
         errors += missing_errors(cond.missing, set(o.depends))
     if errors:

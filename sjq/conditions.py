@@ -120,16 +120,18 @@ def resolve(
     kinds: dict[int, int],
     active: Callable[[int], Job | None],
     ended: Callable[[int], JobState | None],
+    started: Callable[[Job], bool] = lambda job: job.state is R,
 ) -> Resolved:
     """Sort each job named into met, waited for, doomed or missing. ``active``: a job that
-    has not ended; ``ended``: the final state of one that has (None: no such job)."""
+    has not ended; ``ended``: the final state of one that has (None: no such job);
+    ``started``: whether an active job has started (under Slurm: runs there)."""
     out = Resolved()
     for parent, kind in kinds.items():
         job = active(parent)
         if job is not None:
             if kind == NEVER:
                 out.doomed = out.doomed or never_reason(parent)
-            elif kind == AFTER and job.state is R:
+            elif kind == AFTER and started(job):
                 continue  # it has started
             elif kind == AFTEROK:
                 out.unmet.append(parent)

@@ -82,7 +82,7 @@ def recover(state: State, spool: str, now: float) -> Recovered:
             rec = started[job.id].started.get(job.id)
             state.found_started(job, rec.time if rec is not None else now)
             out.started_late += 1
-        cond = resolve(parents(job.depends, job.dependency), q.get, ended)
+        cond = resolve(parents(job.depends, job.dependency), q.get, ended, q.started)
         if job.state is JobState.RUNNING:
             cond.doomed = ""  # it runs: its condition held when it started
         q.add(job, now, unmet=cond.unmet, conds=cond.conds, doomed=cond.doomed)

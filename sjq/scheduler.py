@@ -43,6 +43,7 @@ class Queue:
         maxgpus: int = 0,
         maxbypass: float | None = None,
         grace: float = 0.0,
+        handover: bool = False,
     ) -> None:
         self.maxprocs = maxprocs
         self.maxmem = maxmem
@@ -80,6 +81,11 @@ class Queue:
         self.ready: shapes.Heaps = {}
         # array -> [limit, running, active] for arrays with a limit of elements at once
         self.limits: dict[int, list[int]] = {}
+        # Under sjq.backend = slurm a job started here is handed to Slurm: it has begun only
+        # once Slurm runs it (``began``), which is what an ``after`` condition waits for, and
+        # Slurm applies an array's limit (``full`` is never true).
+        self.handover = handover
+        self._not_begun: set[int] = set()  # handed over, not yet running there
 
     # -- queries ---------------------------------------------------------------
 
@@ -107,7 +113,7 @@ class Queue:
     def full(self, job: Job, ending: Job | None = None) -> bool:
         """Whether ``job``'s array runs as many elements as its limit allows (counting
         ``ending``, a running job, as ended)."""
-        lim = self.limits.get(job.array) if job.array else None
+        lim = self.limits.get(job.array) if job.array and not self.handover else None
         if lim is None:
             return False
         running = lim[1] - (ending is not None and ending.array == job.array)
@@ -115,6 +121,10 @@ class Queue:
 
     def running(self) -> Iterator[Job]:
         return iter(list(self._running.values()))
+
+    def started(self, job: Job) -> bool:
+        """Whether ``job`` (active) has started: an ``after`` condition on it holds."""
+        return job.state is R and job.id not in self._not_begun
 
     @property
     def busy(self) -> bool:
@@ -164,6 +174,8 @@ class Queue:
         self.jobs[job.id] = job
         if job.state is R:
             self._reserve(job)
+            if self.handover and (job.backend_id is None or job.shown is not None):
+                self._not_begun.add(job.id)  # recovered: Slurm has not yet been seen to run it
             return
         job.waiting = len(edges)
         key = (-job.priority, job.id)
@@ -213,11 +225,19 @@ class Queue:
         self.finish(job, K, now)
         return None
 
+    def began(self, jobid: int, now: float) -> None:
+        """A job handed over (``handover``) runs there now: its ``after`` conditions hold."""
+        if jobid in self._not_begun:
+            self._not_begun.discard(jobid)
+            for cid in self._starters.pop(jobid, ()):
+                self._met(cid, now)
+
     def finish(self, job: Job, state: JobState, now: float) -> None:
         """A job ended (or will never run). Frees its resources, releases or aborts children."""
         assert state in TERMINAL
         if job.state is R:
             self._unreserve(job)
+            self._not_begun.discard(job.id)
         job.end_time = now
         self._set(job, state, now)
         del self.jobs[job.id]
@@ -228,6 +248,7 @@ class Queue:
     def requeue(self, job: Job, now: float) -> None:
         """Recovery: a job recorded as starting provably never started; it waits again."""
         self._unreserve(job)
+        self._not_begun.discard(job.id)
         job.start_time = job.pid = job.pid_start = None
         job.attempts = max(0, job.attempts - 1)
         self._set(job, Q, now)
@@ -249,6 +270,7 @@ class Queue:
             gone.add(job.id)
             if self.jobs.pop(job.id, None) is not None and job.state is R:
                 self._unreserve(job)
+                self._not_begun.discard(job.id)
             self.counts[job.state] -= 1
             self._leave_array(job)
             for parent in parents(job.depends, job.dependency):
@@ -398,6 +420,8 @@ class Queue:
             self.ended += 1
         if state is Q:
             self._push(job)
+        elif state is R and self.handover:
+            self._not_begun.add(job.id)  # its after conditions wait for ``began``
         elif state is R and job.id in self._starters:
             for cid in self._starters.pop(job.id):
                 self._met(cid, now)

@@ -60,7 +60,7 @@ class State:
         # Under Slurm every job whose dependencies allow goes to Slurm, which does the placing.
         slurm = cfg.backend == "slurm"
         self.queue = (
-            Queue(1 << 62, None, maxgpus=1 << 62)
+            Queue(1 << 62, None, maxgpus=1 << 62, handover=True)
             if slurm
             else Queue(
                 cfg.maxprocs,
@@ -191,9 +191,10 @@ class State:
             self.to_kill.append(job)
 
     def _backend_hold(self, jobid: int, hold: bool) -> None:
-        """HOLD/RELEASE of a job already handed to Slurm: scontrol uhold/release."""
+        """HOLD/RELEASE of a job handed to Slurm: scontrol uhold/release once it is there;
+        held before it was submitted, the back end gives it back to sjq's queue, held."""
         job = self.queue.get(jobid)
-        if job is not None and job.backend_id is not None and job.state is R:
+        if job is not None and job.state is R and self.cfg.backend == "slurm":
             self.to_hold.append((job, hold))
 
     def status(self, jobid: int | None) -> Data:

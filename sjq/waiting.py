@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from sjq.conditions import AFTER, parents
-from sjq.jobs import H, Job, Q, R, U
+from sjq.jobs import H, Job, Q, U
 from sjq.scheduler import Queue
 from sjq.units import format_mem
 
@@ -67,7 +67,7 @@ def _parents(q: Queue, job: Job) -> str:
     (``waiting`` counts them: the scan stops at the first)."""
     for parent, kind in parents(job.depends, job.dependency).items():
         p = q.get(parent)
-        if p is None or (kind == AFTER and p.state is R):
+        if p is None or (kind == AFTER and q.started(p)):
             continue
         more = f" (and {job.waiting - 1} more)" if job.waiting > 1 else ""
         return f"job {parent}{more}"

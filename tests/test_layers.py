@@ -26,6 +26,7 @@ EVENT_LOOP_MODULES = {
     "sjq/links.py",
     "sjq/daemon.py",
     "sjq/slurm/backend.py",  # the Slurm back end's tasks (its commands run in worker threads)
+    "sjq/slurm/submitting.py",  # the same back end's submitters, kept in a module of their own
 }
 DATABASE_MODULES = {"sjq/store.py"}
 # calls that start, signal or reap a process

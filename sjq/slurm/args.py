@@ -42,8 +42,10 @@ __all__ = [
     "Submitted",
     "export_file",
     "filename_pattern",
+    "make_batch_tag",
     "make_tag",
     "mem_arg",
+    "parse_batch_tag",
     "parse_sbatch_output",
     "parse_tag",
     "sbatch_args",
@@ -194,6 +196,20 @@ def parse_tag(comment: str) -> tuple[str, int] | None:
     if not parts[2].isascii() or not parts[2].isdigit():
         return None
     return parts[1], int(parts[2])
+
+
+def make_batch_tag(daemon_id: str, base: int) -> str:
+    """``sjq:<daemon-id>:a<base>``, the comment of one ``sbatch --array`` that runs several
+    sjq jobs: its array task N is sjq job ``base + N`` (``sjq.slurm.batch``)."""
+    return f"{make_tag(daemon_id, base).rpartition(':')[0]}:a{base}"
+
+
+def parse_batch_tag(comment: str) -> tuple[str, int] | None:
+    """``(daemon_id, base)`` from a comment ``make_batch_tag`` wrote, else None."""
+    head, sep, last = comment.rpartition(":")
+    if not (sep and last.startswith("a")):
+        return None
+    return parse_tag(f"{head}:{last[1:]}")
 
 
 def split_args(text: str, origin: str = "sjq.slurm.args") -> tuple[str, ...]:

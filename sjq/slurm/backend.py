@@ -31,19 +31,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Iterable
 from typing import Protocol
 
 from sjq.config import Config
 from sjq.jobs import TERMINAL, E, F, Job, JobLaunch, JobState, K, Q, R
-from sjq.slurm.args import ArgsError, SbatchRequest, make_tag
 from sjq.slurm.commands import Slurm
 from sjq.slurm.errors import SlurmError, SlurmRejected
-from sjq.slurm.parse import SlurmJob
+from sjq.slurm.parse import Settings, SlurmJob
+from sjq.slurm.pending import Pending
 from sjq.slurm.startup import wait_for_orphans
+from sjq.slurm.submitting import Submitting
 from sjq.slurm.track import (
-    SETTLE,
     Absent,
     Began,
     Ended,
@@ -64,9 +63,6 @@ log = logging.getLogger("sjq.slurm")
 
 SUBMITTERS = 4  # sbatch commands under way at once (each mostly waits for slurmctld)
 MEASURE_FOR = 60.0  # seconds sacct is asked for an ended job's CPU time and peak memory
-# A job's variables that mean nothing on a compute node: a job there cannot reach this
-# daemon's socket (nested submits use a daemon of their own: pilot mode, docs/slurm.md).
-NOT_EXPORTED = ("SJQ_SOCKET",)
 
 
 class Host(Protocol):
@@ -78,10 +74,10 @@ class Host(Protocol):
     def now(self) -> float: ...
 
 
-class SlurmBackend:
+class SlurmBackend(Submitting):
     """The jobs sjq has handed to Slurm, the commands under way for them, and the tasks that
     run those commands. Built before the event loop runs; ``run`` is owned by the daemon's
-    TaskGroup."""
+    TaskGroup. Its submitters are ``sjq.slurm.submitting``'s."""
 
     def __init__(self, cfg: Config, slurm: Slurm, ident: str) -> None:
         self.cfg = cfg
@@ -91,7 +87,7 @@ class SlurmBackend:
         self.tracked: dict[int, Tracked] = {}
         self.jobs: dict[int, Job] = {}  # every job Slurm has or may have, by sjq id
         self._launches: dict[int, JobLaunch] = {}  # until sbatch's answer is recorded
-        self._submit: deque[int] = deque()  # job ids to sbatch, in order
+        self.pending = Pending(self._limit_of)  # job ids to sbatch, in order
         self._absent: set[int] = set()  # proven not in Slurm: to sbatch again after backoff
         self._retry_at: dict[int, float] = {}  # an uncertain job's next try (backoff)
         self._tries: dict[int, int] = {}
@@ -99,7 +95,9 @@ class SlurmBackend:
         self._holds: dict[str, bool] = {}  # Slurm id -> uhold (True) or release
         self._deferred: list[JobLaunch] = []  # started in a turn whose commit failed
         self._measure: dict[int, tuple[Job, float]] = {}  # ended jobs sacct may measure
-        self.accounting: bool | None = None  # whether slurmdbd runs (asked once reachable)
+        self.settings: Settings | None = None  # the cluster's (asked once reachable)
+        self._settings_lock = asyncio.Lock()
+        self._answered = 0.0  # when the last status query that worked was asked
         self.interval = cfg.slurm_poll
         self.unreachable = ""  # the last transient error of a status query, until one works
         self._host: Host | None = None
@@ -123,6 +121,17 @@ class SlurmBackend:
             elif job.shown is not None:
                 t.shown = job.shown
             self.tracked[job.id] = t
+            self.pending.sent([job.id], job.array)  # counts against its array's limit
+
+    @property
+    def accounting(self) -> bool | None:
+        """Whether slurmdbd runs (None: not yet known)."""
+        return None if self.settings is None else self.settings.accounting
+
+    def _limit_of(self, array: int) -> int | None:
+        """An array's limit of elements at once (``%N``), which Slurm applies."""
+        lim = self._state().queue.limits.get(array) if self._host is not None else None
+        return None if lim is None else lim[0]
 
     def take(self, st: State) -> None:
         """Act on the turn's spawns, kills, holds and releases (called once it is committed)."""
@@ -142,6 +151,8 @@ class SlurmBackend:
             if job.backend_id is not None and job.shown is not None:
                 self._holds[job.backend_id] = hold
                 self._act_after = 0.0
+            elif hold and job.state is R and (job.id in self.pending or job.id in self._absent):
+                self._take_back(st, job)
         st.to_hold.clear()
         self._work.set()
         self._nudge.set()
@@ -155,14 +166,26 @@ class SlurmBackend:
         self.jobs[job.id] = job
         self.tracked[job.id] = Tracked(job.id)
         self._launches[job.id] = launch
-        self._submit.append(job.id)
+        self.pending.add(job.id, job.array)
+
+    def _take_back(self, st: State, job: Job) -> None:
+        """HOLD of a job handed over but provably not in Slurm (waiting for sbatch, or for
+        its next try): it goes back to sjq's queue, held, as if it had never been handed
+        over; RELEASE hands it over again."""
+        self._forget(job.id)
+        job.shown, job.reason = None, ""
+        now = time.time()
+        st.queue.requeue(job, now)
+        st.queue.hold(job.id, now)
+        st.touched[job.id] = job
+        self._host_turn()
 
     def _kill(self, st: State, job: Job) -> None:
         t = self.tracked.get(job.id)
         if t is not None and t.slurm_id is not None:
             self._cancel.add(t.slurm_id)
             self._act_after = 0.0
-        elif t is None or job.id in self._submit or job.id in self._absent:
+        elif t is None or job.id in self.pending or job.id in self._absent:
             # Never submitted: nothing in Slurm to cancel.
             self._forget(job.id)
             self._end(st, job, K, "killed by request", time.time())
@@ -188,70 +211,6 @@ class SlurmBackend:
         finally:
             counts = ", ".join(f"{c} {n}" for c, n in sorted(self.slurm.counts.items()))
             log.info("Slurm commands run: %s", counts or "none")
-
-    async def _submitter(self) -> None:
-        while True:
-            while not self._submit:
-                self._work.clear()
-                await self._work.wait()
-            jobid = self._submit.popleft()
-            launch = self._launches.get(jobid)
-            job = self.jobs.get(jobid)
-            if launch is None or job is None or job.state is not R:
-                continue
-            if job.killing:  # killed before it reached Slurm
-                self._forget(jobid)
-                self._end(self._state(), job, K, "killed by request", time.time())
-                continue
-            try:
-                await self._sbatch(job, launch)
-            except Exception:  # a bug must cost one job's try, never the daemon
-                log.exception("job %d: submitting it failed; trying again later", job.id)
-                self._uncertain(job, "internal error while submitting")
-
-    async def _sbatch(self, job: Job, launch: JobLaunch) -> None:
-        try:
-            req = self.request(job, launch)
-            env = {k: v for k, v in launch.env.items() if k not in NOT_EXPORTED}
-            # sbatch runs where the daemon runs: the job's directory is --chdir, and one that
-            # is missing on the node is the job's error (E), not sbatch's.
-            sub = await asyncio.to_thread(self.slurm.submit, req, launch.script, env)
-        except (ArgsError, SlurmRejected) as e:
-            log.warning("job %d: Slurm refused it: %s", job.id, e)
-            self._forget(job.id)
-            self._end(self._state(), job, E, f"Slurm refused the job: {e}", time.time())
-            return
-        except SlurmError as e:
-            log.warning("job %d: sbatch failed (%s); trying again later", job.id, e)
-            self._uncertain(job, str(e))
-            return
-        self._recorded(job, str(sub.job_id))
-
-    def _uncertain(self, job: Job, why: str) -> None:
-        """sbatch failed transiently: Slurm may or may not have the job; its tag decides."""
-        t = self.tracked.get(job.id)
-        if t is None:
-            return
-        tries = self._tries.get(job.id, 0) + 1
-        self._tries[job.id] = tries
-        t.uncertain_since = time.time()
-        delay = min(self.cfg.slurm_poll_max, self.cfg.slurm_poll * 2**tries)
-        self._retry_at[job.id] = t.uncertain_since + max(SETTLE, delay)
-        self._note(job, f"waiting for Slurm: {why}")
-
-    def request(self, job: Job, launch: JobLaunch) -> SbatchRequest:
-        """What sbatch is told about ``job``."""
-        return SbatchRequest(
-            tag=make_tag(self.ident, job.id),
-            name=job.name,
-            procs=job.procs or None,  # 0: not given (#SBATCH lines or Slurm's default)
-            mem=job.mem or None,
-            time_limit=launch.time_limit,
-            cwd=launch.cwd,
-            stdout=launch.stdout,
-            stderr=launch.stderr,
-            extra=self.cfg.slurm_args or (),
-        )
 
     async def _poller(self) -> None:
         while True:
@@ -301,8 +260,8 @@ class SlurmBackend:
         asked = time.time()
         try:
             answer = await asyncio.to_thread(self.slurm.squeue)
-            if self.accounting is None:
-                self.accounting = await asyncio.to_thread(self.slurm.accounting)
+            if self.settings is None:
+                await self._cluster()
         except SlurmError as e:
             if not self.unreachable:
                 log.warning("Slurm cannot be asked (%s); trying again", e)
@@ -321,6 +280,7 @@ class SlurmBackend:
         missing = [e for e in events if isinstance(e, Missing)]
         if missing:
             events += await self._missing(missing, asked)
+        self._answered = asked
         for ev in events:
             self._apply(ev)
         self._resubmit(asked)
@@ -331,7 +291,7 @@ class SlurmBackend:
     async def _missing(self, missing: list[Missing], asked: float) -> list[Event]:
         """Jobs slurmctld has forgotten: sacct tells how they ended, if it runs."""
         if not self.accounting:
-            return [self._lost(m) for m in missing]
+            return [self._lost(m, asked) for m in missing]
         try:
             answer = await asyncio.to_thread(self.slurm.sacct, [m.slurm_id for m in missing])
         except SlurmError as e:
@@ -339,26 +299,20 @@ class SlurmBackend:
             return []
         events = observe(self.tracked, answer.jobs, self.ident, asked, complete=False)
         told = {e.jobid for e in events}
-        return events + [self._lost(m) for m in missing if m.jobid not in told]
+        return events + [self._lost(m, asked) for m in missing if m.jobid not in told]
 
-    def _lost(self, m: Missing) -> Ended:
+    def _lost(self, m: Missing, asked: float) -> Ended:
+        t = self.tracked.get(m.jobid)
+        age = self.settings.min_job_age if self.settings is not None else 300.0
+        if t is not None and t.shown is not R and asked - self._answered < age:
+            # Listed as waiting by the last answer, and not by this one: a job that had run
+            # since would be listed for MinJobAge after its end. A task of a Slurm array
+            # cancelled while pending leaves squeue at once.
+            rec = SlurmJob(key=m.slurm_id, job_id=None, state="CANCELLED")
+            return Ended(m.jobid, K, "cancelled in Slurm before it started", rec)
         why = "how it ended is lost: Slurm no longer lists job " + m.slurm_id
         rec = SlurmJob(key=m.slurm_id, job_id=None, state="UNKNOWN")
         return Ended(m.jobid, F, why, rec)
-
-    def _resubmit(self, asked: float) -> None:
-        """Uncertain jobs proven absent whose backoff is over go to sbatch again."""
-        for jobid in sorted(self._absent):
-            if self._retry_at.get(jobid, 0.0) <= asked:
-                self._absent.discard(jobid)
-                self._retry_at.pop(jobid, None)
-                job = self.jobs.get(jobid)
-                if job is None:
-                    continue
-                if jobid not in self._launches:  # an earlier daemon's: read back its record
-                    self._launches[jobid] = self._state().spawn_request(job)
-                self._submit.append(jobid)
-                self._work.set()
 
     async def _act(self) -> bool:
         """scancel, scontrol uhold/release: one command each for all the jobs concerned."""
@@ -432,6 +386,8 @@ class SlurmBackend:
                 # Provably not in Slurm: tracked afresh, submitted again after its backoff.
                 self.tracked[job.id] = Tracked(job.id)
                 self._absent.add(job.id)
+                self.pending.gone(job.id)
+                self._work.set()
                 if job.killing:
                     self._forget(job.id)
                     self._end(st, job, K, "killed by request", time.time())
@@ -444,6 +400,7 @@ class SlurmBackend:
                 job.node = node or job.node
                 job.start_time = start or time.time()
                 st.touched[job.id] = job
+                st.queue.began(job.id, time.time())  # its after conditions hold now
             case Ended(_, state, reason, rec):
                 job.exit_code, job.signal = rec.exit_code, rec.signal
                 job.node = rec.node or job.node
@@ -494,6 +451,9 @@ class SlurmBackend:
         self._host_turn()
 
     def _forget(self, jobid: int) -> None:
+        self.pending.discard(jobid)
+        self.pending.gone(jobid)
+        self._work.set()  # an array's elements may have room now
         self.tracked.pop(jobid, None)
         self._absent.discard(jobid)
         self.jobs.pop(jobid, None)

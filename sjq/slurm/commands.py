@@ -39,11 +39,13 @@ from sjq.slurm.errors import (
 )
 from sjq.slurm.parse import (
     Parsed,
+    Settings,
     SlurmJob,
     parse_config,
     parse_sacct,
     parse_squeue,
     sacct_args,
+    settings_of,
     squeue_args,
 )
 
@@ -291,6 +293,10 @@ class Slurm:
         """Whether the cluster stores jobs in slurmdbd (and sacct is installed)."""
         kind = self.show_config().get("AccountingStorageType", "")
         return "sacct" in self.paths and kind not in ("", "accounting_storage/none", "(null)")
+
+    def settings(self) -> Settings:
+        """What the back end needs of the cluster's configuration (asks slurmctld)."""
+        return settings_of(self.show_config(), "sacct" in self.paths)
 
     def check(self) -> str:
         """Slurm's version (``slurm-wlm 22.05.8``) if the commands can read a configuration;

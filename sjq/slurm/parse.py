@@ -38,6 +38,7 @@ __all__ = [
     "SQUEUE_FIELDS",
     "Parsed",
     "Progress",
+    "Settings",
     "SlurmJob",
     "parse_config",
     "parse_duration",
@@ -46,6 +47,7 @@ __all__ = [
     "parse_time",
     "progress",
     "sacct_args",
+    "settings_of",
     "squeue_args",
 ]
 
@@ -428,6 +430,32 @@ def parse_config(text: str) -> dict[str, str]:
         if sep and name and " " not in name:
             out[name] = value.strip()
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What of the cluster's configuration the back end needs."""
+
+    accounting: bool  # slurmdbd stores jobs (and sacct is installed)
+    max_tasks: int  # tasks of one array: numbered below this (MaxArraySize, max_array_tasks)
+    min_job_age: float  # seconds an ended job stays in squeue (MinJobAge)
+
+
+def settings_of(config: dict[str, str], has_sacct: bool) -> Settings:
+    """``Settings`` from ``scontrol show config`` (``parse_config``); Slurm's defaults for
+    what it does not say."""
+    kind = config.get("AccountingStorageType", "")
+    accounting = has_sacct and kind not in ("", "accounting_storage/none", "(null)")
+    max_tasks = _int(config.get("MaxArraySize", "1001"))
+    max_tasks = 1001 if max_tasks is None else max_tasks
+    for param in config.get("SchedulerParameters", "").split(","):
+        name, _, value = param.partition("=")
+        n = _int(value)
+        if name.strip() == "max_array_tasks" and n is not None:
+            max_tasks = min(max_tasks, n)
+    words = config.get("MinJobAge", "").split()  # "300 sec"
+    age = _int(words[0]) if words else None
+    return Settings(accounting, max_tasks, float(300 if age is None else age))
 
 
 # -- states ----------------------------------------------------------------------------------

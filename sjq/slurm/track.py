@@ -3,9 +3,10 @@
 Imports no sqlite3 either; the Slurm back end (``sjq.slurm.backend``) feeds it what
 ``squeue`` (or ``sacct``) said and acts on the events it returns.
 
-Every job sjq hands to Slurm carries the tag ``sjq:<daemon-id>:<jobid>`` as its comment, and
-one ``squeue`` for all of the user's jobs answers for all of them at once. A job is tracked
-from the moment its submission may have reached Slurm:
+Every job sjq hands to Slurm carries the tag ``sjq:<daemon-id>:<jobid>`` as its comment (the
+elements of an array submitted together: ``sjq:<daemon-id>:a<base>``, task N being job
+base + N), and one ``squeue`` for all of the user's jobs answers for all of them at once. A
+job is tracked from the moment its submission may have reached Slurm:
 
 - with its Slurm id (``slurm_id``) once sbatch answered;
 - *uncertain* (``slurm_id`` None, ``uncertain_since`` set) while nobody knows whether Slurm
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from sjq.protocol import JobState
-from sjq.slurm.args import parse_tag
+from sjq.slurm.args import parse_batch_tag, parse_tag
 from sjq.slurm.parse import Phase, SlurmJob, progress
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "Waiting",
     "next_interval",
     "observe",
+    "owner",
 ]
 
 # Seconds after a submission's outcome became unknown before a status answer without its tag
@@ -114,6 +116,18 @@ class Missing:
 Event: TypeAlias = Found | Absent | Waiting | Began | Ended | Missing
 
 
+def owner(rec: SlurmJob) -> tuple[str, int] | None:
+    """``(daemon_id, jobid)`` of the sjq job a Slurm record is: from its tag, and for a task of
+    a batch (``sjq.slurm.batch``) from the batch's tag and the task's number."""
+    tag = parse_tag(rec.comment)
+    if tag is not None:
+        return tag
+    batch = parse_batch_tag(rec.comment)
+    if batch is None or rec.array_task_id is None:
+        return None
+    return batch[0], batch[1] + rec.array_task_id
+
+
 def observe(
     tracked: Mapping[int, Tracked],
     records: Iterable[SlurmJob],
@@ -129,7 +143,7 @@ def observe(
     events: list[Event] = []
     seen: set[int] = set()
     for rec in records:
-        tag = parse_tag(rec.comment)
+        tag = owner(rec)
         if tag is None or tag[0] != daemon_id:
             continue
         t = tracked.get(tag[1])

@@ -14,11 +14,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Gate, wait_for
+from support import SH, Daemon, Gate, alive, wait_for
 
 from sjq.contain.cgroup import parse_mountinfo, parse_proc_cgroup
 
-from ._helpers import SH, alive
 from .test_containment import ended, helper, hog
 
 MB = 1 << 20

@@ -8,9 +8,8 @@ import sys
 from collections.abc import Callable
 
 import pytest
-from conftest import Daemon, Gate, Raw
+from support import SH, Daemon, Gate, Raw
 
-from ._helpers import SH
 from .test_containment import ended
 
 MB = 1 << 20

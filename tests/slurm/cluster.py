@@ -11,7 +11,10 @@ Facts of this machine the configuration encodes (Debian 12, slurm-wlm 22.05, run
 - munged runs as user ``munge``; its socket directory needs execute permission for everybody
   and every directory above must be reachable by that user, so the base directory is a 0755
   directory under /tmp (pytest's tmp tree is 0700 root).
-- ``ProctrackType=proctrack/linuxproc``, ``TaskPlugin=task/none``: no cgroups here.
+- ``ProctrackType=proctrack/linuxproc``, ``TaskPlugin=task/none``: no cgroups, except in the
+  cluster started with ``cgroup=True``: ``proctrack/cgroup`` and ``task/cgroup`` on this
+  machine's cgroup v1 hierarchies (root may write them), which hold each job to its
+  ``--mem`` and end a job over it ``OUT_OF_MEMORY``.
 - ``SlurmdParameters=config_overrides`` lets the node claim 4 CPUs and 4 GiB on a 2-core
   machine, so ``-c`` and ``--mem`` requests are real constraints the scheduler enforces.
 - ``EnforcePartLimits=ALL`` makes sbatch refuse a request the partition can never satisfy
@@ -270,6 +273,7 @@ class Cluster:
     slurmd: Daemon | None = None
     programs: dict[str, str] = field(default_factory=dict)
     accounting: Accounting | None = None  # slurmdbd and its database, when there are any
+    cgroup: bool = False  # memory held by cgroup v1 (task/cgroup): OUT_OF_MEMORY ends
 
     @property
     def conf(self) -> Path:
@@ -328,6 +332,18 @@ class Cluster:
             f" CPUs={NODE_CPUS} RealMemory={NODE_MEM_MB} State=UNKNOWN",
             f"PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP",
         ]
+        if self.cgroup:
+            # slurmd puts each job in a memory cgroup of its own (cgroup v1 here, writable by
+            # root): the kernel holds a job to its --mem and Slurm ends it OUT_OF_MEMORY.
+            (self.dir / "cgroup.conf").write_text(
+                "CgroupPlugin=cgroup/v1\nCgroupMountpoint=/sys/fs/cgroup\n"
+                "CgroupAutomount=no\nConstrainRAMSpace=yes\nConstrainSwapSpace=no\n"
+            )
+            swap = {
+                "ProctrackType=proctrack/linuxproc": "ProctrackType=proctrack/cgroup",
+                "TaskPlugin=task/none": "TaskPlugin=task/cgroup",
+            }
+            lines = [swap.get(x, x) for x in lines if x != "JobAcctGatherParams=OverMemoryKill"]
         if self.accounting_port is None:
             lines.append("AccountingStorageType=accounting_storage/none")
         else:
@@ -605,8 +621,13 @@ class Accounting:
                 d.stop(timeout=20)
 
 
-def start_cluster(base: Path, name: str, munge: Munge) -> Cluster:
-    cluster = Cluster(base / name, name, munge)
+def start_cluster(base: Path, name: str, munge: Munge, cgroup: bool = False) -> Cluster:
+    if cgroup and not os.access("/sys/fs/cgroup/memory", os.W_OK):
+        raise Unavailable(
+            "no writable cgroup v1 memory hierarchy at /sys/fs/cgroup/memory: Slurm's"
+            " task/cgroup cannot hold jobs to their memory here"
+        )
+    cluster = Cluster(base / name, name, munge, cgroup=cgroup)
     try:
         return cluster.start()
     except BaseException:

@@ -1,5 +1,6 @@
 """Fixtures of the Slurm tests: one real single-node cluster per session (and one with
-accounting through slurmdbd and MariaDB), started on first use and stopped at the end.
+accounting through slurmdbd and MariaDB, and one that holds jobs to their memory with
+cgroups), started on first use and stopped at the end.
 
 ``slurm`` and ``slurm_acct`` give a test a cluster with no job left over from the test before
 it, and set ``SLURM_CONF`` in the test's environment, so a daemon or command the test starts
@@ -62,6 +63,20 @@ def slurm_cluster(slurm_base: Path, munge: Munge) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
+def slurm_cgroup_cluster(slurm_base: Path, munge: Munge) -> Iterator[Cluster]:
+    """A cluster whose jobs are held to their memory by cgroups (task/cgroup on cgroup v1):
+    a job over its --mem ends OUT_OF_MEMORY, which the sampling of the others cannot give."""
+    try:
+        cluster = start_cluster(slurm_base, "sjqc", munge, cgroup=True)
+    except Unavailable as e:
+        pytest.skip(str(e))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
 def slurm_acct_cluster(slurm_base: Path, munge: Munge) -> Iterator[Cluster]:
     """A second cluster whose jobs are stored by slurmdbd in a private MariaDB."""
     try:
@@ -90,6 +105,14 @@ def _fresh(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluste
 def slurm(slurm_cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
     """The session's cluster with an empty queue; ``$SLURM_CONF`` points at it."""
     yield from _fresh(slurm_cluster, monkeypatch)
+
+
+@pytest.fixture
+def slurm_cgroup(
+    slurm_cgroup_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Cluster]:
+    """The cgroup cluster with an empty queue; ``$SLURM_CONF`` points at it."""
+    yield from _fresh(slurm_cgroup_cluster, monkeypatch)
 
 
 @pytest.fixture

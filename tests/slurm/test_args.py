@@ -20,8 +20,10 @@ from sjq.slurm.args import (
     Submitted,
     export_file,
     filename_pattern,
+    make_batch_tag,
     make_tag,
     mem_arg,
+    parse_batch_tag,
     parse_sbatch_output,
     parse_tag,
     sbatch_args,
@@ -315,6 +317,22 @@ def test_any_comment_is_a_tag_or_not(comment: str) -> None:
     parsed = parse_tag(comment)
     if parsed is not None:
         assert make_tag(*parsed) == comment
+
+
+@given(st.from_regex(r"[A-Za-z0-9._-]{1,64}", fullmatch=True), st.integers(0, 2**63))
+def test_batch_tag_round_trips_and_is_no_job_tag(daemon: str, base: int) -> None:
+    tag = make_batch_tag(daemon, base)
+    assert parse_batch_tag(tag) == (daemon, base)
+    assert parse_tag(tag) is None
+    assert parse_batch_tag(make_tag(daemon, base)) is None
+    assert tag.startswith(f"sjq:{daemon}:")  # what a restarted daemon looks for
+
+
+@given(st.text(max_size=40))
+def test_any_comment_is_a_batch_tag_or_not(comment: str) -> None:
+    parsed = parse_batch_tag(comment)
+    if parsed is not None:
+        assert make_batch_tag(*parsed) == comment
 
 
 @pytest.mark.parametrize("bad", ["", "a:b", "a b", "x" * 65])

@@ -13,7 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import Daemon, Gate, as_nobody, make_daemon, reap_leftovers, submit_bytes, wait_for
+from support import (
+    Daemon,
+    Gate,
+    Raw,
+    as_nobody,
+    make_daemon,
+    reap_leftovers,
+    submit_bytes,
+    wait_for,
+)
 
 from sjq.slurm.args import parse_tag
 
@@ -239,3 +248,34 @@ def test_a_working_directory_gone_by_the_time_the_job_runs_is_an_e(
     g.open()
     assert d.wait_state(later, "E", WAIT) == "E"
     assert d.info(later)["reason"].startswith("Slurm could not start the job"), d.info(later)
+
+
+def test_gpus_reach_slurm_as_gres_and_its_refusal_ends_the_job(
+    slurm: Cluster, daemon_factory: Callable[..., Daemon]
+) -> None:
+    # The test node has no GPU (none can be configured here): Slurm refuses --gres=gpu:N as
+    # any cluster without GPUs does, which shows that the request reached it. An array's
+    # elements are refused together (one sbatch).
+    d = slurm_daemon(daemon_factory).start()
+    job = d.submit("#!/bin/sh\ntrue\n", gpus=2)
+    with Raw(d.socket) as c:
+        reply = c.submit("#!/bin/sh\ntrue\n", gpus=1, array="1-3", cwd=str(d.jobs_dir))
+    first, _, last = reply[3:-2].decode().partition("-")
+    for jobid in [job, *range(int(first), int(last) + 1)]:
+        assert d.wait_state(jobid, "SFAKE", WAIT) == "E"
+        reason = d.info(jobid)["reason"]
+        assert reason.startswith("Slurm refused the job: "), reason
+        assert "Invalid generic resource (gres) specification" in reason
+        assert not d.info(jobid)["gpus"]  # Slurm, not sjq, would pick the devices
+
+
+HOG = '#!/bin/sh\nexec python3 -c "import time; x = bytearray(300 * 2**20); time.sleep(3)"\n'
+
+
+def test_a_job_over_its_memory_ends_out_of_memory(
+    slurm_cgroup: Cluster, daemon_factory: Callable[..., Daemon]
+) -> None:
+    d = slurm_daemon(daemon_factory).start()
+    job = d.submit(HOG, mem="100M")
+    assert d.wait_state(job, "SFAKE", WAIT) == "F"
+    assert d.info(job)["reason"] == "out of memory"

@@ -19,6 +19,7 @@ from sjq.slurm.parse import (
     SQUEUE_FIELDS,
     WAITING,
     Phase,
+    Settings,
     SlurmJob,
     parse_config,
     parse_duration,
@@ -27,6 +28,7 @@ from sjq.slurm.parse import (
     parse_time,
     progress,
     sacct_args,
+    settings_of,
     squeue_args,
 )
 
@@ -323,6 +325,31 @@ def test_config_round_trips(conf: dict[str, str]) -> None:
 @given(st.text(max_size=200))
 def test_config_never_raises(text: str) -> None:
     parse_config(text)
+
+
+def test_settings_from_config() -> None:
+    conf = {
+        "AccountingStorageType": "accounting_storage/slurmdbd",
+        "MaxArraySize": "5001",
+        "MinJobAge": "60 sec",
+        "SchedulerParameters": "batch_sched_delay=0,max_array_tasks=2000",
+    }
+    assert settings_of(conf, has_sacct=True) == Settings(True, 2000, 60.0)
+    assert settings_of(conf, has_sacct=False).accounting is False
+    # Slurm's defaults for what the configuration does not say
+    assert settings_of({}, has_sacct=True) == Settings(False, 1001, 300.0)
+    none = {"AccountingStorageType": "accounting_storage/none", "MaxArraySize": "0"}
+    assert settings_of(none, has_sacct=True) == Settings(False, 0, 300.0)
+
+
+CONFIG_KEYS = ["MaxArraySize", "MinJobAge", "SchedulerParameters", "AccountingStorageType"]
+
+
+@given(st.dictionaries(st.sampled_from(CONFIG_KEYS), st.text(max_size=30)))
+def test_settings_never_raise(conf: dict[str, str]) -> None:
+    s = settings_of(conf, has_sacct=True)
+    assert s.max_tasks >= 0
+    assert s.min_job_age >= 0
 
 
 # -- states ----------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from sjq.slurm.track import (
     apply,
     next_interval,
     observe,
+    owner,
 )
 
 ME = "host-1a2b"
@@ -103,3 +104,35 @@ def test_the_interval_stays_within_its_bounds(
     assert lo <= nxt <= hi
     if changed:
         assert nxt == lo
+
+
+def task(base: int, master: int, index: int, state: str = "PENDING", **kw: object) -> SlurmJob:
+    """A task of a batch (one sbatch --array for several elements)."""
+    tag = f"sjq:{ME}:a{base}"
+    return SlurmJob(key=f"{master}_{index}", job_id=master + index, state=state,  # type: ignore[arg-type]
+                    array_job_id=master, array_task_id=index, comment=tag, **kw)  # fmt: skip
+
+
+def test_a_batchs_tasks_are_its_elements() -> None:
+    assert owner(task(100, 500, 3)) == (ME, 103)
+    assert owner(rec(7, "77")) == (ME, 7)
+    unsplit = SlurmJob(key="500_[4-9]", job_id=500, state="PENDING", comment=f"sjq:{ME}:a100")
+    assert owner(unsplit) is None  # not one task: squeue runs with --array, one per line
+    tracked = {
+        100: Tracked(100, "500_0", shown=JobState.RUNNING),
+        101: Tracked(101, None, uncertain_since=0.0),  # sbatch's answer was lost
+        102: Tracked(102, "500_2"),
+        103: Tracked(103, None, uncertain_since=0.0),
+    }
+    records = [
+        task(100, 500, 0, "COMPLETED", exit_code=0),
+        task(100, 500, 1, "RUNNING", node="n1"),
+        task(100, 500, 2, "PENDING", reason="JobArrayTaskLimit"),
+        task(99, 500, 4),  # another batch of which task 4 is job 99 + 4
+    ]
+    events = observe(tracked, records, ME, asked_at=SETTLE)
+    assert Ended(100, JobState.SUCCESS, "", records[0]) in events
+    assert Found(101, "500_1") in events
+    assert Began(101, None, "n1") in events
+    assert Waiting(102, JobState.QUEUED, "JobArrayTaskLimit") in events
+    assert Found(103, "500_4") in events
