@@ -16,7 +16,8 @@ from sjq.arming import ARM_LOW
 from sjq.jobs import ExitRecord, Job, JobLaunch, JobState
 from sjq.keeper import messages as m
 from sjq.keeper.tokens import ArmPipe, take_token
-from sjq.scheduler import Queue, ready_job
+from sjq.scheduler import Queue
+from sjq.shapes import ready_job
 
 Q, R = JobState.QUEUED, JobState.RUNNING
 
