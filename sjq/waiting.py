@@ -26,7 +26,8 @@ def waiting_for(q: Queue, job: Job, *, paused: bool, now: float) -> str:
         return "paused"
     lim = q.limits.get(job.array) if job.array else None
     if lim is not None and lim[1] >= lim[0]:
-        return f"array {job.array}: {lim[1]} elements running, its limit (%{lim[0]})"
+        n = lim[1]
+        return f"array {job.array}: {n} element{'s' * (n != 1)} running, its limit (%{lim[0]})"
     res = q.reservation
     need = _lacking(q, job)
     if res is not None and res.jobid == job.id:

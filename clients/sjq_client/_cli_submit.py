@@ -40,7 +40,8 @@ SUBMIT = Command(
             ("-m", "--mem"),
             "mem",
             "SIZE",
-            "memory to reserve: 512M, 2G, 1.5G (default sjq.defaults.mem)",
+            "memory to reserve, and the most the job may use: 512M, 2G, 1.5G (default"
+            " sjq.defaults.mem)",
         ),
         Opt(("-p", "--procs"), "procs", "N", "CPUs to reserve (default sjq.defaults.procs)"),
         Opt(("--gpus",), "gpus", "N", "GPUs to reserve (default 0): see CUDA_VISIBLE_DEVICES"),
@@ -146,7 +147,15 @@ SUBMIT = Command(
         "--env is given, in which case the job gets exactly the --env variables. Every job also\n"
         "gets SJQ_JOBID, SJQ_PROCS, SJQ_MEM, SJQ_SOCKET and a private TMPDIR; an array's\n"
         "elements also SJQ_ARRAY_ID (the first id), SJQ_ARRAY_INDEX and, with --each-line,\n"
-        "SJQ_ENTRY (the line). The script is stored once for the whole array.\n"
+        "SJQ_ENTRY (the line). The script is stored once for the whole array. Where the daemon\n"
+        "pins jobs (sjq.pin), SJQ_CPUS lists the job's own CPUs (0,2-3) and OMP_NUM_THREADS,\n"
+        "MKL_NUM_THREADS and OPENBLAS_NUM_THREADS are --procs unless the job sets them; where\n"
+        "it manages GPUs, CUDA_VISIBLE_DEVICES and SJQ_GPUS name the job's (none without --gpus).\n"
+        "\n"
+        "memory: a job that uses more than its --mem is stopped and ends in F with reason\n"
+        "'out of memory (limit 2G, peak 2.3G)' (sjq.enforce; `sjq info ID` shows a job's peak).\n"
+        "With --retry 2 --retry-mem 2 it is started again, up to twice, with double the memory\n"
+        "after each such end (at most sjq.maxmem).\n"
         "\n"
         "output files: --stdout/--stderr are relative to the job's working directory, and are\n"
         "patterns as in sbatch -o: %j the job id, %x its name, %u the user, %N the host, %A and\n"
@@ -194,6 +203,8 @@ def run_submit(cmd: Command, argv: list[str], ctx: Context) -> int:
             else:
                 values.setdefault(dest, value)
     options = _options(values)
+    if "retry_mem" in options and "retry" not in options:
+        raise UsageError("--retry-mem needs --retry N: it sets the memory of the retries")
     if "array" in options or "entries" in options:
         return _submit_array(ctx, script, {"name": default_name, **options}, values)
     with ctx.client() as client:

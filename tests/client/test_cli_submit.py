@@ -66,6 +66,11 @@ def test_gpus_and_retries_reach_the_daemon(
     assert daemon.wait_state(jid, ENDED) == "F"
     info = daemon.info(jid)
     assert (info["attempts"], info["gpus"]) == (2, [])  # the command line's RETRY wins
+    # --retry-mem needs a --retry (else a usage error), and a directive's counts
+    retried = shell_job("#!/bin/sh\n#SJQ --retry 1\nexit 1\n")
+    jid = cli.submit(str(retried), "--retry-mem", "2")
+    assert daemon.wait_state(jid, ENDED) == "F"
+    assert daemon.info(jid)["attempts"] == 2
 
 
 def test_after_takes_several_forms(cli: Cli, daemon: Daemon, gate: Callable[..., Gate]) -> None:
@@ -279,6 +284,7 @@ def test_submit_usage_errors_send_nothing(
         (["submit", "--gpus", "-1", str(good)], "--gpus must be a whole number"),
         (["submit", "--retry", "x", str(good)], "--retry must be a whole number"),
         (["submit", "--retry-mem", "0.5", str(good)], "--retry-mem must be a number from 1"),
+        (["submit", "--retry-mem", "2", str(good)], "--retry-mem needs --retry N"),
         (["submit", "--after", "x", str(good)], "not a job id"),
         (["submit", "--cwd", "/no/such/dir", str(good)], "not a directory"),
         (["submit", "--env", "1X=2", str(good)], "--env takes NAME=VALUE"),

@@ -176,6 +176,15 @@ def test_client_arrays_and_id_ranges(client: Client, daemon: Daemon) -> None:
     assert [i.entry for i in jobs.info()] == ["x", "y z"]
     assert [i.id for i in client.status(str(jobs))] == list(jobs.ids)
     assert client.wait(f"{jobs.first}:{jobs.first + 1}", 10) == jobs.wait(10)
+    after = client.submit(
+        command=["true"], after=str(jobs), afterany=[f"{jobs.first}-{jobs.first}"]
+    )
+    info = after.info()
+    assert (list(info.depends), info.dependency) == (
+        list(jobs.ids),
+        f"afterok:{jobs.first}:{jobs.first + 1},afterany:{jobs.first}",
+    )
+    assert after.wait(10).value == "S"
     held = client.submit_array(command=["true"], array="0-30:3", limit=2, hold=True)
     assert len(held) == 11
     client.release(str(held))

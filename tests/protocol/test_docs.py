@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
+from support import info_keys
 
 from sjq.protocol import (
     NEED_DATA,
@@ -50,3 +52,23 @@ def test_example_exchange(block: str) -> None:
             assert f"ERROR {event.message}" in replies
         elif isinstance(event, Submit):
             assert any(r.startswith("OK ") for r in replies)
+
+
+def _json_example(verb: str) -> tuple[int, str]:
+    """The ``OK <n>`` and the JSON line of the doc's example reply to ``verb``."""
+    block = next(b for b in BLOCKS if f"C: {verb}" in b)
+    found = re.search(r"^S: OK (\d+)\nS: (\{.*\})$", block, flags=re.MULTILINE)
+    assert found, block
+    return int(found[1]), found[2]
+
+
+def test_the_info_example_has_every_documented_key_and_its_length() -> None:
+    n, line = _json_example("INFO 14")
+    assert len(line.encode()) + 1 == n  # the line and its \n
+    assert set(json.loads(line)) == info_keys()
+
+
+def test_the_queue_example_has_its_length() -> None:
+    n, line = _json_example("QUEUE")
+    assert len(line.encode()) + 1 == n
+    assert set(json.loads(line)) >= {"paused", "paused_since", "procs", "version"}

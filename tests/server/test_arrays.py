@@ -76,6 +76,8 @@ def test_at_most_n_elements_run_at_once(daemon: Daemon, gate: Callable[..., Gate
     other = int(submit(daemon, SH + "true\n")[3:-2])  # a CPU is free: the pass has run
     daemon.wait_state(other, "S")
     assert [states(daemon)[i] for i in elements] == ["R", "Q", "Q"]
+    limit = f"array {elements[0]}: 1 element running, its limit (%1)"
+    assert [daemon.info(i)["waiting_for"] for i in elements] == ["", limit, limit]
     gates[0].open()
     daemon.wait_state(elements[1], "R")
     assert states(daemon)[elements[2]] == "Q"
@@ -111,6 +113,28 @@ def test_a_range_names_every_element(daemon: Daemon, gate: Callable[..., Gate]) 
     assert daemon.info(after)["dependency"] == f"afterok:{elements[0]}-{elements[-1]}"
     g.open()
     daemon.wait_state(after, "S")
+
+
+def test_a_range_waits_for_every_element_and_a_failed_one_aborts_afterok(
+    daemon: Daemon, gate: Callable[..., Gate]
+) -> None:
+    g = gate()
+    # the element of index 2 waits for the gate, then fails; the others succeed at once
+    script = SH + f'[ "$SJQ_ARRAY_INDEX" = 2 ] && {{ {g.wait.strip()}; exit 3; }}\ntrue\n'
+    elements = ids(submit(daemon, script, array="1-3"))
+    span = f"{elements[0]}-{elements[-1]}"
+    on_success = int(submit(daemon, SH + "true\n", dependency=f"afterok:{span}")[3:-2])
+    anyway = int(submit(daemon, SH + "true\n", dependency=f"afterany:{span}")[3:-2])
+    daemon.wait_state(elements[0], "S")
+    daemon.wait_state(elements[2], "S")
+    assert daemon.state(elements[1]) == "R"
+    for jid in (on_success, anyway):
+        assert daemon.state(jid) == "H"
+        assert daemon.info(jid)["waiting_for"] == f"job {elements[1]}"
+    g.open()
+    assert daemon.wait_state(on_success, "SFAKE") == "A"
+    assert daemon.info(on_success)["reason"] == f"dependency {elements[1]} ended in F"
+    assert daemon.wait_state(anyway, "SFAKE") == "S"
 
 
 def test_a_large_array_is_accepted_whole(daemon: Daemon) -> None:
