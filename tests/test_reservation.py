@@ -1,6 +1,7 @@
 """EASY backfill (sjq.reservation) in the pure scheduler: examples, and a Hypothesis property
 that runs a timed simulation (jobs arrive, run for their durations, end) and checks each pass
-against a direct reference scan, and the promise to the waiting job: with time limits it
+against a direct reference scan (priorities order the queue, and a job of higher priority
+takes the reservation from the one waiting), and the promise to the waiting job: with time limits it
 never starts later than its reservation; without, no later than sjq.maxbypass plus the time
 the jobs running then take to end."""
 
@@ -53,6 +54,27 @@ def test_what_the_reserved_job_will_not_need_may_be_used() -> None:
     q2.add(job(4, procs=1), 1)  # ... so one CPU job may run past 100
     q2.add(job(5, procs=1), 1)  # but not a second
     assert [j.id for j in q2.schedule(1)] == [4]
+
+
+def test_the_reservation_belongs_to_the_first_waiting_job_in_priority_order() -> None:
+    q = Queue(maxprocs=2, maxmem=None, maxbypass=60)
+    q.add(job(1), 0)  # no TIME: no reservation can be computed
+    q.schedule(0)
+    q.add(job(2, procs=2), 0)
+    assert q.schedule(0) == []
+    assert q.reservation is not None
+    assert (q.reservation.jobid, q.reservation.since) == (2, 0)
+    q.add(job(3, procs=2, prio=5), 30)  # first in queue order now: the reservation is its
+    assert q.schedule(30) == []
+    assert q.reservation is not None
+    assert (q.reservation.jobid, q.reservation.since) == (3, 30)
+    q.add(job(4), 70)  # 2 waited 70 s, but 3 only 40: later jobs may still pass
+    assert [j.id for j in q.schedule(70)] == [4]
+    q.finish(q.jobs[4], S, 80)
+    q.add(job(5), 95)  # 3 has waited sjq.maxbypass: nothing passes it any more
+    assert q.schedule(95) == []
+    q.finish(q.jobs[1], S, 100)
+    assert [j.id for j in q.schedule(100)] == [3]
 
 
 def test_without_limits_passing_stops_after_maxbypass() -> None:
@@ -163,6 +185,11 @@ class Sim:
         return out, at
 
 
+def order(j: Job) -> tuple[int, int]:
+    """Queue order: higher priority first, then lower id."""
+    return (-j.priority, j.id)
+
+
 specs = st.lists(
     st.tuples(
         st.integers(0, 5),  # arrives this long after the one before
@@ -170,6 +197,7 @@ specs = st.lists(
         st.sampled_from([0, 100, 400]),  # mem
         st.one_of(st.none(), st.integers(1, 20)),  # TIME, whole seconds
         st.integers(1, 20),  # how long it runs (no more than its TIME, if it has one)
+        st.sampled_from([0, 0, 0, 1, -1]),  # PRIORITY
     ),
     min_size=1,
     max_size=30,
@@ -187,23 +215,28 @@ def test_easy_backfill_against_a_direct_simulation(
     maxprocs: int,
     maxmem: int | None,
     maxbypass: float | None,
-    jobs: list[tuple[int, int, int, int | None, int]],
+    jobs: list[tuple[int, int, int, int | None, int, int]],
 ) -> None:
     q = Queue(maxprocs=maxprocs, maxmem=maxmem, maxbypass=maxbypass)
     sim = Sim(maxprocs, maxmem, maxbypass)
     events: list[tuple[float, int, int]] = []  # (time, 0 end / 1 arrival, job id)
     durations: dict[int, float] = {}
     t = 0.0
-    for i, (gap, procs, mem, limit, run) in enumerate(jobs, start=1):
+    for i, (gap, procs, mem, limit, run, prio) in enumerate(jobs, start=1):
         if procs > maxprocs:
             continue
         t += gap
-        j = job(i, procs, mem, None if limit is None else float(limit))
+        j = job(i, procs, mem, None if limit is None else float(limit), prio)
         durations[i] = float(min(run, limit) if limit is not None else run)
         sim.jobs[i] = j
         heapq.heappush(events, (t, 1, i))
     reservations: dict[int, float] = {}  # the first known reservation of each head
     heads: dict[int, float] = {}  # since when each job was the head
+    # Heads a job of higher priority came before (it took the reservation, or fitted and
+    # started first): the promise is to the first job in queue order, and priorities still
+    # order the queue.
+    displaced: set[int] = set()
+    head_before: int | None = None
     while events:
         now = events[0][0]
         while events and events[0][0] == now:
@@ -214,33 +247,43 @@ def test_easy_backfill_against_a_direct_simulation(
                 sim.ended[i] = now
             else:
                 q.add(sim.jobs[i], now)
-        ready = sorted(
-            (j for j in q.jobs.values() if j.state is Q), key=lambda j: (-j.priority, j.id)
-        )
+        ready = sorted((j for j in q.jobs.values() if j.state is Q), key=order)
         want, at = sim.reference_pass(ready, now)
         got = [j.id for j in q.schedule(now)]
         assert got == want, f"at {now}: the pass started {got}, the reference {want}"
+        for h in heads:
+            if h not in sim.started and any(order(sim.jobs[i]) < order(sim.jobs[h]) for i in got):
+                displaced.add(h)
         for i in got:
             j = sim.jobs[i]
             sim.running[i] = (j.procs, j.mem, now, j.time_limit)
             sim.started[i] = now
             heapq.heappush(events, (now + durations[i], 0, i))
+        if (
+            head_before is not None
+            and head_before not in sim.started
+            and (sim.head is None or sim.head[0] != head_before)
+        ):
+            displaced.add(head_before)  # a job of higher priority took the reservation
+        head_before = None if sim.head is None else sim.head[0]
         if sim.head is not None:
             h, since = sim.head
             heads.setdefault(h, since)
             res = q.reservation
             assert res is not None
             assert (res.jobid, res.at, res.since) == (h, at, since)
-            if at is not None:
+            if at is not None and h not in displaced:
                 assert at <= reservations.get(h, at), "a reservation never moves later"
                 reservations.setdefault(h, at)
     assert len(sim.ended) == len(sim.jobs), "every job ran"
     for h, at in reservations.items():
+        if h in displaced:
+            continue
         assert sim.started[h] <= at, f"job {h} reserved from {at}, started {sim.started[h]}"
     if maxbypass is None:
         return
     for h, since in heads.items():
-        if h in reservations:
+        if h in reservations or h in displaced:
             continue
         expiry = since + maxbypass
         # (a job started at the expiry itself was started ahead of the head by the pass
