@@ -86,10 +86,10 @@ TOP = Command(
     ),
     options=(),
     notes=(
-        "the daemon: submit and every command about named jobs (status ID, state, info, wait,\n"
-        "kill, hold, release) start one when none runs; an idle daemon stops after sjq.waittime,\n"
-        "and the next start answers for every job in its database. ping, shutdown and a bare\n"
-        "`sjq status` never start one.\n"
+        "the daemon: submit, pause, resume and every command about named jobs (status ID,\n"
+        "state, info, wait, kill, hold, release) start one when none runs; an idle daemon stops\n"
+        "after sjq.waittime, and the next start answers for every job in its database. ping,\n"
+        "stats, shutdown and a bare `sjq status` never start one.\n"
         "exit status: 0 success; 1 an error (no daemon, the daemon refused, a job did not\n"
         "succeed); 2 a usage error (bad options or input; nothing was done).\n"
         "environment: SJQ_CONFIG names the config file; SJQ_SOCKET and the other SJQ_* variables\n"

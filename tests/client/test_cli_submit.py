@@ -71,6 +71,10 @@ def test_gpus_and_retries_reach_the_daemon(
     jid = cli.submit(str(retried), "--retry-mem", "2")
     assert daemon.wait_state(jid, ENDED) == "F"
     assert daemon.info(jid)["attempts"] == 2
+    # #SJQ --gpus reaches the daemon too, which refuses more GPUs than it manages
+    r = cli("submit", str(shell_job("#!/bin/sh\n#SJQ --gpus 1000\ntrue\n")))
+    assert r.code == 1, r
+    assert "GPUS 1000 is more than the " in r.err
 
 
 def test_after_takes_several_forms(cli: Cli, daemon: Daemon, gate: Callable[..., Gate]) -> None:
