@@ -3,7 +3,8 @@
 - ``sjq.slurm.args``: pure; a job's fields -> the ``sbatch`` command line; ``sbatch
   --parsable`` output -> the Slurm job id; the tag that finds a job again after a crash.
 - ``sjq.slurm.parse``: pure; ``squeue``, ``sacct`` and ``scontrol show config`` output ->
-  typed records; Slurm's job states -> sjq's states.
+  typed records.
+- ``sjq.slurm.states``: pure; Slurm's job states -> sjq's states, and why an ended job ended.
 - ``sjq.slurm.errors``: pure; the exception tree, and a failed command's exit status and
   stderr -> transient or definite error.
 - ``sjq.slurm.commands``: runs the commands (blocking, with a timeout, counted). Meant for a

@@ -282,7 +282,7 @@ def sbatch_args(req: SbatchRequest, export_fd: int) -> list[str]:
             if not _SLURM_ID.fullmatch(i):
                 raise ArgsError(f"{i!r} is not a Slurm job id")
         # A dependency that fails makes Slurm cancel the job (reason DependencyNeverSatisfied)
-        # instead of keeping it pending for ever; parse.progress maps that to sjq's A.
+        # instead of keeping it pending for ever; states.progress maps that to sjq's A.
         args += [f"--dependency=afterok:{':'.join(ids)}", "--kill-on-invalid-dep=yes"]
     if req.hold:
         args.append("--hold")

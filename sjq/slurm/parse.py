@@ -1,8 +1,9 @@
-"""Slurm's status output -> records, Slurm states -> sjq's; pure: imports no subprocess/asyncio.
+"""Slurm's status output -> records; pure: imports no subprocess/asyncio.
 
 ``squeue``, ``sacct`` and ``scontrol show config`` output become typed records; only the
-standard library and ``sjq.protocol`` (for ``JobState``) are imported. Every parser takes any
-text without raising: a record it cannot read is returned in ``junk``.
+standard library and ``sjq.slurm.states`` (what a record's Slurm state means for sjq) are
+imported. Every parser takes any text without raising: a record it cannot read is returned
+in ``junk``.
 
 **squeue** (``squeue_args``): ``-h -t all -r -O <fields>`` lists pending, running and (for
 ``MinJobAge`` seconds after their end, 300 by default) finished jobs, one record per array
@@ -24,20 +25,17 @@ error 4021), indistinguishable from a real signal 53.
 
 from __future__ import annotations
 
-import enum
 import re
-import signal
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from sjq.protocol import JobState
+from sjq.slurm.states import Phase, progress
 
 __all__ = [
     "SACCT_FIELDS",
     "SQUEUE_FIELDS",
     "Parsed",
-    "Progress",
     "Settings",
     "SlurmJob",
     "parse_config",
@@ -45,7 +43,6 @@ __all__ = [
     "parse_sacct",
     "parse_squeue",
     "parse_time",
-    "progress",
     "sacct_args",
     "settings_of",
     "squeue_args",
@@ -63,31 +60,8 @@ SACCT_FIELDS = (
     "ElapsedRaw", "TotalCPU", "MaxRSS", "Timelimit", "Comment",
 )  # fmt: skip
 
-# What slurmd's launch errors (slurm_errno.h, 4000-4999, and its texts) mean, for the reason
-# of a job that never ran. 4021 is what a missing working directory or an output file that
-# cannot be opened gives on 22.05.
-LAUNCH_ERRORS = {
-    4010: "Slurmd could not create a batch directory or file",
-    4014: "Slurmd could not set up environment for batch job",
-    4016: "Slurmd could not set UID or GID",
-    4019: "Slurmd could not fork job",
-    4020: "Slurmd could not execve job",
-    4021: "Slurmd could not connect IO (cannot open the output file or working directory?)",
-    4022: "Job prolog failed",
-    4100: "unable to change directory to work directory",
-    4101: "cannot open the output file",
-}
-
 _NONE = {"", "(null)", "N/A", "None", "none", "Unknown", "UNLIMITED", "INVALID",
          "Partition_Limit", "NOT_SET", "None assigned"}  # fmt: skip
-
-
-class Phase(enum.Enum):
-    """Where a Slurm job is, in sjq's terms."""
-
-    WAITING = "waiting"
-    RUNNING = "running"
-    ENDED = "ended"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,22 +99,6 @@ class Parsed:
 
     jobs: list[SlurmJob] = field(default_factory=list)
     junk: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """A Slurm job's state in sjq's letters. ``reason`` is, for an ended job, why it ended
-    (sjq's wording: ``exit status 3``, ``time limit`` ...); for a waiting or running job
-    Slurm's reason code, or ``""``."""
-
-    state: JobState
-    reason: str = ""
-
-    @property
-    def phase(self) -> Phase:
-        if self.state.terminal:
-            return Phase.ENDED
-        return Phase.RUNNING if self.state is JobState.RUNNING else Phase.WAITING
 
 
 # -- command lines ---------------------------------------------------------------------------
@@ -456,85 +414,6 @@ def settings_of(config: dict[str, str], has_sacct: bool) -> Settings:
     words = config.get("MinJobAge", "").split()  # "300 sec"
     age = _int(words[0]) if words else None
     return Settings(accounting, max_tasks, float(300 if age is None else age))
-
-
-# -- states ----------------------------------------------------------------------------------
-
-# Not yet started: in Slurm's queue, or put back into it (requeued, held after a requeue, a
-# reservation deleted, nodes booting).
-WAITING = frozenset({
-    "PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD",
-    "SPECIAL_EXIT", "POWER_UP_NODE", "REVOKED",
-})  # fmt: skip
-# Holding an allocation: running, ending, or suspended by an administrator or gang scheduler.
-RUNNING = frozenset({
-    "RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "SUSPENDED", "STOPPED", "RESIZING",
-    "UPDATE_DB",
-})  # fmt: skip
-# End states that are the job's failure, with sjq's reason.
-FAILED = {
-    "TIMEOUT": "time limit",
-    "OUT_OF_MEMORY": "out of memory",
-    "NODE_FAIL": "node failure",
-    "BOOT_FAIL": "node boot failure",
-    "DEADLINE": "deadline reached",
-    # Preempted and not requeued: ended by Slurm for a more important job, not by a person.
-    "PREEMPTED": "preempted",
-}
-# A job Slurm cancelled because a dependency failed (--kill-on-invalid-dep) shows in squeue as
-# CANCELLED with reason DependencyNeverSatisfied, in sacct as CANCELLED (no "by <uid>") with
-# reason Dependency. A job a person cancelled while it waited for a dependency shows in squeue
-# with reason Dependency, in sacct as "CANCELLED by <uid>".
-
-
-def progress(job: SlurmJob) -> Progress:
-    """The sjq state of a Slurm job; an unknown Slurm state never ends a job."""
-    state, reason = job.state, job.reason
-    if state in WAITING:
-        return Progress(JobState.HELD if reason == "JobHeldUser" else JobState.QUEUED, reason)
-    if state in RUNNING:
-        return Progress(JobState.RUNNING, state if state in ("SUSPENDED", "STOPPED") else reason)
-    if state == "COMPLETED":
-        if job.exit_code not in (None, 0) or job.signal:
-            return Progress(JobState.FAIL, _failure(job))
-        return Progress(JobState.SUCCESS)
-    if state == "FAILED":
-        if not job.node:
-            # Never placed on a node: refused after all (sbatch --mem more than any node has
-            # leaves such a record, reason BadConstraints, status 1).
-            why = f" ({reason})" if reason else ""
-            return Progress(JobState.ERROR, f"Slurm could not start the job{why}")
-        if job.launch_error is not None:
-            what = LAUNCH_ERRORS.get(job.launch_error, "slurmd error")
-            return Progress(JobState.ERROR, f"Slurm could not start the job: {what} "
-                            f"(error {job.launch_error})")  # fmt: skip
-        return Progress(JobState.FAIL, _failure(job))
-    if state in FAILED:
-        where = f" on {job.node}" if job.node and state in ("NODE_FAIL", "BOOT_FAIL") else ""
-        return Progress(JobState.FAIL, FAILED[state] + where)
-    if state == "CANCELLED":
-        if job.cancelled_by is None and (
-            reason == "DependencyNeverSatisfied"
-            or (job.source == "sacct" and reason == "Dependency")
-        ):
-            return Progress(JobState.ABORT, "a dependency failed (Slurm cancelled the job)")
-        if job.cancelled_by is not None:
-            return Progress(JobState.KILLED, f"cancelled in Slurm by uid {job.cancelled_by}")
-        return Progress(JobState.KILLED, "cancelled in Slurm")
-    started = job.start is not None and (job.elapsed or 0) > 0
-    return Progress(JobState.RUNNING if started else JobState.QUEUED, f"Slurm state {state}")
-
-
-def _failure(job: SlurmJob) -> str:
-    if job.signal:
-        try:
-            name = signal.Signals(job.signal).name
-        except ValueError:
-            name = str(job.signal)
-        return f"killed by signal {name}"
-    if job.exit_code:
-        return f"exit status {job.exit_code}"
-    return f"failed in Slurm ({job.reason})" if job.reason else "failed in Slurm"
 
 
 def by_key(jobs: Iterable[SlurmJob]) -> dict[str, SlurmJob]:

@@ -25,7 +25,8 @@ from typing import TypeAlias
 
 from sjq.protocol import JobState
 from sjq.slurm.args import parse_batch_tag, parse_tag
-from sjq.slurm.parse import Phase, SlurmJob, progress
+from sjq.slurm.parse import SlurmJob
+from sjq.slurm.states import Phase, progress
 
 __all__ = [
     "SETTLE",

@@ -23,7 +23,8 @@ from sjq.slurm.errors import (
     SlurmRejected,
     SlurmUnavailable,
 )
-from sjq.slurm.parse import SlurmJob, progress
+from sjq.slurm.parse import SlurmJob
+from sjq.slurm.states import progress
 
 from .cluster import NODE_CPUS, Cluster
 

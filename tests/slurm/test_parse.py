@@ -1,5 +1,6 @@
-"""squeue and sacct output -> records, and Slurm's states -> sjq's: any text parses without an
-exception, what Slurm prints round-trips, every end state maps. Pure; no Slurm needed."""
+"""squeue and sacct output -> records, and Slurm's states -> sjq's (sjq.slurm.states): any
+text parses without an exception, what Slurm prints round-trips, every end state maps. Pure;
+no Slurm needed."""
 
 from __future__ import annotations
 
@@ -12,13 +13,9 @@ from hypothesis import strategies as st
 from sjq.protocol import JobState
 from sjq.slurm.parse import (
     END,
-    FAILED,
-    RUNNING,
     SACCT_FIELDS,
     SEP,
     SQUEUE_FIELDS,
-    WAITING,
-    Phase,
     Settings,
     SlurmJob,
     parse_config,
@@ -26,11 +23,11 @@ from sjq.slurm.parse import (
     parse_sacct,
     parse_squeue,
     parse_time,
-    progress,
     sacct_args,
     settings_of,
     squeue_args,
 )
+from sjq.slurm.states import FAILED, RUNNING, WAITING, Phase, progress
 
 # Texts Slurm prints in fields that are not free text never hold "|" or a newline.
 words = st.text(
