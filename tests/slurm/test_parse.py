@@ -34,7 +34,10 @@ words = st.text(
     alphabet=st.characters(blacklist_characters="|\n\r\x1e", blacklist_categories=("Cs",)),
     max_size=12,
 )
-comments = st.text(alphabet=st.characters(blacklist_characters="\x1e"), max_size=40)
+# squeue prints "(null)" for no comment, so a comment of just that text reads back as none.
+comments = st.text(alphabet=st.characters(blacklist_characters="\x1e"), max_size=40).filter(
+    lambda c: c != "(null)"
+)
 END_STATES = ["COMPLETED", "FAILED", "CANCELLED"]
 states = st.sampled_from([*sorted(WAITING | RUNNING | set(FAILED)), *END_STATES]) | st.from_regex(
     r"[A-Z_]{1,12}", fullmatch=True
