@@ -13,8 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sjq.conditions import AFTERNOTOK, AFTEROK
+from sjq.graph import NO_KEY
 from sjq.jobs import H, Job, Q
-from sjq.scheduler import NO_KEY, Queue
+from sjq.scheduler import Queue
 from sjq.shapes import ready_job
 
 __all__ = ["ARM_DEPTH", "ARM_LOW", "ArmEntry", "arm_plan", "could_start", "next_after"]
@@ -71,7 +72,7 @@ def next_after(q: Queue, x: Job, armed: Iterable[Job] = ()) -> tuple[Job, bool] 
     if shape is not None:
         candidates.append((q.jobs[q.ready[shape][0][1]], None))
     candidates.extend((a, None) for a in armed if a.state is Q and fits(a))
-    for cid, kind in q.edges_of(x.id):
+    for cid, kind in q.graph.edges_of(x.id):
         child = q.jobs.get(cid)
         if child is not None and child.state is H and child.waiting == 1 and fits(child):
             candidates.append((child, kind))
@@ -80,11 +81,11 @@ def next_after(q: Queue, x: Job, armed: Iterable[Job] = ()) -> tuple[Job, bool] 
     # on a success those waiting for its failure), and an abort may make ready the jobs
     # waiting on those with afterany, afternotok or after.
     on_fail = on_success = NO_KEY
-    for cid, kind in q.edges_of(x.id):
+    for cid, kind in q.graph.edges_of(x.id):
         if kind == AFTEROK:
-            on_fail = min(on_fail, q.abort_key(cid))
+            on_fail = min(on_fail, q.graph.abort_key(cid))
         elif kind == AFTERNOTOK:
-            on_success = min(on_success, q.abort_key(cid))
+            on_success = min(on_success, q.graph.abort_key(cid))
     # A child that x's failure would make ready first cannot be armed (a keeper starts on
     # an end, or on a success only): arm what comes first if x succeeds, on that condition.
     need_success = False
@@ -135,7 +136,7 @@ def arm_plan(
     min_procs = min(r.procs for r in runners)
     min_mem = min(r.mem for r in runners)
     min_gpus = min(r.gpus for r in runners)
-    cut = min((q.child_key(r.id) for r in runners), default=NO_KEY)
+    cut = min((q.graph.child_key(r.id) for r in runners), default=NO_KEY)
     out: list[ArmEntry] = []
     depth = ARM_DEPTH * len(runners) if more is None else len(armed) + more
     running: dict[int, int] = {}  # array -> its elements running, and planned so far
@@ -151,7 +152,7 @@ def arm_plan(
                 break
         out.append(ArmEntry(j, None, False))
         min_procs, min_mem, min_gpus = j.procs, j.mem, j.gpus
-        cut = min(cut, q.child_key(j.id))
+        cut = min(cut, q.graph.child_key(j.id))
     return out
 
 

@@ -10,14 +10,13 @@ import heapq
 from collections.abc import Iterable, Iterator
 
 from sjq import shapes
-from sjq.conditions import AFTER, AFTEROK, ended_reason, holds_after_end, parents
+from sjq.conditions import AFTEROK, ended_reason, holds_after_end
+from sjq.graph import Graph
 from sjq.jobs import TERMINAL, A, Change, H, Job, JobState, K, Q, R, U
 from sjq.reservation import Reservation, reserve
 
-__all__ = ["NO_KEY", "Queue"]
+__all__ = ["Queue"]
 
-
-NO_KEY = (1 << 62, 0)  # sorts after every (-priority, id)
 ALL = 1 << 62  # CPUs: more than any job asks for
 
 
@@ -29,10 +28,8 @@ class Queue:
     more to schedule than ten. (TIME is in the shape because whether a job may pass a
     reserved one depends on it: within a heap, the head decides for all.) GPUs are counted
     here like CPUs; which devices a job gets is the daemon's ``sjq.devices``. Dependencies
-    are a reverse index parent -> children, so an exit touches only the jobs that waited on
-    it: ``_children`` holds the conditions on a job's end (each child id packed with its
-    kind, ``child << 2 | kind``), ``_starters`` the children waiting for it to start
-    (``after``).
+    are a reverse index parent -> children (``graph``, ``sjq.graph``), so an exit touches
+    only the jobs that waited on it.
     """
 
     def __init__(
@@ -65,17 +62,7 @@ class Queue:
         self.counts: dict[JobState, int] = dict.fromkeys(JobState, 0)
         self.changes: list[Change] = []  # every state change, for the caller to record
         self.ended = 0  # jobs that reached a final state since the caller last looked
-        self._children: dict[int, list[int]] = {}  # parent -> [child << 2 | kind]
-        self._starters: dict[int, list[int]] = {}  # parent -> children waiting for its start
-        # parent -> the smallest (-priority, id) among the jobs that waited on it: never
-        # larger than the true minimum (a child that left is not taken out), which is the
-        # safe side for ``arm_plan``'s cut.
-        self._child_key: dict[int, tuple[int, int]] = {}
-        # job -> the smallest (-priority, id) among the jobs its abort could make ready: its
-        # afterany/afternotok/after children, and (as an abort cascades down afterok
-        # conditions) those of its afterok children's aborts. Same safe side as _child_key,
-        # which counts these too for each parent whose end could abort the job.
-        self._abort_key: dict[int, tuple[int, int]] = {}
+        self.graph = Graph(self.jobs)  # who waits on whom, among the jobs above
         # shape -> heap of (-priority, id), see sjq.shapes; an array with a limit has heaps
         # of its own, which a pass skips while that many of its elements run
         self.ready: shapes.Heaps = {}
@@ -88,24 +75,6 @@ class Queue:
         self._not_begun: set[int] = set()  # handed over, not yet running there
 
     # -- queries ---------------------------------------------------------------
-
-    def child_key(self, parent: int) -> tuple[int, int]:
-        """The smallest ``(-priority, id)`` of the jobs that waited on ``parent`` (never
-        larger than the true minimum), or NO_KEY."""
-        return self._child_key.get(parent, NO_KEY)
-
-    def abort_key(self, jobid: int) -> tuple[int, int]:
-        """The smallest ``(-priority, id)`` of the jobs an abort of ``jobid`` could make
-        ready (never larger than the true minimum), or NO_KEY."""
-        return self._abort_key.get(jobid, NO_KEY)
-
-    def children_of(self, parent: int) -> list[int]:
-        """The ids of the jobs waiting for ``parent`` to end."""
-        return [edge >> 2 for edge in self._children.get(parent, ())]
-
-    def edges_of(self, parent: int) -> list[tuple[int, int]]:
-        """The jobs waiting for ``parent`` to end, each with the kind of its condition."""
-        return [(edge >> 2, edge & 3) for edge in self._children.get(parent, ())]
 
     def get(self, jobid: int) -> Job | None:
         return self.jobs.get(jobid)
@@ -178,16 +147,8 @@ class Queue:
                 self._not_begun.add(job.id)  # recovered: Slurm has not yet been seen to run it
             return
         job.waiting = len(edges)
-        key = (-job.priority, job.id)
-        for parent, kind in edges:
-            if kind == AFTER:
-                self._starters.setdefault(parent, []).append(job.id)
-            else:
-                self._children.setdefault(parent, []).append(job.id << 2 | kind)
-            if key < self._child_key.get(parent, NO_KEY):
-                self._child_key[parent] = key
-            if kind != AFTEROK:
-                self._lower_abort_key(parent, key)
+        if edges:
+            self.graph.link(job, edges)
         if job.state is H and not job.waiting:
             self._set(job, Q, now)
         elif job.state is Q and job.waiting:
@@ -229,7 +190,7 @@ class Queue:
         """A job handed over (``handover``) runs there now: its ``after`` conditions hold."""
         if jobid in self._not_begun:
             self._not_begun.discard(jobid)
-            for cid in self._starters.pop(jobid, ()):
+            for cid in self.graph.started(jobid):
                 self._met(cid, now)
 
     def finish(self, job: Job, state: JobState, now: float) -> None:
@@ -273,15 +234,7 @@ class Queue:
                 self._not_begun.discard(job.id)
             self.counts[job.state] -= 1
             self._leave_array(job)
-            for parent in parents(job.depends, job.dependency):
-                ends = self._children.get(parent)
-                if ends:
-                    ends[:] = [c for c in ends if c >> 2 != job.id]
-                starts = self._starters.get(parent)
-                if starts:
-                    starts[:] = [c for c in starts if c != job.id]
-            for index in (self._children, self._starters, self._child_key, self._abort_key):
-                index.pop(job.id, None)
+            self.graph.unlink(job)
             self._armed.pop(job.id, None)
         for heap in self.ready.values():
             # Their ids may come back with other jobs: no stale entry may stand for those.
@@ -422,8 +375,8 @@ class Queue:
             self._push(job)
         elif state is R and self.handover:
             self._not_begun.add(job.id)  # its after conditions wait for ``began``
-        elif state is R and job.id in self._starters:
-            for cid in self._starters.pop(job.id):
+        elif state is R and self.graph.waits_for_start(job.id):
+            for cid in self.graph.started(job.id):
                 self._met(cid, now)
 
     def fits(self, job: Job, procs: int, mem: int | None, gpus: int) -> bool:
@@ -463,24 +416,6 @@ class Queue:
             if lim[2] <= 0:
                 del self.limits[job.array]
 
-    def _lower_abort_key(self, jobid: int, key: tuple[int, int]) -> None:
-        """A job of ``key`` would become ready if ``jobid`` were aborted: so it could at the
-        end of each job ``jobid`` waits on, and at the abort of each it waits on to succeed.
-        Stops where the key is no news (usually at once: ids grow)."""
-        todo = [jobid]
-        while todo:
-            c = todo.pop()
-            job = self.jobs.get(c)
-            if job is None or key >= self._abort_key.get(c, NO_KEY):
-                continue
-            self._abort_key[c] = key
-            for p, kind in parents(job.depends, job.dependency).items():
-                if p in self.jobs:
-                    if key < self._child_key.get(p, NO_KEY):
-                        self._child_key[p] = key
-                    if kind == AFTEROK:
-                        todo.append(p)
-
     def _met(self, cid: int, now: float) -> None:
         """One of a job's conditions holds now."""
         child = self.jobs.get(cid)
@@ -495,11 +430,10 @@ class Queue:
         todo = [parent]
         while todo:
             p = todo.pop()
-            self._child_key.pop(p.id, None)
-            self._abort_key.pop(p.id, None)
-            for cid in self._starters.pop(p.id, ()):
+            starters, ends = self.graph.ended(p.id)
+            for cid in starters:
                 self._met(cid, now)  # it ended without starting: as Slurm, that will do
-            for edge in self._children.pop(p.id, ()):
+            for edge in ends:
                 cid, kind = edge >> 2, edge & 3
                 if holds_after_end(kind, p.state):
                     self._met(cid, now)

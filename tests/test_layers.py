@@ -117,12 +117,14 @@ def loaded_by(module: str) -> set[str]:
 @pytest.mark.parametrize(
     ("module", "forbidden"),
     [
-        # the scheduler and the arm planner are pure: state and time in, decisions out
+        # the scheduler, its dependency graph and the arm planner are pure: state and time in,
+        # decisions out
         (
             "sjq.scheduler",
             {"asyncio", "sqlite3", "subprocess", "socket", "sjq.keeper", "sjq.store"},
         ),
         ("sjq.arming", {"asyncio", "sqlite3", "subprocess", "socket", "sjq.keeper", "sjq.store"}),
+        ("sjq.graph", {"asyncio", "sqlite3", "subprocess", "socket", "sjq.keeper", "sjq.store"}),
         # request handling changes memory and the open transaction, nothing else
         ("sjq.state", {"asyncio", "subprocess", "socket", "sjq.keeper", "sjq.service"}),
         ("sjq.jobs", {"asyncio", "sqlite3", "subprocess", "sjq.scheduler", "sjq.store"}),

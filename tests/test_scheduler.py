@@ -594,8 +594,8 @@ def test_dependency_kinds() -> None:
     assert q.jobs[8].state is H  # afterok:2 holds, afterany:3 not yet
     q.finish(q.jobs[3], F, 3)
     assert q.jobs[8].state is Q
-    assert q.edges_of(3) == []
-    assert q.children_of(2) == []
+    assert q.graph.edges_of(3) == []
+    assert q.graph.children_of(2) == []
 
 
 def test_a_kill_of_a_waiting_job_releases_its_after_and_afterany_children() -> None:
