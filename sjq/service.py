@@ -1,7 +1,8 @@
 """The running daemon: owns the state, the keeper channels, the client connections and every
 task and timer; ends each event-loop turn with one scheduling pass, one commit and then the
-replies. Requests themselves are handled by ``sjq.state``; processes are the keepers'
-(``sjq.keeper``); starting the process (pid file, logging, daemonizing) is ``sjq.daemon``.
+replies. Requests themselves are handled by ``sjq.state``; when changes are committed is
+``sjq.commits``; processes are the keepers' (``sjq.keeper``); starting the process (pid file,
+logging, daemonizing) is ``sjq.daemon``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, assert_never
 from sjq import __version__
 from sjq.armer import Armer
 from sjq.arming import could_start
+from sjq.commits import Commits
 from sjq.config import Config
 from sjq.devices import Handover
 from sjq.jobs import ExitRecord, Job, JobState
@@ -32,15 +34,13 @@ from sjq.replies import Accepted, Peer, Waiter
 from sjq.server import Connection, Limits, remove_socket
 from sjq.slurm.backend import SlurmBackend
 from sjq.state import State
-from sjq.store import Store, WriteFailed
+from sjq.store import Store
 
 __all__ = ["Daemon"]
 
 log = logging.getLogger("sjq")
 
 PURGE_BATCH = 500  # finished jobs forgotten per loop turn: purging never stalls requests
-COMMIT_DELAY = 0.02  # seconds a commit of keeper news alone may wait to share a transaction
-WRITE_RETRY = 1.0  # seconds between tries to write state that could not be written (full disk)
 ROTATE_EVERY = 20_000  # keeper records between journal rotations (bounded journal size)
 STOP_GRACE = 5.0  # seconds beyond sjq.killgrace a SHUTDOWN waits for killed jobs to end
 
@@ -79,21 +79,18 @@ class Daemon:
         self.armer = Armer(
             arm_pipe, state.queue, state.spawn_request, self._later, devices=state.devices
         )
-        self._rotated: list[str] = []  # journals to delete after the next commit
+        self.commits = Commits(state, store, self._later, self.want_turn, self._internal_error)
         self.orphans = Orphans(
             adopted,
             on_exit=self._orphan_exited,
             on_lost=self._orphan_lost,
-            on_journal_done=self._rotated.append,
+            on_journal_done=self.commits.rotated.append,
         )
         self.connections: set[Connection] = set()
         self.waiting_conns: dict[Waiter, Connection] = {}
         self._dirty: dict[Connection, None] = {}  # connections with replies to send this turn
         self._turn = Timer()  # the end of this turn, soon
-        self._lazy_commit_timer = Timer()
-        self._retry = Timer()  # the next try to write what a failed commit left unwritten
         self._idle = Timer()  # sjq.autoshutdown
-        self._durable_below = state.next_id  # every job id below this is committed
         self._stop: asyncio.Event
         self._keep_running = False
         self._force = False
@@ -178,18 +175,18 @@ class Daemon:
                 self.armer.take_back()
             if self.armer.covered():  # else the pass waits for the exit records that say
                 st.schedule()  # which jobs those tokens started
-            if st.to_spawn and st.to_spawn[0].jobid < self._durable_below:
-                self._send_to_keepers(before=self._durable_below)
+            if st.to_spawn and st.to_spawn[0].jobid < self.commits.durable_below:
+                self._send_to_keepers(before=self.commits.durable_below)
             if st.queue.ended:
                 st.queue.ended = 0
                 self._purge_wake.set()
             st.write_changes()
             if self._dirty or st.ready_waiters or self._stop.is_set():
-                self._commit()
-            elif not self._lazy_commit_timer:
+                self.commits.commit()
+            else:
                 # Only keeper news this turn (starts, exits): the keepers' journals already
                 # hold it durably, so its commit can wait a moment and share a transaction.
-                self._lazy_commit_timer.set(self.loop.call_later(COMMIT_DELAY, self._lazy_commit))
+                self.commits.commit_soon()
         except Exception as e:
             self._internal_error(e)
             return
@@ -225,60 +222,6 @@ class Daemon:
         log.exception("internal error; stopping so that nothing is acknowledged unsaved")
         self.state.write_failed(f"internal error: {e}")  # unsaved SUBMITs get an ERROR
         self.request_stop(keep_running=True)
-
-    def _commit(self) -> bool:
-        """Write and commit everything not yet on disk; whether that worked. A failure (a
-        full disk) costs the SUBMITs of this turn (they are answered with an ERROR) and
-        nothing else: the other changes stay in memory and are written by a later commit,
-        tried again every ``WRITE_RETRY`` seconds meanwhile."""
-        st = self.state
-        self._lazy_commit_timer.cancel()
-        ok = False
-        if st.write_changes():  # what the journals about to be deleted said must be in it
-            try:
-                self.store.commit()
-                ok = True
-            except WriteFailed as e:
-                st.write_failed(e.reason)
-        if not ok:
-            self._write_trouble()
-            return False
-        if self._retry:
-            log.info("state recorded again; accepting jobs")
-            self._retry.cancel()
-        st.committed()
-        self._durable_below = st.next_id
-        # Journals are removed only once what they said is committed.
-        for old in self._rotated:
-            with contextlib.suppress(OSError):
-                os.unlink(old)
-        self._rotated.clear()
-        return True
-
-    def _write_trouble(self) -> None:
-        if not self._retry:
-            log.error(
-                "cannot record state: %s; SUBMITs are refused until it can be written,"
-                " everything else goes on and is written then (trying every %g s)",
-                self.state.write_error,
-                WRITE_RETRY,
-            )
-            self._retry.set(self.loop.call_later(WRITE_RETRY, self._retry_write))
-
-    def _retry_write(self) -> None:
-        self._retry.handle = None
-        self._lazy_commit()
-        if self.state.write_error:
-            return  # still failing: _write_trouble armed the next try
-        self.want_turn()  # WAITs and replies that waited for this commit
-
-    def _lazy_commit(self) -> None:
-        self._lazy_commit_timer.handle = None
-        try:
-            if self._commit() and self.state.ready_waiters:
-                self.want_turn()  # WAITs that this commit's writes completed
-        except Exception as e:
-            self._internal_error(e)
 
     def _send_to_keepers(self, before: int | None = None) -> None:
         """Spawns go round-robin over the keepers, so that the (slow) exec of one job
@@ -333,7 +276,7 @@ class Daemon:
                 log.warning("job %d could not start: %s", jobid, reason)
                 st.failed_to_start(jobid, reason, t)
             case m.Rotated(path):
-                self._rotated.append(path)
+                self.commits.rotated.append(path)
             case _:
                 assert_never(msg)
         link.records += 1
@@ -362,7 +305,7 @@ class Daemon:
                     runners = []  # being killed as it started: wait for its end
                     break
                 runners.append((job, link))
-        self.armer.update(runners, self.keepers, self._durable_below)
+        self.armer.update(runners, self.keepers, self.commits.durable_below)
 
     def _armed_exit(self, link: KeeperLink, msg: m.Exited) -> None:
         """A running job ended; its keeper may have taken a token, and started its job."""
@@ -490,8 +433,9 @@ class Daemon:
             await self._shutdown()  # the back end still runs: it cancels what SHUTDOWN kills
             if slurm is not None:
                 slurm.cancel()
-        for timer in (self._turn, self._lazy_commit_timer, self._retry, self._idle):
+        for timer in (self._turn, self._idle):
             timer.cancel()
+        self.commits.close()
         self.armer.close()
         self.orphans.close()
         if self.state.write_error:

@@ -22,6 +22,7 @@ PROCESS_MODULES = {
 }
 EVENT_LOOP_MODULES = {
     "sjq/service.py",
+    "sjq/commits.py",  # the daemon's commits and their timers
     "sjq/server.py",
     "sjq/links.py",
     "sjq/daemon.py",
