@@ -137,3 +137,14 @@ def loaded_by(module: str) -> set[str]:
 )
 def test_what_a_layer_pulls_in(module: str, forbidden: set[str]) -> None:
     assert not forbidden & loaded_by(module)
+
+
+def test_no_module_is_a_house_of_many_rooms() -> None:
+    """A module a newcomer can read in one sitting: about 500 lines at most. A module that
+    grows past it has two concerns; split it along the seam rather than raise the limit."""
+    long = {
+        str(p.relative_to(SJQ.parent)): n
+        for p in SJQ.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 500
+    }
+    assert not long, f"modules over 500 lines: {long}"
