@@ -1,6 +1,6 @@
 #!/bin/sh
 # sjq.sh: a dependency-free sjq client for scripts: POSIX sh plus `nc -U` or socat.
-# Submits, lists and kills jobs over the daemon's UNIX socket; see README.md for the raw
+# Submits, lists, kills, holds and releases jobs, and pauses the queue, over the daemon's UNIX socket; see README.md for the raw
 # protocol recipes it is built on.
 
 set -u
@@ -18,11 +18,16 @@ starts a daemon: use `sjq server -d` (or `sjq submit`) for that.
 commands:
   submit [-m MEM] [-p PROCS] [-d DEPS] [-n NAME] [-o FILE] [-e FILE] [-H] [-x NAMES] SCRIPT|-
         queue SCRIPT (or standard input: -) and print its id. -m memory (2G), -p CPUs,
-        -d ids that must succeed first (3:4), -n name, -o/-e stdout/stderr files, -H hold,
+        -d ids that must succeed first (3:4), -n name, -o/-e stdout/stderr files as
+        patterns, as in sbatch -o (%j job id, %x name, %A/%a array, %% a %), -H hold,
         -x comma-separated names of variables to pass on (the job otherwise gets the
         daemon's minimal environment). The job runs in the current directory.
   status [ID]   list jobs (id, name, state, dependencies)
   kill ID...    kill jobs
+  hold ID...    keep queued jobs from starting
+  release ID... let held jobs run
+  pause         start no more jobs (running ones carry on) until resume
+  resume        start jobs again
   ping          check that the daemon answers; job counts by state letter
 
 environment: SJQ_SOCKET the socket; SJQ_TRANSPORT=nc or socat to choose (default: socat if
@@ -33,7 +38,9 @@ examples:
   sjq.sh submit -d "$id" -n report report.sh
   printf '#!/bin/sh\necho hi\n' | sjq.sh submit -
   sjq.sh status "$id"
+  sjq.sh submit -o 'logs/%x.%j.out' -e 'logs/%x.%j.err' job.sh
   sjq.sh kill "$id"
+  sjq.sh pause; sjq.sh resume
 EOF
 }
 
@@ -131,6 +138,8 @@ cmd_submit() {
             [ -z "$name" ] || printf 'NAME %s\n' "$name"
             [ -z "$out" ] || printf 'STDOUT %s\n' "$out"
             [ -z "$err" ] || printf 'STDERR %s\n' "$err"
+            # Patterns, as `sjq submit` sends them: %j is the job id, not a file named %j.
+            [ -z "$out$err" ] || printf 'PATTERNS\n'
             [ -z "$hold" ] || printf 'HOLD\n'
             printf 'CWD %s\n' "$cwd"
             if [ -n "$vars" ]; then
@@ -181,19 +190,31 @@ cmd_status() {
         }'
 }
 
-cmd_kill() {
-    [ $# -ge 1 ] || usage_error "kill needs at least one job id"
+# KILL, HOLD or RELEASE ($1) of each id that follows; $2 is the command's name.
+cmd_each() {
+    verb=$1 what=$2
+    shift 2
+    [ $# -ge 1 ] || usage_error "$what needs at least one job id"
     for id in "$@"; do
         is_id "$id" || usage_error "not a job id: $id"
     done
     reply=$({
-        for id in "$@"; do printf 'KILL %s\n' "$id"; done
+        for id in "$@"; do printf '%s %s\n' "$verb" "$id"; done
         printf '\n'
     } | talk) || exit 1
-    # Each KILL is answered by one line; any that is not OK stops here with its message.
+    # Each request is answered by one line; any that is not OK stops here with its message.
     printf '%s\n' "$reply" | while IFS= read -r line; do
         case $line in OK*) ;; *) ok_or_die "$line" ;; esac
     done || exit 1
+}
+
+# PAUSE or RESUME ($1): no argument, one OK.
+cmd_queue() {
+    verb=$1 what=$2
+    shift 2
+    [ $# -eq 0 ] || usage_error "$what takes no arguments"
+    reply=$(printf '%s\n\n' "$verb" | talk) || exit 1
+    ok_or_die "$reply"
 }
 
 cmd_ping() {
@@ -210,13 +231,17 @@ while [ $# -gt 0 ]; do
         *) break ;;
     esac
 done
-[ $# -ge 1 ] || usage_error "give a command: submit, status, kill or ping"
+[ $# -ge 1 ] || usage_error "give a command: submit, status, kill, hold, release, pause, resume or ping"
 command=$1
 shift
 case $command in
     submit) cmd_submit "$@" ;;
     status) cmd_status "$@" ;;
-    kill) cmd_kill "$@" ;;
+    kill) cmd_each KILL kill "$@" ;;
+    hold) cmd_each HOLD hold "$@" ;;
+    release) cmd_each RELEASE release "$@" ;;
+    pause) cmd_queue PAUSE pause "$@" ;;
+    resume) cmd_queue RESUME resume "$@" ;;
     ping) cmd_ping "$@" ;;
     help) usage ;;
     *) usage_error "unknown command $command" ;;

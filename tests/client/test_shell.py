@@ -6,6 +6,7 @@ installed is skipped, saying which package it needs.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import Daemon, Gate
+from support import Daemon, Gate, Raw
 
 SCRIPT = Path(__file__).parents[2] / "clients" / "shell" / "sjq.sh"
 PACKAGE = {"nc": "netcat-openbsd", "socat": "socat"}
@@ -108,6 +109,59 @@ def test_the_environment_is_passed_only_by_name(
     assert (daemon.jobs_dir / f"{jid}.stdout").read_text() == "x,y=1|unset"
 
 
+def test_output_files_are_patterns_as_sjq_submit_sends_them(
+    sh: Callable[..., subprocess.CompletedProcess[str]], daemon: Daemon
+) -> None:
+    p = sh(
+        "submit", "-n", "align", "-o", "logs/%x.%j.out", "-e", "logs/%x.%j.err", "-",
+        input="#!/bin/sh\necho out; echo err >&2\n",
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    jid = int(p.stdout)
+    assert daemon.wait_state(jid, "SFAKE") == "S"
+    logs = daemon.jobs_dir / "logs"  # made by the daemon: patterns' directories are
+    info = daemon.info(jid)
+    assert (info["stdout"], info["stderr"]) == (
+        str(logs / f"align.{jid}.out"),
+        str(logs / f"align.{jid}.err"),
+    )
+    assert (logs / f"align.{jid}.out").read_text() == "out\n"
+    assert (logs / f"align.{jid}.err").read_text() == "err\n"
+    # Without -o/-e no PATTERNS is sent, and the daemon's defaults apply as for any client.
+    plain = int(sh("submit", "-", input="#!/bin/sh\necho plain\n").stdout)
+    assert daemon.wait_state(plain, "SFAKE") == "S"
+    assert (daemon.jobs_dir / f"{plain}.stdout").read_text() == "plain\n"
+
+
+def queue_paused(daemon: Daemon) -> bool:
+    with Raw(daemon.socket) as c:
+        c.send(b"QUEUE\n")
+        doc = json.loads(c.data())
+    assert isinstance(doc["paused"], bool)
+    return doc["paused"]
+
+
+def test_pause_resume_hold_release(
+    sh: Callable[..., subprocess.CompletedProcess[str]], daemon: Daemon
+) -> None:
+    p = sh("pause")
+    assert (p.returncode, p.stdout, p.stderr) == (0, "", "")
+    assert queue_paused(daemon)
+    script = "#!/bin/sh\ntrue\n"
+    first = int(sh("submit", "-", input=script).stdout)
+    second = int(sh("submit", "-", input=script).stdout)
+    assert (p := sh("hold", str(first), str(second))).returncode == 0, p.stderr
+    assert (daemon.state(first), daemon.state(second)) == ("U", "U")
+    assert (p := sh("release", str(first))).returncode == 0, p.stderr
+    assert (daemon.state(first), daemon.state(second)) == ("Q", "U")
+    assert (p := sh("resume")).returncode == 0, p.stderr
+    assert not queue_paused(daemon)
+    assert daemon.wait_state(first, "SFAKE") == "S"
+    assert daemon.state(second) == "U"  # still held: resume does not release
+    assert sh("release", str(second)).returncode == 0
+    assert daemon.wait_state(second, "SFAKE") == "S"
+
+
 def test_errors(sh: Callable[..., subprocess.CompletedProcess[str]], daemon: Daemon) -> None:
     p = sh("submit", "-m", "lots", "-", input="#!/bin/sh\ntrue\n")
     assert p.returncode == 1
@@ -118,6 +172,10 @@ def test_errors(sh: Callable[..., subprocess.CompletedProcess[str]], daemon: Dae
     p = sh("submit", "missing.sh")
     assert p.returncode == 2
     assert sh("bogus").returncode == 2
+    for args in (("hold",), ("release", "x"), ("pause", "1"), ("resume", "now")):
+        p = sh(*args)
+        assert p.returncode == 2, args
+        assert "see `sjq.sh -h`" in p.stderr, args
     assert sh("-h").stdout.startswith("usage: sjq.sh")
     p = sh("-S", str(daemon.dir / "none.sock"), "ping")
     assert p.returncode == 1
