@@ -6,8 +6,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -190,6 +193,107 @@ def test_sigint_kills_every_job_of_the_run(workflow: Workflow, gate: Callable[..
     assert all(e is not None for e in ended)
     wait_for(lambda: not sessions_alive(sids), grace + 5, what="no process of the jobs left")
     assert "sjq: killed 3 job(s)" in out
+
+
+class Recorder(socketserver.ThreadingUnixStreamServer):
+    """A proxy between the plugin and the daemon that keeps what each connection sent."""
+
+    daemon_threads = True
+
+    def __init__(self, path: str, target: str) -> None:
+        self.target = target
+        self.sent: list[bytearray] = []  # per connection, in the order they were opened
+        self.lock = threading.Lock()
+        super().__init__(path, _Pump)
+
+    def lines(self) -> list[list[bytes]]:
+        with self.lock:
+            return [bytes(b).splitlines() for b in self.sent]
+
+
+class _Pump(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        server = self.server
+        assert isinstance(server, Recorder)
+        with server.lock:
+            sent = bytearray()
+            server.sent.append(sent)
+        up = socket.socket(socket.AF_UNIX)
+        up.connect(server.target)
+
+        def back() -> None:
+            while data := up.recv(65536):
+                self.request.sendall(data)
+            self.request.shutdown(socket.SHUT_WR)
+
+        replies = threading.Thread(target=back, daemon=True)
+        replies.start()
+        try:
+            while data := self.request.recv(65536):
+                with server.lock:
+                    sent += data
+                up.sendall(data)
+            up.shutdown(socket.SHUT_WR)
+            replies.join(30)
+        except OSError:
+            pass
+        finally:
+            up.close()
+
+
+def info_ids(line: bytes) -> set[int]:
+    assert line.startswith(b"INFO "), line
+    return {int(i) for i in line[5:].split(b":")}
+
+
+def test_status_is_one_request_per_poll_over_one_connection(
+    workflow: Workflow, gate: Callable[..., Gate], tmp_path: Path
+) -> None:
+    g = gate()
+    workflow.write(SLOW.replace("range(3)", "range(5)").replace("threads: 2", "threads: 1")
+                   .replace("GATE", g.wait.strip()))  # fmt: skip
+    started = subprocess.run(
+        [sys.executable, "-m", "sjq_client", "server", "-d"],
+        env=workflow.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    proxy = str(tmp_path / "proxy.sock")
+    recorder = Recorder(proxy, workflow.socket)
+    serving = threading.Thread(target=recorder.serve_forever, daemon=True)
+    serving.start()
+    try:
+        run = workflow.start("--jobs", "5", "--sjq-socket", proxy, "--sjq-status-interval", "0.2")
+        try:
+
+            def polls_of_all_five() -> int:
+                return sum(
+                    len(info_ids(line)) == 5
+                    for conn in recorder.lines()
+                    for line in conn
+                    if line.startswith(b"INFO ")
+                )
+
+            # Four run (sjq.maxprocs 4) and one waits in sjq: Snakemake has all five active.
+            run.until(lambda: polls_of_all_five() >= 3, "three polls of the five jobs")
+            g.open()
+            code = run.wait()
+        finally:
+            run.kill()
+    finally:
+        recorder.shutdown()
+        recorder.server_close()
+    assert code == 0, run.output
+    ids = {i.id for i in workflow.jobs().values()}
+    assert len(ids) == 5
+    polling = [conn for conn in recorder.lines() if any(x.startswith(b"INFO ") for x in conn)]
+    assert len(polling) == 1, "every poll goes over the one connection"
+    (polls,) = polling
+    assert all(line.startswith(b"INFO ") for line in polls), polls  # it carries nothing else
+    # Each poll is one INFO line naming every job still active, never a request per job.
+    assert all(info_ids(line) <= ids for line in polls)
+    assert sum(len(info_ids(line)) == 5 for line in polls) >= 3
+    # Submits go over one connection of their own: two connections in all, not one per job.
+    assert len(recorder.lines()) == 2, [c[:1] for c in recorder.lines()]
 
 
 GPU_RULE = """
