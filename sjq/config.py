@@ -153,6 +153,7 @@ class ClientConfig:
     logfile: str | None
     pidfile: str
     source: str | None
+    maxline: int  # the daemon's sjq.maxline, as this config says: how long a request line may be
 
 
 def client_config(
@@ -172,6 +173,7 @@ def client_config(
         logfile=_parse(KEYS["sjq.logfile"], settings, env),
         pidfile=_parse(KEYS["sjq.pidfile"], settings, env),
         source=source,
+        maxline=_parse(KEYS["sjq.maxline"], settings, env),
     )
 
 

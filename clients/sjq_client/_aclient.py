@@ -237,6 +237,7 @@ class AsyncClient:
         self._socket_given = socket is not None
         self.socket = os.path.abspath(socket) if socket is not None else cfg.socket
         self.logfile = cfg.logfile
+        self._maxline = cfg.maxline  # INFO and WAIT lines of many ids are split to fit
         self._pidfile = None if self._socket_given and self.socket != cfg.socket else cfg.pidfile
         self.autostart = autostart
         self.timeout = timeout
@@ -484,7 +485,7 @@ class AsyncClient:
         """What the daemon knows of the given jobs, or of every job it remembers (None); see
         Client.status. A thousand ids are one round trip (INFO lines of IDS_PER_LINE ids,
         pipelined)."""
-        return await self._run(calls.status(ids, states))
+        return await self._run(calls.status(ids, states, self._maxline))
 
     async def info(self, job: JobRef) -> JobInfo:
         """One job's JobInfo; RequestRejected if the daemon does not know it."""
@@ -539,7 +540,7 @@ class AsyncClient:
         from . import _stats_plan  # noqa: PLC0415 -- only for this call
 
         wanted = None if ids is None else job_ids(ids)
-        return await self._run(_stats_plan.plan(wanted, tuple(names), since, by))
+        return await self._run(_stats_plan.plan(wanted, tuple(names), since, by, self._maxline))
 
     async def shutdown(self, *, keep_running: bool = False, timeout: float | None = 30.0) -> None:
         """Stop the daemon and wait until it has removed its socket (see Client.shutdown)."""
@@ -571,7 +572,7 @@ class AsyncClient:
             return {}
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        groups = calls.wait_groups(wanted, progress is not None)
+        groups = calls.wait_groups(wanted, progress is not None, self._maxline)
         stream = await self._open(start=True)
         states: dict[int, JobState] = {}
         futures: list[asyncio.Future[Reply]] = []

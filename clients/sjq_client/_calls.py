@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IDS_PER_LINE",
+    "MAXLINE",
     "MIN_WAIT",
     "Call",
     "Plan",
@@ -65,9 +66,11 @@ __all__ = [
 ]
 
 MIN_WAIT = 0.05  # seconds a wait gives the daemon to answer, whatever its timeout
-# Ids per INFO/WAIT line: 2000 ids of up to 8 digits stay far below the daemon's 64 KiB line
-# (sjq.maxline).
+# Most ids per INFO/WAIT line: 2000 ids of up to 8 digits stay far below the daemon's default
+# 64 KiB line (sjq.maxline); a smaller sjq.maxline makes the lines shorter (chunks).
 IDS_PER_LINE = 2000
+MAXLINE = 64 * 1024  # sjq.maxline's default
+_VERB = len("INFO ")  # the same for WAIT
 
 T = TypeVar("T")
 
@@ -90,8 +93,24 @@ class Call:
 Plan: TypeAlias = Generator[Call, list[Reply], T]
 
 
-def chunks(ids: tuple[int, ...]) -> list[tuple[int, ...]]:
-    return [ids[i : i + IDS_PER_LINE] for i in range(0, len(ids), IDS_PER_LINE)]
+def chunks(ids: tuple[int, ...], maxline: int = MAXLINE) -> list[tuple[int, ...]]:
+    """``ids`` in runs of at most IDS_PER_LINE, each short enough that its request line
+    (``INFO 3:4:5``, ``WAIT 3:4:5``) stays within ``maxline`` bytes, the daemon's sjq.maxline
+    (which would close the connection on a longer line). An id that cannot fit even alone
+    goes alone, for the daemon to refuse."""
+    out: list[tuple[int, ...]] = []
+    run: list[int] = []
+    size = _VERB
+    for i in ids:
+        n = len(str(i))
+        if run and (len(run) == IDS_PER_LINE or size + 1 + n > maxline):
+            out.append(tuple(run))
+            run, size = [], _VERB
+        size += n + (1 if run else 0)
+        run.append(i)
+    if run:
+        out.append(tuple(run))
+    return out
 
 
 # -- submit -------------------------------------------------------------------------------
@@ -246,7 +265,9 @@ def submit_array(request: Submit) -> Plan[range]:
 
 
 def status(
-    ids: JobRef | Iterable[JobRef] | None, states: Iterable[JobState] | None
+    ids: JobRef | Iterable[JobRef] | None,
+    states: Iterable[JobState] | None,
+    maxline: int = MAXLINE,
 ) -> Plan[list[JobInfo]]:
     """`Client.status`: the JobInfo of the jobs asked for, by id."""
     import json  # noqa: PLC0415 -- submits, the common case, never need it
@@ -261,7 +282,7 @@ def status(
         wanted = _ids_in(replies[0], letters)
     if wanted == ():
         return []
-    requests = (Info(()),) if wanted is None else tuple(Info(c) for c in chunks(wanted))
+    requests = (Info(()),) if wanted is None else tuple(Info(c) for c in chunks(wanted, maxline))
     out: list[JobInfo] = []
     for reply in (yield Call(requests, start=ids is not None)):
         if isinstance(reply, Error):
@@ -391,10 +412,12 @@ def ok(requests: Sequence[Request], *, start: bool = False) -> Plan[None]:
 # -- wait ---------------------------------------------------------------------------------
 
 
-def wait_groups(wanted: tuple[int, ...], progress: bool) -> list[tuple[int, ...]]:
+def wait_groups(
+    wanted: tuple[int, ...], progress: bool, maxline: int = MAXLINE
+) -> list[tuple[int, ...]]:
     """The id lists of the WAITs that wait for ``wanted``: with progress, one WAIT per job so
-    that each ending is seen; without, few long lines."""
-    return [(i,) for i in wanted] if progress else chunks(wanted)
+    that each ending is seen; without, few long lines (within ``maxline``)."""
+    return [(i,) for i in wanted] if progress else chunks(wanted, maxline)
 
 
 def wait_states(reply: Reply) -> list[tuple[int, JobState]]:

@@ -65,6 +65,7 @@ class Client:
         self._socket_given = socket is not None
         self.socket = os.path.abspath(socket) if socket is not None else cfg.socket
         self.logfile = cfg.logfile
+        self._maxline = cfg.maxline  # INFO and WAIT lines of many ids are split to fit
         # Only the configured daemon's pid file tells of a daemon still stopping on our socket.
         self._pidfile = None if self._socket_given and self.socket != cfg.socket else cfg.pidfile
         self.autostart = autostart
@@ -317,7 +318,7 @@ class Client:
         (never submitted, or finished longer ago than ``sjq.keep``) are left out. With ids,
         starts a daemon when none answers (see `Client`); without, never.
         """
-        return self._run(calls.status(ids, states))
+        return self._run(calls.status(ids, states, self._maxline))
 
     def info(self, job: JobRef) -> JobInfo:
         """One job's JobInfo; RequestRejected if the daemon does not know it."""
@@ -389,7 +390,7 @@ class Client:
         from . import _stats_plan  # noqa: PLC0415 -- only for this call: keeps submits cheap
 
         wanted = None if ids is None else job_ids(ids)
-        return self._run(_stats_plan.plan(wanted, tuple(names), since, by))
+        return self._run(_stats_plan.plan(wanted, tuple(names), since, by, self._maxline))
 
     def shutdown(self, *, keep_running: bool = False, timeout: float | None = 30.0) -> None:
         """Stop the daemon, and wait (up to ``timeout`` s) until it has removed its socket.
@@ -428,7 +429,7 @@ class Client:
         if not wanted:
             return {}
         deadline = None if timeout is None else time.monotonic() + timeout
-        groups = calls.wait_groups(wanted, progress is not None)
+        groups = calls.wait_groups(wanted, progress is not None, self._maxline)
         conn = self._open(start=True)
         states: dict[int, JobState] = {}
         try:

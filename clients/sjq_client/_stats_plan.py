@@ -9,7 +9,7 @@ from collections.abc import Collection, Iterable
 
 from sjq.protocol import Data, Error, Info, Reply, Status
 
-from ._calls import Call, Plan, chunks
+from ._calls import MAXLINE, Call, Plan, chunks
 from ._exceptions import ProtocolError, RequestRejected
 from ._stats import ENDED, JobUsage, Stats, Tally
 
@@ -21,9 +21,11 @@ def plan(
     names: Collection[str],
     since: float | None,
     by: str,
+    maxline: int = MAXLINE,
 ) -> Plan[Stats]:
     """Stats of the ended jobs the daemon remembers: one STATUS (a few bytes a job) picks the
-    ended jobs of the wanted ids and names, then INFO in chunks of IDS_PER_LINE ids, so that
+    ended jobs of the wanted ids and names, then INFO in chunks of IDS_PER_LINE ids (fewer
+    where the lines would pass ``maxline``, the daemon's sjq.maxline), so that
     a daemon remembering 100,000 jobs never sends, nor this client holds, them all at once.
 
     ``names``: glob patterns, any of which a job's name must match (none: every name).
@@ -46,7 +48,7 @@ def plan(
         jobid = int(fields[0])
         if (wanted_ids is None or jobid in wanted_ids) and named(fields[1]):
             wanted.append(jobid)
-    for chunk in chunks(tuple(wanted)):
+    for chunk in chunks(tuple(wanted), maxline):
         reply = (yield Call((Info(chunk),)))[0]
         for job in _usages(_payload(reply, "INFO")):
             ended = job.ended if job.ended is not None else -math.inf

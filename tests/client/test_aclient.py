@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sjq_client import (
     AsyncClient,
     AsyncJob,
+    Client,
     ConnectionLost,
     DaemonNotRunning,
     JobNotFinished,
@@ -23,10 +26,11 @@ from sjq_client import (
     ProtocolError,
     RequestRejected,
 )
-from sjq_client._calls import IDS_PER_LINE
+from sjq_client._calls import IDS_PER_LINE, chunks
 from support import Daemon, Gate, Home
 
 from sjq.jobs import JobState
+from sjq.protocol import Info, encode_request
 
 S, F, K, U, R, A = (
     JobState.SUCCESS,
@@ -220,6 +224,54 @@ async def pipelined(c: AsyncClient, recorder: Recorder) -> None:
     assert [i.id for i in infos] == [held[i % 3].id for i in range(1000)]
     assert len(recorder.handlers) == 1
     assert recorder.turns().count("><") <= 2  # sent as the tasks ran, answered in bulk
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ids=st.lists(st.integers(1, 10**12), max_size=3000).map(tuple),
+    maxline=st.integers(1, 70_000),
+)
+def test_chunks_keep_every_id_in_order_within_the_line_limit(
+    ids: tuple[int, ...], maxline: int
+) -> None:
+    runs = chunks(ids, maxline)
+    assert tuple(i for run in runs for i in run) == ids
+    for k, run in enumerate(runs):
+        assert 1 <= len(run) <= IDS_PER_LINE
+        line = encode_request(Info(run)).rstrip(b"\r\n")
+        assert len(line) <= maxline or len(run) == 1  # an id that cannot fit goes alone
+        if k + 1 < len(runs) and len(run) < IDS_PER_LINE:  # no shorter than it must be
+            longer = encode_request(Info((*run, runs[k + 1][0]))).rstrip(b"\r\n")
+            assert len(longer) > maxline
+
+
+@pytest.mark.asyncio
+async def test_id_lists_are_split_to_the_configured_maxline(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = daemon_factory(maxline="1K").start()
+    monkeypatch.chdir(d.jobs_dir)
+    rc = tmp_path / "small-lines.rc"
+    rc.write_text("sjq.maxline = 1K\n")  # the client reads the limit where the daemon does
+    recorder = Recorder(d.socket)
+    proxy = str(tmp_path / "proxy.sock")
+    server = await asyncio.start_unix_server(recorder.handle, proxy)
+    async with server:
+        async with AsyncClient(proxy, config=rc, autostart=False) as c:
+            jobs = [await c.submit(command=["true"]) for _ in range(2)]
+            assert await c.wait(jobs, timeout=10) == {j.id: S for j in jobs}
+            recorder.chunks.clear()
+            # 999 ids are some 3,900 bytes as one INFO line: the daemon would close on it.
+            assert [i.id for i in await c.status(range(1, 1000))] == [j.id for j in jobs]
+            assert await c.wait(jobs * 400, timeout=10) == {j.id: S for j in jobs}
+            sent = recorder.lines_sent()
+            assert sum(x.startswith(b"INFO ") for x in sent) >= 4
+            assert sum(x.startswith(b"WAIT ") for x in sent) >= 2
+            assert max(map(len, sent)) <= 1024
+        await recorder.done()
+    with Client(d.socket, config=rc, autostart=False) as blocking:  # the same in Client
+        assert [i.id for i in blocking.status(range(1, 1000))] == [j.id for j in jobs]
+        assert blocking.wait(jobs * 400, timeout=10) == {j.id: S for j in jobs}
 
 
 @pytest.mark.asyncio
