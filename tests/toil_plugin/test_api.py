@@ -104,6 +104,21 @@ def test_an_ended_job_reports_its_exit_status_reason_and_wall_time(
     assert sjq_job(sjq_home, update).procs == 1  # a quarter core is still one CPU
 
 
+def test_disk_requests_are_accepted_and_ignored(batch_system: Any, sjq_home: SjqHome) -> None:
+    from toil.batchSystems.abstractBatchSystem import BatchJobExitReason
+
+    petabyte = 1024**5  # far more than this machine's disks: sjq reserves no disk
+    toil_id = batch_system.issueBatchJob("true", job(1, 100 * MB, disk=petabyte))
+    update = next_update(batch_system)
+    assert (update.jobID, update.exitStatus, update.exitReason) == (
+        toil_id,
+        0,
+        BatchJobExitReason.FINISHED,
+    )
+    info = sjq_job(sjq_home, update)
+    assert (info.state, info.procs, info.mem) == (JobState.SUCCESS, 1, 100 * MB)
+
+
 def test_signals_time_limits_and_start_errors_have_their_exit_reasons(
     batch_system: Any, sjq_home: SjqHome, gate: Callable[[str], Gate]
 ) -> None:
