@@ -229,7 +229,8 @@ sacct_jobs = st.fixed_dictionaries(
             max_size=3,
             unique_by=lambda s: s[0],
         ),
-        "comment": st.text(max_size=30),
+        # sacct, like squeue, prints "(null)" for no comment: that text reads back as none.
+        "comment": st.text(max_size=30).filter(lambda c: c != "(null)"),
     }
 )
 
