@@ -85,8 +85,8 @@ def require(*programs: str, packages: str) -> dict[str, str]:
             paths[p] = path
     if missing:
         raise Unavailable(
-            f"{', '.join(missing)} not installed (Debian packages {packages}; .ci/run installs "
-            "them with apt-get)"
+            f"{', '.join(missing)} not installed (Debian packages {packages}; "
+            "tests/system-packages.sh installs them with apt-get)"
         )
     if os.geteuid() != 0:
         raise Unavailable(
