@@ -22,7 +22,7 @@ __all__ = ["ARM_DEPTH", "ARM_LOW", "ArmEntry", "arm_plan", "could_start", "next_
 
 
 ARM_DEPTH = 16  # entries armed per running job when several run: slack for a busy daemon
-ARM_LOW = 6  # ... and armed again once no more than this many per running job are left
+ARM_LOW = 10  # ... and armed again once no more than this many per running job are left
 
 
 @dataclass(frozen=True, slots=True)

@@ -333,27 +333,30 @@ class Watcher:
             return w.group.pids()
         return [st.pid for st in self._alive(job)]
 
-    def _alive(self, job: Hashable) -> list[ProcStat]:
+    def _alive(self, job: Hashable, reaped: int | None = None) -> list[ProcStat]:
         # A start may be a lower bound (``ProcTree.add``): the same process starts at
         # most START_SLACK later; a recycled pid, only after the pid space has wrapped.
+        # ``reaped``: a process known gone (waited for), not looked for.
         return [
             st
             for pid, start in self.tree.pids(job).items()
-            if (st := read_stat(pid, self.proc)) is not None
+            if pid != reaped
+            and (st := read_stat(pid, self.proc)) is not None
             and start <= st.start <= start + START_SLACK
             and st.state not in "ZX"
         ]
 
-    def stop(self, job: Hashable) -> dict[int, tuple[float, float]]:
+    def stop(self, job: Hashable, reaped: int | None = None) -> dict[int, tuple[float, float]]:
         """SIGKILL every process of the job (its group, or every process of its tree the
-        watcher knows); for a tree, the CPU time (user, system seconds) each process had
-        used just before, so that the time of a process nobody will wait for is not lost."""
+        watcher knows but ``reaped``, one already waited for); for a tree, the CPU time
+        (user, system seconds) each process had used just before, so that the time of a
+        process nobody will wait for is not lost."""
         w = self.jobs.get(job)
         if w is not None and w.group is not None:
             w.group.kill()
             return {}
         used: dict[int, tuple[float, float]] = {}
-        for st in self._alive(job):
+        for st in self._alive(job, reaped):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(st.pid, signal.SIGKILL)
                 used[st.pid] = (st.utime / CLK_TCK, st.stime / CLK_TCK)

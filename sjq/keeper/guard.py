@@ -220,8 +220,8 @@ class Guard:
         group, or every process of its tree the watcher knows), measure it, give its group
         back."""
         held = self.jobs.pop(jobid)
-        held.dying.update(self.watcher.stop(jobid))
-        held.dying.pop(held.pid, None)  # wait4 counted it
+        held.dying.update(self.watcher.stop(jobid, reaped=held.pid))
+        held.dying.pop(held.pid, None)  # wait4 counted it (an earlier stop may have listed it)
         for u_, s_ in held.dying.values():
             held.reaped_utime += u_
             held.reaped_stime += s_
