@@ -48,6 +48,9 @@ class _User:
         self.gids = gids
         # The daemon itself is that user: the kernel answers, ACLs and all.
         self.is_me = uid in (-1, os.geteuid())
+        # Answers of ``problem`` for this one check: the outputs' directory is mostly the
+        # working directory, asked about once for each output.
+        self._seen: dict[tuple[str, int, bool], str] = {}
 
     @staticmethod
     def of(uid: int, gid: int) -> _User:
@@ -72,6 +75,13 @@ class _User:
         return "is not writable" if not self.allowed(path, st, _W) else ""
 
     def problem(self, path: str, bits: int, *, directory: bool) -> str:
+        key = (path, bits, directory)
+        why = self._seen.get(key)
+        if why is None:
+            why = self._seen[key] = self._problem(path, bits, directory=directory)
+        return why
+
+    def _problem(self, path: str, bits: int, *, directory: bool) -> str:
         try:
             st = os.stat(path)
         except OSError as e:

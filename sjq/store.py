@@ -32,6 +32,15 @@ from sjq.schema import MIGRATIONS as _MIGRATIONS
 __all__ = ["SCHEMA_VERSION", "Element", "JobSpec", "Store", "StoreError", "WriteFailed"]
 
 
+INSERT_JOB = (
+    "INSERT INTO jobs (id, name, state, procs, mem, depends, uid, gid, cwd, stdout,"
+    " stderr, env, script, submitted, priority, time_limit, reason, dependency,"
+    " array_id, array_index, entry, makedirs, gpus, retry, retry_mem)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+INSERT_EVENT = "INSERT INTO events VALUES (?,?,?)"
+
+
 class StoreError(RuntimeError):
     """The state database cannot be used; the message says which file and what to do."""
 
@@ -241,27 +250,24 @@ class Store:
                     "INSERT INTO arrays (id, script, env, array_limit) VALUES (?,?,?,?)",
                     (array, spec.script, env, limit),
                 )
-            self.db.executemany(
-                "INSERT INTO jobs (id, name, state, procs, mem, depends, uid, gid, cwd, stdout,"
-                " stderr, env, script, submitted, priority, time_limit, reason, dependency,"
-                " array_id, array_index, entry, makedirs, gpus, retry, retry_mem)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows = [
                 (
-                    (
-                        *(job.id, job.name, job.state.value, job.procs, job.mem),
-                        *(depends_text(job.depends), job.uid, job.gid, spec.cwd),
-                        *(e.stdout, e.stderr, own_env, script, job.submit_time, job.priority),
-                        *(spec.time_limit, job.reason, job.dependency, array, e.index, e.entry),
-                        makedirs,
-                        *(job.gpus, job.retry, job.retry_mem),
-                    )
-                    for job, e in zip(jobs, elements, strict=True)
-                ),
-            )
-            self.db.executemany(
-                "INSERT INTO events VALUES (?,?,?)",
-                ((job.id, job.state.value, job.submit_time) for job in jobs),
-            )
+                    *(job.id, job.name, job.state.value, job.procs, job.mem),
+                    *(depends_text(job.depends), job.uid, job.gid, spec.cwd),
+                    *(e.stdout, e.stderr, own_env, script, job.submit_time, job.priority),
+                    *(spec.time_limit, job.reason, job.dependency, array, e.index, e.entry),
+                    makedirs,
+                    *(job.gpus, job.retry, job.retry_mem),
+                )
+                for job, e in zip(jobs, elements, strict=True)
+            ]
+            events = [(job.id, job.state.value, job.submit_time) for job in jobs]
+            if len(rows) == 1:  # most SUBMITs: execute costs less than executemany's set-up
+                self.db.execute(INSERT_JOB, rows[0])
+                self.db.execute(INSERT_EVENT, events[0])
+            else:
+                self.db.executemany(INSERT_JOB, rows)
+                self.db.executemany(INSERT_EVENT, events)
         except sqlite3.Error as e:
             self._failed(e)
 
