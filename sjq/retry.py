@@ -1,7 +1,7 @@
 """Retries (SUBMIT options RETRY and RETRYMEM): whether a failed attempt of a job is started
-again, and with how much memory. Pure: the caller (`State.exited`) puts the job back in the
-queue. ``F`` stays terminal: only the last attempt can end in it, so WAIT and dependents see
-one final state."""
+again, and with how much memory. Pure: the caller (`State.exited`, or the Slurm back end's
+`SlurmBackend._end`) puts the job back in the queue. ``F`` stays terminal: only the last
+attempt can end in it, so WAIT and dependents see one final state."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from sjq.units import format_mem
 __all__ = ["Retry", "retry_of"]
 
 OUT_OF_MEMORY = "out of memory"  # how the keeper's reason for a memory end starts
-LOST = "exit status lost"  # how the reason of an end nobody recorded starts
+# How the reason of an end nobody recorded starts: the keeper's, and the Slurm back end's
+# for a job slurmctld forgot before sjq saw it end (sjq.slurm.backend).
+LOST = ("exit status lost", "how it ended is lost")
 
 
 class Retry(NamedTuple):

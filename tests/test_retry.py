@@ -39,6 +39,9 @@ def test_an_end_nobody_recorded_is_not_retried() -> None:
         )
         is None
     )
+    # Under Slurm: a job slurmctld forgot before a daemon saw it end.
+    gone = "how it ended is lost: Slurm no longer lists job 42"
+    assert retry_of(job(retry=3, attempts=1), gone, None) is None
 
 
 def test_more_memory_only_after_an_out_of_memory_end_and_at_most_maxmem() -> None:

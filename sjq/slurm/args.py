@@ -45,6 +45,7 @@ __all__ = [
     "make_batch_tag",
     "make_tag",
     "mem_arg",
+    "parse_attempt_tag",
     "parse_batch_tag",
     "parse_sbatch_output",
     "parse_tag",
@@ -111,7 +112,7 @@ class Pattern:
 class SbatchRequest:
     """What sbatch is told about one job. ``None`` fields are not passed at all."""
 
-    tag: str  # --comment; unique per sjq job (make_tag), how a crashed daemon finds it again
+    tag: str  # --comment; unique per sjq job and attempt (make_tag): how a crashed daemon finds it
     name: str | None = None  # --job-name
     procs: int | None = None  # --cpus-per-task (one task)
     mem: int | None = None  # bytes; --mem in MiB rounded up; 0 or None: not passed
@@ -181,10 +182,14 @@ def script_for_sbatch(script: bytes) -> bytes:
     return stripped if stripped.startswith(b"#!") else script
 
 
-def make_tag(daemon_id: str, jobid: int) -> str:
-    """``sjq:<daemon-id>:<jobid>``, the comment that marks a Slurm job as this sjq job's."""
+def make_tag(daemon_id: str, jobid: int, attempt: int = 1) -> str:
+    """``sjq:<daemon-id>:<jobid>``, the comment that marks a Slurm job as this sjq job's; for
+    its attempts after the first (RETRY) ``sjq:<daemon-id>:<jobid>.<attempt>``, so that each
+    attempt is found by a tag of its own and an earlier one's record is never taken for it."""
     if not _DAEMON_ID.fullmatch(daemon_id):
         raise ArgsError(f"daemon id {daemon_id!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    if attempt > 1:
+        return f"{TAG_PREFIX}:{daemon_id}:{jobid}.{attempt}"
     return f"{TAG_PREFIX}:{daemon_id}:{jobid}"
 
 
@@ -196,6 +201,20 @@ def parse_tag(comment: str) -> tuple[str, int] | None:
     if not parts[2].isascii() or not parts[2].isdigit():
         return None
     return parts[1], int(parts[2])
+
+
+def parse_attempt_tag(comment: str) -> tuple[str, int, int] | None:
+    """``(daemon_id, jobid, attempt)`` from a comment ``make_tag`` wrote for any attempt (a
+    plain tag is attempt 1), else None."""
+    head, sep, last = comment.rpartition(":")
+    number, dot, attempt = last.partition(".")
+    if not dot:
+        tag = parse_tag(comment)
+        return None if tag is None else (tag[0], tag[1], 1)
+    if not (attempt.isascii() and attempt.isdigit()) or attempt[0] == "0" or int(attempt) < 2:
+        return None  # (attempt 1 is written without one)
+    tag = parse_tag(f"{head}{sep}{number}")
+    return None if tag is None else (tag[0], tag[1], int(attempt))
 
 
 def make_batch_tag(daemon_id: str, base: int) -> str:

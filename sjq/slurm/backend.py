@@ -22,7 +22,9 @@ What a job goes through (docs/slurm.md):
    With slurmdbd, ``sacct`` adds CPU time and peak memory after the end, and tells how a
    job ended that slurmctld has already forgotten.
 
-KILL is ``scancel``, HOLD/RELEASE of a job waiting in Slurm ``scontrol uhold/release``.
+KILL is ``scancel``, HOLD/RELEASE of a job waiting in Slurm ``scontrol uhold/release``. A
+failed attempt with attempts left (RETRY, ``sjq.retry``) goes back to sjq's queue (``_end``);
+once started again it is handed over as a new Slurm job, alone, under its attempt's own tag.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Protocol
 
 from sjq.config import Config
 from sjq.jobs import TERMINAL, E, F, Job, JobLaunch, JobState, K, Q, R
+from sjq.retry import retry_of
 from sjq.slurm.commands import Slurm
 from sjq.slurm.errors import SlurmError, SlurmRejected
 from sjq.slurm.parse import Settings, SlurmJob
@@ -54,6 +57,7 @@ from sjq.slurm.track import (
     apply,
     next_interval,
     observe,
+    settled,
 )
 from sjq.state import State
 
@@ -113,7 +117,7 @@ class SlurmBackend(Submitting):
         may or may not have reached it: their tags decide, after ``SETTLE`` seconds."""
         for job in jobs:
             self.jobs[job.id] = job
-            t = Tracked(job.id, job.backend_id)
+            t = self._tracked(job, job.backend_id)
             if job.backend_id is None:
                 t.uncertain_since = now
             if job.shown is None and job.backend_id is not None:
@@ -161,12 +165,12 @@ class SlurmBackend(Submitting):
         job = st.queue.get(launch.jobid)
         if job is None or job.state is not R:
             return
-        job.shown, job.start_time, job.reason = Q, None, ""
+        t = self.tracked[job.id] = self._tracked(job)
+        job.shown, job.start_time, job.reason = Q, None, t.retried
         st.touched[job.id] = job
         self.jobs[job.id] = job
-        self.tracked[job.id] = Tracked(job.id)
         self._launches[job.id] = launch
-        self.pending.add(job.id, job.array)
+        self.pending.add(job.id, job.array, alone=t.attempt > 1)  # a retry goes alone
 
     def _take_back(self, st: State, job: Job) -> None:
         """HOLD of a job handed over but provably not in Slurm (waiting for sbatch, or for
@@ -297,9 +301,12 @@ class SlurmBackend(Submitting):
         except SlurmError as e:
             log.warning("sacct failed (%s); asking again at the next poll", e)
             return []
-        events = observe(self.tracked, answer.jobs, self.ident, asked, complete=False)
+        records = [r for r in answer.jobs if settled(r)]
+        later = {r.key for r in answer.jobs} - {r.key for r in records}  # asked again
+        events = observe(self.tracked, records, self.ident, asked, complete=False)
         told = {e.jobid for e in events}
-        return events + [self._lost(m, asked) for m in missing if m.jobid not in told]
+        lost = [m for m in missing if m.jobid not in told and m.slurm_id not in later]
+        return events + [self._lost(m, asked) for m in lost]
 
     def _lost(self, m: Missing, asked: float) -> Ended:
         t = self.tracked.get(m.jobid)
@@ -374,6 +381,8 @@ class SlurmBackend(Submitting):
 
     def _apply(self, ev: Event) -> None:
         job = self.jobs.get(ev.jobid)
+        t = self.tracked.get(ev.jobid)
+        retried = "" if t is None else t.retried  # the reason while Slurm gives none
         apply(self.tracked, ev)
         if job is None:
             return
@@ -384,7 +393,8 @@ class SlurmBackend(Submitting):
                 self._recorded(job, slurm_id)
             case Absent():
                 # Provably not in Slurm: tracked afresh, submitted again after its backoff.
-                self.tracked[job.id] = Tracked(job.id)
+                self.tracked[job.id] = Tracked(job.id, attempt=t.attempt if t else 1,
+                                               retried=retried)  # fmt: skip
                 self._absent.add(job.id)
                 self.pending.gone(job.id)
                 self._work.set()
@@ -393,10 +403,10 @@ class SlurmBackend(Submitting):
                     self._end(st, job, K, "killed by request", time.time())
             case Waiting(_, shown, reason):
                 job.shown = shown
-                job.reason = f"Slurm: {reason}" if reason else ""
+                job.reason = f"Slurm: {reason}" if reason else retried
                 st.touched[job.id] = job
             case Began(_, start, node):
-                job.shown, job.reason = None, ""
+                job.shown, job.reason = None, retried
                 job.node = node or job.node
                 job.start_time = start or time.time()
                 st.touched[job.id] = job
@@ -425,7 +435,7 @@ class SlurmBackend(Submitting):
         self._retry_at.pop(job.id, None)
         job.backend_id = slurm_id
         if job.reason.startswith("waiting for Slurm"):
-            job.reason = ""
+            job.reason = "" if t is None else t.retried
         self._state().touched[job.id] = job
         if job.killing:
             self._cancel.add(slurm_id)
@@ -446,8 +456,17 @@ class SlurmBackend(Submitting):
         else:
             job.reason = reason
         job.shown = None
-        assert state in TERMINAL
-        st.queue.finish(job, state, when)
+        again = retry_of(job, reason, self.cfg.maxmem) if state is F else None
+        if again is not None:  # RETRY: it waits in sjq's queue for its next start (``_hand``)
+            log.info("job %d: %s", job.id, again.reason)
+            self._measure.pop(job.id, None)
+            st.queue.retry(job, when, again.mem)
+            job.reason = again.reason
+            job.exit_code = job.signal = job.cpu_user = job.maxrss = None
+            job.measured_by = job.backend_id = job.node = None  # the next attempt's, once known
+        else:
+            assert state in TERMINAL
+            st.queue.finish(job, state, when)
         self._host_turn()
 
     def _forget(self, jobid: int) -> None:

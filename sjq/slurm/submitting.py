@@ -246,6 +246,12 @@ class Submitting:
         env = {k: v for k, v in launch.env.items() if k not in NOT_EXPORTED}
         return Member(job.id, env, launch.stdout, launch.stderr)
 
+    def _tracked(self, job: Job, slurm_id: str | None = None) -> Tracked:
+        """What follows ``job``'s current attempt (``job.attempts``) in Slurm; after a failed
+        one (RETRY) it keeps why that failed, INFO's reason while Slurm gives none."""
+        retried = job.reason if job.attempts > 1 and job.reason.startswith("attempt ") else ""
+        return Tracked(job.id, slurm_id, attempt=max(1, job.attempts), retried=retried)
+
     def _uncertain(self, job: Job, why: str) -> None:
         """sbatch failed transiently: Slurm may or may not have the job; its tag decides."""
         t = self.tracked.get(job.id)
@@ -261,7 +267,7 @@ class Submitting:
     def request(self, job: Job, launch: JobLaunch) -> SbatchRequest:
         """What sbatch is told about ``job``."""
         return SbatchRequest(
-            tag=make_tag(self.ident, job.id),
+            tag=make_tag(self.ident, job.id, max(1, job.attempts)),  # each attempt its own
             name=job.name,
             procs=job.procs or None,  # 0: not given (#SBATCH lines or Slurm's default)
             mem=job.mem or None,
@@ -284,7 +290,7 @@ class Submitting:
                     continue
                 if jobid not in self._launches:  # an earlier daemon's: read back its record
                     self._launches[jobid] = self._state().spawn_request(job)
-                self.pending.add(jobid, job.array)
+                self.pending.add(jobid, job.array, alone=job.attempts > 1)  # (as ``_hand``)
                 self._work.set()
 
 

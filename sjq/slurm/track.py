@@ -5,8 +5,9 @@ Imports no sqlite3 either; the Slurm back end (``sjq.slurm.backend``) feeds it w
 
 Every job sjq hands to Slurm carries the tag ``sjq:<daemon-id>:<jobid>`` as its comment (the
 elements of an array submitted together: ``sjq:<daemon-id>:a<base>``, task N being job
-base + N), and one ``squeue`` for all of the user's jobs answers for all of them at once. A
-job is tracked from the moment its submission may have reached Slurm:
+base + N; an attempt after the first, RETRY: ``sjq:<daemon-id>:<jobid>.<attempt>``), and one
+``squeue`` for all of the user's jobs answers for all of them at once. A job is tracked, one
+attempt at a time, from the moment its submission may have reached Slurm:
 
 - with its Slurm id (``slurm_id``) once sbatch answered;
 - *uncertain* (``slurm_id`` None, ``uncertain_since`` set) while nobody knows whether Slurm
@@ -15,6 +16,8 @@ job is tracked from the moment its submission may have reached Slurm:
   tag settles it: a status answer that lists the tag gives the id (``Found``); one taken at
   least ``SETTLE`` seconds after the doubt arose that does not list it proves the job is not
   in Slurm (``Absent``), and only then is it submitted again. So nothing is submitted twice.
+  A record of another attempt of the job (an earlier one, which Slurm lists for ``MinJobAge``
+  after its end) is neither: it is ignored.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from sjq.protocol import JobState
-from sjq.slurm.args import parse_batch_tag, parse_tag
+from sjq.slurm.args import parse_attempt_tag, parse_batch_tag
 from sjq.slurm.parse import SlurmJob
 from sjq.slurm.states import Phase, progress
 
@@ -41,6 +44,8 @@ __all__ = [
     "next_interval",
     "observe",
     "owner",
+    "settled",
+    "tag_of",
 ]
 
 # Seconds after a submission's outcome became unknown before a status answer without its tag
@@ -60,6 +65,8 @@ class Tracked:
     uncertain_since: float | None = None  # when the doubt about its submission arose
     shown: JobState = JobState.QUEUED  # what sjq last showed: Q or U (waiting), R (running)
     reason: str = ""  # the waiting reason last shown
+    attempt: int = 1  # which attempt of the job this is (RETRY); its tag says it
+    retried: str = ""  # why the attempt before failed: INFO reason while Slurm gives none
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,16 +124,30 @@ class Missing:
 Event: TypeAlias = Found | Absent | Waiting | Began | Ended | Missing
 
 
-def owner(rec: SlurmJob) -> tuple[str, int] | None:
-    """``(daemon_id, jobid)`` of the sjq job a Slurm record is: from its tag, and for a task of
-    a batch (``sjq.slurm.batch``) from the batch's tag and the task's number."""
-    tag = parse_tag(rec.comment)
+def tag_of(rec: SlurmJob) -> tuple[str, int, int] | None:
+    """``(daemon_id, jobid, attempt)`` of the sjq job a Slurm record is: from its tag, and for
+    a task of a batch (``sjq.slurm.batch``, first attempts only) from the batch's tag and the
+    task's number."""
+    tag = parse_attempt_tag(rec.comment)
     if tag is not None:
         return tag
     batch = parse_batch_tag(rec.comment)
     if batch is None or rec.array_task_id is None:
         return None
-    return batch[0], batch[1] + rec.array_task_id
+    return batch[0], batch[1] + rec.array_task_id, 1
+
+
+def owner(rec: SlurmJob) -> tuple[str, int] | None:
+    """``(daemon_id, jobid)`` of the sjq job a Slurm record is (``tag_of``)."""
+    tag = tag_of(rec)
+    return None if tag is None else (tag[0], tag[1])
+
+
+def settled(rec: SlurmJob) -> bool:
+    """Whether a record may be taken as it stands: sacct lists a job's end state before
+    slurmdbd has written all of its end (its end time, who cancelled it); such a record is
+    asked for again, never taken as the end."""
+    return rec.source != "sacct" or rec.end is not None or progress(rec).phase is not Phase.ENDED
 
 
 def observe(
@@ -144,12 +165,12 @@ def observe(
     events: list[Event] = []
     seen: set[int] = set()
     for rec in records:
-        tag = owner(rec)
+        tag = tag_of(rec)
         if tag is None or tag[0] != daemon_id:
             continue
         t = tracked.get(tag[1])
-        if t is None or t.jobid in seen:
-            continue
+        if t is None or t.jobid in seen or tag[2] != t.attempt:
+            continue  # (another attempt's record: not the one tracked)
         if t.slurm_id is None:
             events.append(Found(t.jobid, rec.key))
         elif t.slurm_id != rec.key:

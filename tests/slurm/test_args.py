@@ -23,6 +23,7 @@ from sjq.slurm.args import (
     make_batch_tag,
     make_tag,
     mem_arg,
+    parse_attempt_tag,
     parse_batch_tag,
     parse_sbatch_output,
     parse_tag,
@@ -317,6 +318,28 @@ def test_any_comment_is_a_tag_or_not(comment: str) -> None:
     parsed = parse_tag(comment)
     if parsed is not None:
         assert make_tag(*parsed) == comment
+
+
+@given(
+    st.from_regex(r"[A-Za-z0-9._-]{1,64}", fullmatch=True),
+    st.integers(0, 2**63),
+    st.integers(1, 10**6),
+)
+def test_attempt_tag_round_trips(daemon: str, jobid: int, attempt: int) -> None:
+    tag = make_tag(daemon, jobid, attempt)
+    assert parse_attempt_tag(tag) == (daemon, jobid, attempt)
+    assert (tag == make_tag(daemon, jobid)) == (attempt == 1)  # the first keeps the plain tag
+    assert (parse_tag(tag) == (daemon, jobid)) == (attempt == 1)
+    assert parse_batch_tag(tag) is None
+    assert tag.startswith(f"sjq:{daemon}:")  # what a restarted daemon looks for
+
+
+@given(st.text(max_size=40) | st.from_regex(r"sjq:[a-z.]{1,3}:\d{1,3}\.\d{1,3}", fullmatch=True))
+def test_any_comment_is_an_attempt_tag_or_not(comment: str) -> None:
+    parsed = parse_attempt_tag(comment)
+    if parsed is not None:
+        assert make_tag(*parsed) == comment
+    assert parse_attempt_tag(make_batch_tag("d", 5)) is None
 
 
 @given(st.from_regex(r"[A-Za-z0-9._-]{1,64}", fullmatch=True), st.integers(0, 2**63))

@@ -443,10 +443,13 @@ def test_sacct_says_who_cancelled(acct: Slurm, tmp_path: Path) -> None:
     acct.cancel([jobid])
 
     def recorded() -> SlurmJob | None:
+        # slurmdbd writes a cancel in steps: sacct may say CANCELLED before it has the end
+        # time and who cancelled; only a record with its end is complete.
         jobs = acct.sacct([jobid]).jobs
-        return jobs[0] if jobs and jobs[0].state == "CANCELLED" else None
+        done = bool(jobs) and jobs[0].state == "CANCELLED" and jobs[0].end is not None
+        return jobs[0] if done else None
 
-    job = wait_for(recorded, WAIT, what="slurmdbd to record the cancel")
+    job = wait_for(recorded, WAIT, what="slurmdbd to record the cancel with its end")
     assert job.cancelled_by == os.geteuid()
     assert progress(job).state is JobState.KILLED
     assert progress(job).reason == f"cancelled in Slurm by uid {os.geteuid()}"

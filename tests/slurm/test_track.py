@@ -23,6 +23,7 @@ from sjq.slurm.track import (
     next_interval,
     observe,
     owner,
+    settled,
 )
 
 ME = "host-1a2b"
@@ -136,3 +137,44 @@ def test_a_batchs_tasks_are_its_elements() -> None:
     assert Began(101, None, "n1") in events
     assert Waiting(102, JobState.QUEUED, "JobArrayTaskLimit") in events
     assert Found(103, "500_4") in events
+
+
+def test_a_record_of_another_attempt_is_not_the_tracked_one() -> None:
+    """A retried job (RETRY) is tracked as its new attempt: the record of the one before,
+    which squeue lists for MinJobAge after its end, neither gives the new one's id nor ends
+    it, and does not keep it from being proven absent."""
+
+    def attempt(n: int, key: str, state: str = "PENDING") -> SlurmJob:
+        tag = f"sjq:{ME}:7" if n == 1 else f"sjq:{ME}:7.{n}"
+        return SlurmJob(key=key, job_id=int(key), state=state, comment=tag, exit_code=1)
+
+    old = attempt(1, "70", "FAILED")
+    uncertain = {7: Tracked(7, None, uncertain_since=0.0, attempt=2)}
+    assert observe(uncertain, [old], ME, asked_at=SETTLE) == [Absent(7)]
+    new = attempt(2, "71")
+    assert observe(uncertain, [old, new], ME, asked_at=SETTLE) == [
+        Found(7, "71"),
+        Waiting(7, JobState.QUEUED, ""),
+    ]
+    known = {7: Tracked(7, "71", attempt=2)}
+    assert observe(known, [attempt(2, "71", "COMPLETED"), old], ME, asked_at=SETTLE) == [
+        Ended(7, JobState.SUCCESS, "", attempt(2, "71", "COMPLETED"))
+    ]
+    third = {7: Tracked(7, None, uncertain_since=0.0, attempt=3)}
+    assert observe(third, [old, new], ME, asked_at=SETTLE) == [Absent(7)]
+    assert owner(new) == (ME, 7)
+
+
+def test_a_batchs_tasks_are_first_attempts() -> None:
+    retried = {103: Tracked(103, None, uncertain_since=0.0, attempt=2)}
+    assert observe(retried, [task(100, 500, 3, "FAILED")], ME, asked_at=SETTLE) == [Absent(103)]
+
+
+def test_an_ended_sacct_record_without_its_end_time_is_not_settled() -> None:
+    """slurmdbd writes a cancel in steps: sacct may list CANCELLED before the end time and
+    who cancelled it are written."""
+    partial = SlurmJob(key="5", job_id=5, state="CANCELLED", source="sacct")
+    assert not settled(partial)
+    assert settled(SlurmJob(key="5", job_id=5, state="CANCELLED", source="sacct", end=1.0))
+    assert settled(SlurmJob(key="5", job_id=5, state="RUNNING", source="sacct"))
+    assert settled(SlurmJob(key="5", job_id=5, state="CANCELLED"))  # squeue's: as it stands
