@@ -208,13 +208,17 @@ def parse_attempt_tag(comment: str) -> tuple[str, int, int] | None:
     plain tag is attempt 1), else None."""
     head, sep, last = comment.rpartition(":")
     number, dot, attempt = last.partition(".")
-    if not dot:
-        tag = parse_tag(comment)
-        return None if tag is None else (tag[0], tag[1], 1)
-    if not (attempt.isascii() and attempt.isdigit()) or attempt[0] == "0" or int(attempt) < 2:
-        return None  # (attempt 1 is written without one)
+    n = 1
+    if dot:
+        if not (attempt.isascii() and attempt.isdigit()) or attempt[0] == "0":
+            return None
+        n = int(attempt)
+        if n < 2:
+            return None  # (attempt 1 is written without one)
     tag = parse_tag(f"{head}{sep}{number}")
-    return None if tag is None else (tag[0], tag[1], int(attempt))
+    if tag is None or str(tag[1]) != number:
+        return None  # (make_tag writes no leading zeros)
+    return tag[0], tag[1], n
 
 
 def make_batch_tag(daemon_id: str, base: int) -> str:

@@ -144,18 +144,15 @@ def test_a_record_of_another_attempt_is_not_the_tracked_one() -> None:
     which squeue lists for MinJobAge after its end, neither gives the new one's id nor ends
     it, and does not keep it from being proven absent."""
 
-    def attempt(n: int, key: str, state: str = "PENDING") -> SlurmJob:
+    def attempt(n: int, key: str, state: str = "PENDING", status: int = 0) -> SlurmJob:
         tag = f"sjq:{ME}:7" if n == 1 else f"sjq:{ME}:7.{n}"
-        return SlurmJob(key=key, job_id=int(key), state=state, comment=tag, exit_code=1)
+        return SlurmJob(key=key, job_id=int(key), state=state, comment=tag, exit_code=status)
 
-    old = attempt(1, "70", "FAILED")
+    old = attempt(1, "70", "FAILED", 1)
     uncertain = {7: Tracked(7, None, uncertain_since=0.0, attempt=2)}
     assert observe(uncertain, [old], ME, asked_at=SETTLE) == [Absent(7)]
     new = attempt(2, "71")
-    assert observe(uncertain, [old, new], ME, asked_at=SETTLE) == [
-        Found(7, "71"),
-        Waiting(7, JobState.QUEUED, ""),
-    ]
+    assert observe(uncertain, [old, new], ME, asked_at=SETTLE) == [Found(7, "71")]
     known = {7: Tracked(7, "71", attempt=2)}
     assert observe(known, [attempt(2, "71", "COMPLETED"), old], ME, asked_at=SETTLE) == [
         Ended(7, JobState.SUCCESS, "", attempt(2, "71", "COMPLETED"))
