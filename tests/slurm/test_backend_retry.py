@@ -22,15 +22,15 @@ from .test_backend_arrays import submit as submit_array
 MB = 1 << 20
 
 
-def counting(d: Daemon, succeed_at: int, then: str = "", nap: str = "0") -> str:
+def counting(d: Daemon, succeed_at: int, then: str = "", before: str = "") -> str:
     """A job that counts its attempts (a file per sjq job), writes each attempt's Slurm id to
-    a ledger, sleeps ``nap`` seconds and fails until attempt ``succeed_at``; ``then`` runs
-    after a success."""
+    a ledger, runs ``before`` and fails until attempt ``succeed_at``; ``then`` runs after a
+    success."""
     base = d.jobs_dir
     return (
         f'#!/bin/sh\nc="{base}/count.$SJQ_JOBID"\n'
         'n=$(cat "$c" 2>/dev/null || echo 0); n=$((n + 1)); echo $n > "$c"\n'
-        f'echo "$SJQ_JOBID $n $SLURM_JOB_ID" >> "{base}/ledger"\nsleep {nap}\n'
+        f'echo "$SJQ_JOBID $n $SLURM_JOB_ID" >> "{base}/ledger"\n{before}'
         f'[ "$n" -ge {succeed_at} ] || exit 1\n{then}'
     )
 
@@ -198,7 +198,7 @@ def test_sigkill_around_retries_submits_no_attempt_twice(
     for i in range(12):
         k = rng.choice([0, 1, 2, 2, 3])  # failures before a success; 3: RETRY 2 is not enough
         nap = rng.choice(["0", "0.2", "0.5"])
-        jid = d.submit(counting(d, k + 1, nap=nap), retry="2")
+        jid = d.submit(counting(d, k + 1, before=f"sleep {nap}\n"), retry="2")
         failures[jid] = k
         if i in (3, 8):  # SIGKILL (sbatch commands may be under way) and restart
             d.kill9()
@@ -227,3 +227,36 @@ def test_sigkill_around_retries_submits_no_attempt_twice(
             tag = f"sjq:{ident}:{jid}" + (f".{n}" if n > 1 else "")
             assert tags[tag] == [slurm_id], (tag, tags)  # submitted once, and it ran
     assert len(tags) == sum(min(k + 1, 3) for k in failures.values())
+
+
+@pytest.mark.timeout(120)
+def test_a_restarted_daemon_does_not_take_the_last_attempts_end_for_the_next(
+    slurm: Cluster, daemon_factory: Callable[..., Daemon], gate: Callable[[str], Gate]
+) -> None:
+    """Attempt 2 is recorded as handed to Slurm, but whether sbatch took it is unknown (the
+    controller was down) when the daemon dies. The restarted daemon finds attempt 1's FAILED
+    record under the job's plain tag in squeue: that is not attempt 2, which is proven absent
+    and submitted, once."""
+    d = slurm_daemon(daemon_factory).start()
+    g = gate("g")
+    jid = d.submit(counting(d, 2, before=g.wait), retry="2")
+    d.wait_state(jid, "R", WAIT)
+    assert d.req("PAUSE") == b"OK\r\n"  # its next attempt is not handed over yet
+    g.open()
+    wait_for(lambda: d.info(jid)["reason"].startswith("attempt 1 of 3 failed"), WAIT, "a retry")
+    with slurm.controller_stopped():
+        assert d.req("RESUME") == b"OK\r\n"
+        wait_for(lambda: f"job {jid}: sbatch failed" in d.log, 60, "sbatch to fail")
+        assert (d.state(jid), d.info(jid)["attempts"]) == ("Q", 2)
+        d.kill9()
+    d.start()
+    assert d.wait_state(jid, "SFAKE", 60) == "S", d.info(jid)
+    info = d.info(jid)
+    assert info["attempts"] == 2
+    runs = ledger(d)[jid]
+    assert [n for n, _ in runs] == [1, 2]
+    ident = daemon_id(d)
+    assert attempt_tags(slurm, d) == {
+        f"sjq:{ident}:{jid}": [runs[0][1]],
+        f"sjq:{ident}:{jid}.2": [runs[1][1]],
+    }
