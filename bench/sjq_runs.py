@@ -86,13 +86,14 @@ def throughput(
         return jobs / wall
 
 
-def chain(workdir: Path, jobs: int, slots: int) -> float:
+def chain(workdir: Path, jobs: int, slots: int, settings: dict[str, str] | None = None) -> float:
     """Wall seconds, first submit to last end, for ``jobs`` jobs each DEPENDS on the previous.
 
     Submitted one at a time, each naming the id the previous reply gave, as a
     pipeline runner would; jobs start while the chain is still being submitted.
+    ``settings``: the daemon's, beyond the bench's own.
     """
-    with Daemon(workdir / "sjq-chain", slots) as d, d.connect() as conn:
+    with Daemon(workdir / "sjq-chain", slots, settings) as d, d.connect() as conn:
         cwd = str(d.jobs)
         t0 = time.perf_counter()
         prev: list[int] = []
