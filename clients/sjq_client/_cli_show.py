@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from sjq.protocol import JobState
+from sjq.protocol import JobState, format_runs
 from sjq.units import UnitError, format_duration, format_mem, parse_duration
 
 from ._args import Command, Opt, UsageError
@@ -355,13 +355,4 @@ class _Progress:
 
 def format_cpus(cpus: tuple[int, ...]) -> str:
     """(0, 2, 3) -> ``0,2-3``, as SJQ_CPUS and taskset write them."""
-    ids = sorted(set(cpus))
-    out: list[str] = []
-    i = 0
-    while i < len(ids):
-        j = i
-        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
-            j += 1
-        out.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
-        i = j + 1
-    return ",".join(out)
+    return format_runs(sorted(set(cpus)))

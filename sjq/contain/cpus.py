@@ -22,6 +22,8 @@ import os
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from sjq.protocol import format_runs
+
 __all__ = ["CpuListError", "Topology", "choose_cpus", "format_cpulist", "parse_cpulist"]
 
 MAX_CPU = 1 << 16  # the kernel's NR_CPUS tops out at 8192; anything far above is a typo
@@ -59,16 +61,7 @@ def parse_cpulist(text: str) -> tuple[int, ...]:
 
 def format_cpulist(cpus: Iterable[int]) -> str:
     """(0, 2, 3) -> ``0,2-3``; the inverse of ``parse_cpulist``."""
-    ids = sorted(set(cpus))
-    parts: list[str] = []
-    i = 0
-    while i < len(ids):
-        j = i
-        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
-            j += 1
-        parts.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
-        i = j + 1
-    return ",".join(parts)
+    return format_runs(sorted(set(cpus)))
 
 
 @dataclass(frozen=True, slots=True)

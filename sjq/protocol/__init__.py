@@ -22,6 +22,7 @@ Client side::
 The grammar is in docs/protocol.md.
 """
 
+from ._array import format_runs
 from ._client import MAX_REPLY_LINE, ReplyReader, encode_request, expects_data
 from ._events import (
     NEED_DATA,
@@ -128,4 +129,5 @@ __all__ = [
     "encode_reply",
     "encode_request",
     "expects_data",
+    "format_runs",
 ]

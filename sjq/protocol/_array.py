@@ -5,9 +5,11 @@ messages, and the text form."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ._syntax import parse_uint, quote
 
-__all__ = ["MAX_ARRAY", "MAX_INDEX", "format_array", "parse_array"]
+__all__ = ["MAX_ARRAY", "MAX_INDEX", "format_array", "format_runs", "parse_array"]
 
 # Elements one SUBMIT may make: each is a job in the daemon's memory and a row on disk, all
 # made in one turn (10,000 take well under a second).
@@ -63,10 +65,10 @@ def _piece(piece: str) -> tuple[int, int, int] | str:
     return first, last, step
 
 
-def format_array(indexes: tuple[int, ...] | None, limit: int | None) -> str:
-    """The text form, as `parse_array` reads it back: runs of consecutive indexes as ranges."""
+def format_runs(seq: Sequence[int]) -> str:
+    """Runs of consecutive numbers as ranges, in the order given: (0, 2, 3) -> ``0,2-3``
+    (array indexes, CPU lists, Slurm's task numbers)."""
     pieces: list[str] = []
-    seq = indexes or ()
     i = 0
     while i < len(seq):
         j = i
@@ -74,4 +76,9 @@ def format_array(indexes: tuple[int, ...] | None, limit: int | None) -> str:
             j += 1
         pieces.append(str(seq[i]) if i == j else f"{seq[i]}-{seq[j]}")
         i = j + 1
-    return ",".join(pieces) + (f"%{limit}" if limit is not None else "")
+    return ",".join(pieces)
+
+
+def format_array(indexes: tuple[int, ...] | None, limit: int | None) -> str:
+    """The text form, as `parse_array` reads it back: runs of consecutive indexes as ranges."""
+    return format_runs(indexes or ()) + (f"%{limit}" if limit is not None else "")

@@ -33,6 +33,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from sjq.protocol import format_runs
+
 __all__ = [
     "MAX_WRAPPER",
     "Batch",
@@ -121,15 +123,7 @@ def header(script: bytes) -> bytes:
 def array_spec(offsets: Sequence[int], limit: int | None) -> str:
     """``--array`` for task numbers ``offsets`` (ascending): runs as ranges, ``%limit`` when it
     holds fewer than them all."""
-    pieces: list[str] = []
-    i = 0
-    while i < len(offsets):
-        j = i
-        while j + 1 < len(offsets) and offsets[j + 1] == offsets[j] + 1:
-            j += 1
-        pieces.append(str(offsets[i]) if i == j else f"{offsets[i]}-{offsets[j]}")
-        i = j + 1
-    spec = ",".join(pieces)
+    spec = format_runs(offsets)
     if limit is not None and limit < len(offsets):
         spec += f"%{limit}"
     return spec
