@@ -8,36 +8,29 @@ as they come and hands each to its request in order. Never imports the daemon's 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import os
-import socket as _socket_module
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from sjq.config import client_config
 from sjq.protocol import (
-    NEED_DATA,
     Hold,
     Kill,
     Pause,
     Release,
     Reply,
-    ReplyReader,
     Request,
     Resume,
     Shutdown,
     Stop,
     Wait,
-    encode_request,
-    expects_data,
 )
-from sjq.protocol import ProtocolError as _WireProtocolError
 
 from . import _calls as calls
+from ._astream import Broken, Stream, adopt, forget, open_stream
 from ._calls import MIN_WAIT, Plan
-from ._connection import BUSY_WAIT, connect_error, no_answer
-from ._exceptions import DaemonNotRunning, ProtocolError, SjqError
+from ._connection import no_answer
+from ._exceptions import DaemonNotRunning, SjqError
 from ._job import AsyncJob, AsyncJobArray, JobRef, job_ids
 
 if TYPE_CHECKING:
@@ -52,159 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["AsyncClient", "AsyncJob"]
 
 T = TypeVar("T")
-_RECV = 256 * 1024
-
-
-class _Broken(Exception):
-    """The connection closed or broke before this request's reply came. Internal."""
-
-
-class _Stream:
-    """One connection: requests go out as they are sent, a reader task matches the replies to
-    them in order. Replies of requests whose callers stopped waiting (cancelled, timed out) are
-    still read and dropped, so the connection never gets out of step."""
-
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str
-    ) -> None:
-        self.path = path
-        self._reader = reader
-        self._writer = writer
-        self._replies = ReplyReader()
-        # One entry per request sent and not yet answered: does its reply carry data, and
-        # the future its caller awaits.
-        self._waiting: collections.deque[tuple[bool, asyncio.Future[Reply]]] = collections.deque()
-        self.broken: str | None = None  # why the connection can no longer be used
-        self._task = asyncio.get_running_loop().create_task(self._read_loop())
-
-    def send(self, requests: Sequence[Request]) -> list[asyncio.Future[Reply]]:
-        """Write the requests (all at once, or none: nothing here awaits); a future per reply.
-
-        _Broken if the connection was already known to be closed: nothing was sent.
-        """
-        if self.broken is not None:
-            raise _Broken(self.broken)
-        data = b"".join(encode_request(r) for r in requests)
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Reply]] = []
-        for request in requests:
-            future: asyncio.Future[Reply] = loop.create_future()
-            self._waiting.append((expects_data(request), future))
-            futures.append(future)
-        self._writer.write(data)
-        self._pump()  # a reply may already be buffered (a refusal the daemon sent on accept)
-        return futures
-
-    async def drain(self) -> None:
-        """Wait while the socket's buffer is full. A broken connection is the reader's to
-        report (through the futures): its errors are not raised here."""
-        with contextlib.suppress(OSError):
-            await self._writer.drain()
-
-    async def _read_loop(self) -> None:
-        why = "the daemon closed the connection"
-        try:
-            while self.broken is None:
-                try:
-                    data = await self._reader.read(_RECV)
-                except OSError as e:
-                    why = e.strerror or str(e)
-                    break
-                if not data:
-                    break
-                self._replies.receive_data(data)
-                self._pump()
-        finally:
-            self._fail(why)
-
-    def _pump(self) -> None:
-        """Hand every complete reply to its request, oldest first."""
-        while self._waiting and self.broken is None:
-            expect_data, future = self._waiting[0]
-            try:
-                reply = self._replies.next_reply(expect_data)
-            except _WireProtocolError as e:
-                error = ProtocolError(
-                    f"unreadable reply from {self.path}: {e}; is an sjq daemon listening there?"
-                )
-                self._waiting.popleft()
-                if not future.done():
-                    future.set_exception(error)
-                self._fail(f"unreadable reply: {e}")
-                return
-            if reply is NEED_DATA:
-                return
-            self._waiting.popleft()
-            if not future.done():  # else its caller has gone: the reply is dropped
-                future.set_result(reply)
-
-    def _fail(self, why: str) -> None:
-        """Mark the connection broken and tell every request still waiting."""
-        if self.broken is None:
-            self.broken = why
-            self._writer.close()
-        while self._waiting:
-            _, future = self._waiting.popleft()
-            if not future.done():
-                future.set_exception(_Broken(why))
-
-    def close(self) -> None:
-        """Close now; requests still waiting get _Broken. The reader task ends on its own."""
-        self._fail("the connection was closed")
-        self._task.cancel()
-
-    async def aclose(self) -> None:
-        self.close()
-        await asyncio.gather(self._task, return_exceptions=True)
-        with contextlib.suppress(OSError):
-            await self._writer.wait_closed()
-
-
-async def _open_stream(path: str, timeout: float | None) -> _Stream:
-    """A connection to the daemon on ``path``; DaemonNotRunning when nothing listens there.
-
-    As `_connection.connect`: a connect that would block (the daemon's backlog is full) is
-    tried again until the timeout.
-    """
-    loop = asyncio.get_running_loop()
-    sock = _socket_module.socket(_socket_module.AF_UNIX, _socket_module.SOCK_STREAM)
-    sock.setblocking(False)
-    deadline = loop.time() + (BUSY_WAIT if timeout is None else timeout)
-    delay = 0.001
-    try:
-        while True:
-            try:
-                sock.connect(path)  # a UNIX socket connects at once, or not at all
-                break
-            except BlockingIOError as e:
-                left = deadline - loop.time()
-                if left <= 0:
-                    raise connect_error(path, e, timeout) from None
-                await asyncio.sleep(min(delay, left))
-                delay = min(delay * 2, 0.05)
-        try:
-            reader, writer = await asyncio.open_unix_connection(sock=sock)
-        except OSError as e:
-            raise connect_error(path, e, timeout) from None
-    except OSError as e:
-        sock.close()
-        raise connect_error(path, e, timeout) from None
-    except BaseException:
-        sock.close()
-        raise
-    return _Stream(reader, writer, path)
-
-
-async def _adopt(conn: Connection) -> _Stream:
-    """The blocking connection a daemon start gave, as an asyncio stream (its replies are all
-    read: auto-start sent only a PING)."""
-    sock = _socket_module.socket(fileno=conn.sock.detach())
-    try:
-        reader, writer = await asyncio.open_unix_connection(sock=sock)
-    except BaseException:
-        sock.close()
-        raise
-    return _Stream(reader, writer, conn.path)
 
 
 class AsyncClient:
@@ -243,7 +83,7 @@ class AsyncClient:
         self.timeout = timeout
         self.started_pid: int | None = None
         """The pid of the daemon this client started, if it started one."""
-        self._stream: _Stream | None = None
+        self._stream: Stream | None = None
         self._opening: asyncio.Lock | None = None  # made in the loop, on first use
 
     def __repr__(self) -> str:
@@ -269,7 +109,7 @@ class AsyncClient:
 
     # -- connections ------------------------------------------------------------------------
 
-    async def _connection(self, start: bool) -> _Stream:
+    async def _connection(self, start: bool) -> Stream:
         """The shared connection, opened (once, whatever the number of callers) if need be."""
         if self._opening is None:
             self._opening = asyncio.Lock()
@@ -282,9 +122,9 @@ class AsyncClient:
                 self._stream = stream = await self._open(start)
             return stream
 
-    async def _open(self, start: bool) -> _Stream:
+    async def _open(self, start: bool) -> Stream:
         try:
-            return await _open_stream(self.socket, self.timeout)
+            return await open_stream(self.socket, self.timeout)
         except DaemonNotRunning:
             if not (start and self.autostart):
                 raise
@@ -311,7 +151,7 @@ class AsyncClient:
             raise
         if pid is not None:
             self.started_pid = pid
-        return await _adopt(conn)
+        return await adopt(conn)
 
     async def _run(self, plan: Plan[T]) -> T:
         """Carry out a plan of _calls: send each of its calls, give it the replies."""
@@ -337,7 +177,7 @@ class AsyncClient:
             stream = await self._connection(start)
             try:
                 futures = stream.send(requests)
-            except _Broken as e:
+            except Broken as e:
                 # Known to be closed before anything was written: nothing was carried out.
                 if not first:
                     raise calls.lost(self.socket, e, requests[0]) from None
@@ -345,7 +185,7 @@ class AsyncClient:
                 continue
             try:
                 return await self._replies(stream, futures)
-            except _Broken as e:
+            except Broken as e:
                 answered = sum(1 for f in futures if f.done() and f.exception() is None)
                 # A request whose reply did not come may have been carried out. Else once more
                 # on a new connection: the daemon restarted, or stopped just as we sent.
@@ -353,9 +193,9 @@ class AsyncClient:
                     raise calls.lost(self.socket, e, requests[answered]) from None
                 first = False
             finally:
-                _forget(futures)
+                forget(futures)
 
-    async def _replies(self, stream: _Stream, futures: list[asyncio.Future[Reply]]) -> list[Reply]:
+    async def _replies(self, stream: Stream, futures: list[asyncio.Future[Reply]]) -> list[Reply]:
         try:
             async with asyncio.timeout(self.timeout):
                 await stream.drain()
@@ -579,7 +419,7 @@ class AsyncClient:
         try:
             try:
                 futures = stream.send([Wait(g) for g in groups])
-            except _Broken as e:
+            except Broken as e:
                 raise calls.lost(self.socket, e, Wait(groups[0])) from None
             for group, future in zip(groups, futures, strict=True):
                 left = None if deadline is None else deadline - loop.time()
@@ -592,7 +432,7 @@ class AsyncClient:
                     stream.close()
                     pending = await self._still_going(tuple(i for i in wanted if i not in states))
                     raise calls.wait_timeout(wanted, pending, timeout) from None
-                except _Broken as e:
+                except Broken as e:
                     raise calls.lost(self.socket, e, Wait(group)) from None
                 for jobid, state in calls.wait_states(reply):
                     states[jobid] = state
@@ -600,7 +440,7 @@ class AsyncClient:
                         progress(jobid, state)
         finally:
             stream.close()  # at once, even when cancelled: an unanswered WAIT dies with it
-            _forget(futures)
+            forget(futures)
             await asyncio.shield(stream.aclose())
         return {i: states[i] for i in wanted if i in states}
 
@@ -611,16 +451,6 @@ class AsyncClient:
         except SjqError:
             return ids  # the daemon went away meanwhile: that much is not known
         return tuple(i for i in ids if i not in ended)
-
-
-def _forget(futures: Iterable[asyncio.Future[Reply]]) -> None:
-    """Let go of the futures of a call that has returned or given up: cancel those still
-    waiting (their replies will be read and dropped), mark errors of the others as seen."""
-    for future in futures:
-        if not future.done():
-            future.cancel()
-        elif not future.cancelled():
-            future.exception()
 
 
 def _close_started(starting: asyncio.Future[tuple[Connection, int | None]]) -> None:
