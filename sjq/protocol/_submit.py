@@ -284,20 +284,15 @@ def _entry(b: SubmitBuilder, value: str) -> str | None:
     return None
 
 
-def _gpus(b: SubmitBuilder, value: str) -> str | None:
-    n = parse_uint(value)
-    if n is None:
-        return f"GPUS must be a whole number >= 0, got {quote(value)}"
-    b.values["gpus"] = n
-    return None
+def _count(attr: str, option: str) -> _Handler:
+    def handler(b: SubmitBuilder, value: str) -> str | None:
+        n = parse_uint(value)
+        if n is None:
+            return f"{option} must be a whole number >= 0, got {quote(value)}"
+        b.values[attr] = n
+        return None
 
-
-def _retry(b: SubmitBuilder, value: str) -> str | None:
-    n = parse_uint(value)
-    if n is None:
-        return f"RETRY must be a whole number >= 0, got {quote(value)}"
-    b.values["retry"] = n
-    return None
+    return handler
 
 
 def _retry_mem(b: SubmitBuilder, value: str) -> str | None:
@@ -333,8 +328,8 @@ _OPTIONS: dict[bytes, _Handler] = {
     b"ARRAY": _array,
     b"ENTRY": _entry,
     b"PATTERNS": _patterns,
-    b"GPUS": _gpus,
-    b"RETRY": _retry,
+    b"GPUS": _count("gpus", "GPUS"),
+    b"RETRY": _count("retry", "RETRY"),
     b"RETRYMEM": _retry_mem,
 }
 _REPEATABLE = frozenset({b"ENV", b"SETENV", b"ENTRY"})
