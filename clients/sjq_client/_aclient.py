@@ -280,6 +280,9 @@ class AsyncClient:
         afterany: Iterable[JobRef] = (),
         afternotok: Iterable[JobRef] = (),
         dependency: str | None = None,
+        gpus: int | None = None,
+        retry: int | None = None,
+        retry_mem: float | None = None,
     ) -> AsyncJobArray:
         """Queue a job array: one job per index of ``array`` (sbatch's spec, ``"1-100"``,
         ``"0-30:3"``, ``"1,5,7"``, with ``"%4"`` for at most 4 running at once; or the
@@ -305,6 +308,9 @@ class AsyncClient:
             afterany=afterany,
             afternotok=afternotok,
             dependency=dependency,
+            gpus=gpus,
+            retry=retry,
+            retry_mem=retry_mem,
             array=array,
             entries=entries,
             limit=limit,

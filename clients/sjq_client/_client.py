@@ -270,6 +270,9 @@ class Client:
         afterany: Iterable[JobRef] = (),
         afternotok: Iterable[JobRef] = (),
         dependency: str | None = None,
+        gpus: int | None = None,
+        retry: int | None = None,
+        retry_mem: float | None = None,
     ) -> JobArray:
         """Queue a job array: one job per index of ``array`` (sbatch's spec, ``"1-100"``,
         ``"0-30:3"``, ``"1,5,7"``, with ``"%4"`` for at most 4 running at once; or the
@@ -295,6 +298,9 @@ class Client:
             afterany=afterany,
             afternotok=afternotok,
             dependency=dependency,
+            gpus=gpus,
+            retry=retry,
+            retry_mem=retry_mem,
             array=array,
             entries=entries,
             limit=limit,

@@ -156,6 +156,20 @@ def test_cli_array_and_each_line(cli: Cli, daemon: Daemon, tmp_path: Path) -> No
     assert (daemon.jobs_dir / f"{last}.stdout").read_text() == "4\n"
 
 
+def test_cli_arrays_take_the_options_single_jobs_take(cli: Cli, daemon: Daemon) -> None:
+    """--retry, --retry-mem and --gpus reach every element as they reach one job."""
+    # Each element fails its first attempt (no mark yet) and succeeds its second.
+    script = '#!/bin/sh\nmark="$SJQ_JOBID.tried"\n[ -e "$mark" ] && exit 0\n: > "$mark"\nexit 1\n'
+    out = cli.ok(
+        "submit", "--array", "1-2", "--retry", "1", "--retry-mem", "2", "--gpus", "0",
+        "--wait", "-", input=script,
+    )  # fmt: skip
+    first, _, last = out.strip().partition("-")
+    for jobid in (int(first), int(last)):
+        info = daemon.info(jobid)
+        assert (info["state"], info["attempts"]) == ("S", 2), info
+
+
 def test_cli_array_usage_errors(cli: Cli) -> None:
     for args, message in [
         (["--array", "3-1"], "--array: range '3-1' goes down"),
