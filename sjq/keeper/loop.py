@@ -103,6 +103,7 @@ class Keeper:
         self.want_write = False
         self.detached = False
         self.journal_seq = 0
+        self.spawns = 0  # makes each start's script name new (see _spawn)
         self.journal: Journal
 
     def run(self) -> NoReturn:
@@ -324,8 +325,11 @@ class Keeper:
         try:
             if req.uid is not None:
                 rundir = private_dir(os.path.join(rundir, f"u{req.uid}"), owner=req.uid)
-            # The keeper's pid in the name: two daemons of one user may share a run dir.
-            script_path = os.path.join(rundir, f"k{os.getpid()}-{req.jobid}")
+            # The keeper's pid in the name: two daemons of one user may share a run dir. A
+            # number of its own per start: the janitor may not yet have removed the script of
+            # this job's previous attempt (RETRY), and must not remove this one instead.
+            self.spawns += 1
+            script_path = os.path.join(rundir, f"k{os.getpid()}-{req.jobid}.{self.spawns}")
             group, place = self.guard.place(req)
             # The process starts between these two ticks. Reading its start from /proc
             # instead would cost more than the rest of a start on some machines.

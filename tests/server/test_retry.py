@@ -48,6 +48,21 @@ def test_a_failed_attempt_goes_back_to_the_queue_and_the_job_succeeds(
     assert events(d, jid) == "QRQRQRS"
 
 
+def test_each_attempt_runs_from_a_script_file_of_its_own(
+    daemon_factory: Callable[..., Daemon],
+) -> None:
+    """The keeper removes an ended attempt's script file in the background: a retry started
+    from the same file name could lose its script to that removal before it executes
+    ("cannot execute the script ...: No such file or directory")."""
+    d = daemon_factory().start()
+    paths = d.jobs_dir / "paths"
+    jid = d.submit(SH + f'echo "$0" >> "{paths}"\n' + counting(d, 3)[len(SH) :], retry="2")
+    assert ended(d, jid)["state"] == "S"
+    seen = paths.read_text().split()
+    assert len(seen) == 3, seen
+    assert len(set(seen)) == 3, seen
+
+
 def test_the_last_attempt_ends_in_f_with_its_own_reason(
     daemon_factory: Callable[..., Daemon],
 ) -> None:
