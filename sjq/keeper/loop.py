@@ -103,7 +103,7 @@ class Keeper:
         self.want_write = False
         self.detached = False
         self.journal_seq = 0
-        self.spawns = 0  # makes each start's script name new (see _spawn)
+        self.spawns = 0  # in script names: a retry's last script may not be removed yet
         self.journal: Journal
 
     def run(self) -> NoReturn:
@@ -325,9 +325,7 @@ class Keeper:
         try:
             if req.uid is not None:
                 rundir = private_dir(os.path.join(rundir, f"u{req.uid}"), owner=req.uid)
-            # The keeper's pid in the name: two daemons of one user may share a run dir. A
-            # number of its own per start: the janitor may not yet have removed the script of
-            # this job's previous attempt (RETRY), and must not remove this one instead.
+            # The keeper's pid in the name: two daemons of one user may share a run dir.
             self.spawns += 1
             script_path = os.path.join(rundir, f"k{os.getpid()}-{req.jobid}.{self.spawns}")
             group, place = self.guard.place(req)
