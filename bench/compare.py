@@ -38,6 +38,10 @@ def variants(other: Path) -> list[tuple[str, Path, dict[str, str]]]:
         ("enforce=none", here, {"sjq.enforce": "none"}),
         ("enforce=watch", here, {"sjq.enforce": "watch"}),
         ("enforce=cgroup", here, {"sjq.enforce": "cgroup"}),
+        # the other checkout under this one's settings, where it has them
+        (f"{other.name} enforce=none, pin=F", other, {"sjq.enforce": "none", "sjq.pin": "F"}),
+        (f"{other.name} enforce=none", other, {"sjq.enforce": "none"}),
+        (f"{other.name} enforce=cgroup", other, {"sjq.enforce": "cgroup"}),
     ]
 
 
@@ -47,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--jobs", type=int, default=1000, help="throughput jobs (default 1000)")
     p.add_argument("--dir", default="/dev/shm", help="where the daemons run (default /dev/shm)")
+    p.add_argument(
+        "--only",
+        default="",
+        help="comma-separated numbers of the variants to run (1: the other checkout, 2: none"
+        " unpinned, 3: none, 4: watch, 5: cgroup; 6, 7, 8: the other checkout as 2, 3, 5, where it"
+        " has those settings; default 1 to 5)",
+    )
     args = p.parse_args(argv)
     if not (args.other / "sjq" / "daemon.py").is_file():
         p.error(f"{args.other} is not an sjq checkout")
@@ -54,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="sjq-compare-", dir=args.dir))
     stamper = Stamper(root)
     table = variants(args.other.resolve())
+    table = [table[int(i) - 1] for i in (args.only or "1,2,3,4,5").split(",")]
     results: dict[str, list[list[float]]] = {name: [[], [], []] for name, _, _ in table}
     here, n = sjqd.REPO, 0
 

@@ -74,6 +74,10 @@ class Armer:
         self.taken: dict[int, ArmEntry] = {}
         self.capable: set[int] = set()
         self._unsent: list[int] = []  # tokens waiting for their entries to reach the keepers
+        # What each live token starts, as sent; the keepers that run no job are not woken
+        # for new entries (``_behind``) and get all the live ones with their first job.
+        self._entries: dict[int, m.ArmedStart] = {}
+        self._behind: set[Link] = set()
         self._links: Sequence[Link] = ()
         self._seq = itertools.count(1)
         self._put_timer: _Cancellable | None = None
@@ -139,11 +143,23 @@ class Armer:
                 cpus, gpus = self._devices.reserve(seq)  # the free ones: no pass runs meanwhile
             launch = self._launch(e.job)
             entries.append(m.ArmedStart(seq, launch, e.after, e.need_success, cpus, gpus))
+        self._entries.update((e.token, e) for e in entries)
         live = frozenset(self.tokens)
         for link in links:
-            if link.alive:
-                capable = tuple(job.id for job, owner in runners if owner is link)
-                link.send(m.encode(m.Arm(live, capable, tuple(entries), low)))
+            if not link.alive:
+                continue
+            capable = tuple(job.id for job, owner in runners if owner is link)
+            if not capable:
+                # It takes no token until it runs a job: no wake-up now (it would share the
+                # CPU of a pinned job for nothing). It hears of the live entries then.
+                if entries:
+                    self._behind.add(link)
+                continue
+            sent = tuple(entries)
+            if link in self._behind:
+                self._behind.discard(link)
+                sent = tuple(self._entries[s] for s in self.tokens)
+            link.send(m.encode(m.Arm(live, capable, sent, low)))
         self.capable.update(job.id for job in jobs)
         self._unsent = [e.token for e in entries]
         self._links = links
@@ -173,6 +189,8 @@ class Armer:
             else:
                 self.taken[seq] = e
         self.tokens.clear()
+        self._entries.clear()
+        self._behind.clear()  # no live entry left to miss
 
     def disarm_all(self) -> None:
         """Take every token back (a PAUSE): none is left for a keeper to take."""
@@ -184,6 +202,7 @@ class Armer:
         self.capable.discard(msg.record.jobid)
         if msg.claimed is not None:
             e = self.tokens.pop(msg.claimed, None) or self.taken.pop(msg.claimed, None)
+            self._entries.pop(msg.claimed, None)
             if e is not None and msg.started_next != e.job.id:
                 self.queue.disarm(e.job)  # back among the ready jobs, for the next pass
                 self._unreserve(msg.claimed)

@@ -10,7 +10,7 @@ protocol's states.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar, cast, overload
 
 from sjq.protocol._states import TERMINAL, JobState
 
@@ -30,6 +30,7 @@ __all__ = [
     "K",
     "Q",
     "R",
+    "Run",
     "S",
     "U",
 ]
@@ -37,6 +38,7 @@ __all__ = [
 
 Q, H, U, R = JobState.QUEUED, JobState.WAITING, JobState.HELD, JobState.RUNNING
 S, F, A, K, E = JobState.SUCCESS, JobState.FAIL, JobState.ABORT, JobState.KILLED, JobState.ERROR
+T = TypeVar("T")
 
 # The legal next states of each state. R -> Q is taken by recovery, for a job the daemon
 # had decided to start but that provably never started, and by a failed attempt of a job
@@ -58,52 +60,181 @@ class IllegalTransition(RuntimeError):
     """A programming error: some code asked for a transition the table forbids."""
 
 
-@dataclass(slots=True, eq=False)
+class Run:
+    """What a job has once it has started, kept after it ends: made at its first start, so
+    that each of 100,000 queued jobs costs only what waiting needs (``Job.run`` is None
+    until then). Read and written through ``Job``'s attributes of the same names."""
+
+    __slots__ = (
+        "attempts",
+        "backend_id",
+        "cpu_ids",
+        "cpu_sys",
+        "cpu_user",
+        "end_time",
+        "exit_code",
+        "gpu_ids",
+        "killing",
+        "maxrss",
+        "measured_by",
+        "node",
+        "pid",
+        "pid_start",
+        "shown",
+        "signal",
+        "start_time",
+    )
+
+    def __init__(self) -> None:
+        self.start_time: float | None = None
+        self.end_time: float | None = None
+        self.exit_code: int | None = None  # exit status; None when killed by a signal / never ran
+        self.signal: int | None = None  # the signal that ended it, if any
+        self.pid: int | None = None
+        self.pid_start: int | None = None  # start time in clock ticks: pid + this survives reuse
+        self.killing = False  # KILL was sent: its exit ends in K whatever the status
+        self.cpu_user: float | None = None  # seconds, of the whole process tree
+        self.cpu_sys: float | None = None
+        self.maxrss: int | None = None  # peak resident memory of the whole tree, bytes
+        self.measured_by: str | None = None  # "cgroup" or "sampled" (INFO measured_by), once ended
+        self.cpu_ids: tuple[int, ...] | None = None  # the CPUs it runs on, when pinned (INFO cpus)
+        self.gpu_ids: tuple[str, ...] | None = None  # the GPUs it holds, when GPUs are managed
+        self.attempts = 0  # attempts started so far (INFO attempts)
+        # The Slurm back end (sjq.slurm.backend): Slurm's job id once sbatch has answered, the
+        # node it runs on, and the state shown while it is R to sjq but waits in Slurm (Q or U).
+        self.backend_id: str | None = None
+        self.node: str | None = None
+        self.shown: JobState | None = None
+
+
+class _Ran(Generic[T]):
+    """A ``Job`` attribute kept in its ``Run``: its default while the job has none; setting
+    anything else makes the ``Run``."""
+
+    __slots__ = ("default", "name")
+
+    def __init__(self, default: T) -> None:
+        self.default = default
+        self.name = ""
+
+    def __set_name__(self, owner: type[Job], name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, job: None, owner: type[Job]) -> _Ran[T]: ...
+    @overload
+    def __get__(self, job: Job, owner: type[Job]) -> T: ...
+    def __get__(self, job: Job | None, owner: type[Job]) -> T | _Ran[T]:
+        if job is None:
+            return self
+        run = job.run
+        return self.default if run is None else cast("T", getattr(run, self.name))
+
+    def __set__(self, job: Job, value: T) -> None:
+        run = job.run
+        if run is None:
+            if value == self.default:
+                return
+            run = job.run = Run()
+        setattr(run, self.name, value)
+
+
 class Job:
     """What the daemon keeps in memory for one job.
 
     The bulky parts of a job (script, environment, paths) live only in the state
-    database and are read back when the job starts, so 100,000 waiting jobs stay cheap.
+    database and are read back when the job starts, so 100,000 waiting jobs stay cheap;
+    what only a started job has is in its ``Run``.
     """
 
-    id: int
-    name: str
-    state: JobState
-    procs: int
-    mem: int
-    depends: tuple[int, ...] = ()
-    dependency: str = ""  # DEPENDENCY as recorded (normalised): conditions beyond DEPENDS
-    uid: int = -1
-    gid: int = -1
-    submit_time: float = 0.0
-    start_time: float | None = None
-    end_time: float | None = None
-    exit_code: int | None = None  # exit status, or None when killed by a signal / never ran
-    signal: int | None = None  # the signal that ended it, if any
-    reason: str = ""  # why it ended as it did, for E/F/A/K; empty on success
-    pid: int | None = None
-    pid_start: int | None = None  # process start time in clock ticks: pid + this survives pid reuse
-    waiting: int = 0  # how many dependencies have not yet succeeded
-    killing: bool = False  # KILL was sent: its exit ends in K whatever the status
-    cpu_user: float | None = None  # seconds, of the whole process tree
-    cpu_sys: float | None = None
-    maxrss: int | None = None  # peak resident memory of the whole tree, bytes
-    measured_by: str | None = None  # "cgroup" or "sampled" (INFO measured_by), once ended
-    priority: int = 0  # higher starts first among jobs that fit; ties go to the lower id
-    gpus: int = 0  # GPUs reserved (GPUS)
-    cpu_ids: tuple[int, ...] | None = None  # the CPUs it runs on, when pinned (INFO cpus)
-    gpu_ids: tuple[str, ...] | None = None  # the GPUs it holds, when GPUs are managed
-    retry: int = 0  # attempts after the first that may fail and be started again (RETRY)
-    retry_mem: float | None = None  # MEM x this after an out-of-memory end (RETRYMEM)
-    attempts: int = 0  # attempts started so far (INFO attempts)
-    armed: bool = False  # a keeper will start it the moment the one running job ends
-    array: int = 0  # the first id of the array it is an element of; 0: none
-    time_limit: float | None = None  # TIME, seconds: when it must have ended (reservations)
-    # The Slurm back end (sjq.slurm.backend): Slurm's job id once sbatch has answered, the
-    # node it runs on, and the state shown while it is R to sjq but waits in Slurm (Q or U).
-    backend_id: str | None = None
-    node: str | None = None
-    shown: JobState | None = None
+    __slots__ = (
+        "armed",
+        "array",
+        "dependency",
+        "depends",
+        "gid",
+        "gpus",
+        "id",
+        "mem",
+        "name",
+        "priority",
+        "procs",
+        "reason",
+        "retry",
+        "retry_mem",
+        "run",
+        "state",
+        "submit_time",
+        "time_limit",
+        "uid",
+        "waiting",
+    )
+
+    start_time = _Ran[float | None](None)
+    end_time = _Ran[float | None](None)
+    exit_code = _Ran[int | None](None)
+    signal = _Ran[int | None](None)
+    pid = _Ran[int | None](None)
+    pid_start = _Ran[int | None](None)
+    killing = _Ran(False)
+    cpu_user = _Ran[float | None](None)
+    cpu_sys = _Ran[float | None](None)
+    maxrss = _Ran[int | None](None)
+    measured_by = _Ran[str | None](None)
+    cpu_ids = _Ran[tuple[int, ...] | None](None)
+    gpu_ids = _Ran[tuple[str, ...] | None](None)
+    attempts = _Ran(0)
+    backend_id = _Ran[str | None](None)
+    node = _Ran[str | None](None)
+    shown = _Ran[JobState | None](None)
+
+    def __init__(
+        self,
+        id: int,
+        name: str,
+        state: JobState,
+        procs: int,
+        mem: int,
+        *,
+        depends: tuple[int, ...] = (),
+        dependency: str = "",
+        uid: int = -1,
+        gid: int = -1,
+        submit_time: float = 0.0,
+        reason: str = "",
+        waiting: int = 0,
+        priority: int = 0,
+        gpus: int = 0,
+        retry: int = 0,
+        retry_mem: float | None = None,
+        armed: bool = False,
+        array: int = 0,
+        time_limit: float | None = None,
+        run: Run | None = None,
+    ) -> None:
+        self.id = id
+        self.name = name
+        self.state = state
+        self.procs = procs
+        self.mem = mem
+        self.depends = depends
+        self.dependency = dependency  # DEPENDENCY as recorded (normalised): beyond DEPENDS
+        self.uid = uid
+        self.gid = gid
+        self.submit_time = submit_time
+        self.reason = reason  # why it ended as it did (E/F/A/K), or waits again; "" on success
+        self.waiting = waiting  # how many dependencies have not yet succeeded
+        self.priority = priority  # higher starts first among jobs that fit; ties: lower id
+        self.gpus = gpus  # GPUs reserved (GPUS)
+        self.retry = retry  # attempts after the first that may fail and start again (RETRY)
+        self.retry_mem = retry_mem  # MEM x this after an out-of-memory end (RETRYMEM)
+        self.armed = armed  # a keeper will start it the moment the one running job ends
+        self.array = array  # the first id of the array it is an element of; 0: none
+        self.time_limit = time_limit  # TIME, seconds: when it must have ended (reservations)
+        self.run = run
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.id}, name={self.name!r}, state={self.state.value})"
 
     def set_state(self, new: JobState) -> None:
         """Change state through the table; refuse what it does not list."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from sjq.conditions import condition_text
 from sjq.contain.cpus import format_cpulist, parse_cpulist
-from sjq.jobs import Job, JobState
+from sjq.jobs import Job, JobState, Run
 
 __all__ = [
     "INFO_COLUMNS",
@@ -54,70 +54,81 @@ def depends_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(":")) if text else ()
 
 
+# ROW's columns of what a started job has (``Run``), besides killing (20) and attempts (33).
+_RUN_NULLABLE = (9, 10, 11, 12, 14, 15, 16, 17, 18, 21, 22, 23, 24, 29, 30)
+
+
 def job_of(r: Sequence[Any]) -> Job:
     """The Job a row of ``ROW`` columns describes."""
-    return Job(
-        id=r[0],
-        name=r[1],
-        state=JobState(r[2]),
-        procs=r[3],
-        mem=r[4],
+    job = Job(
+        r[0],
+        r[1],
+        JobState(r[2]),
+        r[3],
+        r[4],
         depends=depends_tuple(r[5]),
         uid=r[6],
         gid=r[7],
         submit_time=r[8],
-        start_time=r[9],
-        end_time=r[10],
-        exit_code=r[11],
-        signal=r[12],
         reason=r[13],
-        pid=r[14],
-        pid_start=r[15],
-        cpu_user=r[16],
-        cpu_sys=r[17],
-        maxrss=r[18],
         priority=r[19],
-        killing=bool(r[20]),
-        measured_by=r[21],
-        backend_id=r[22],
-        node=r[23],
-        shown=None if r[24] is None else JobState(r[24]),
         dependency=r[25],
         array=r[26] or 0,
         time_limit=r[27],
         gpus=r[28],
-        cpu_ids=None if r[29] is None else parse_cpulist(r[29]),
-        gpu_ids=None if r[30] is None else tuple(g for g in r[30].split(",") if g),
         retry=r[31],
         retry_mem=r[32],
-        attempts=r[33],
     )
+    if r[20] or r[33] or any(r[i] is not None for i in _RUN_NULLABLE):
+        run = job.run = Run()
+        run.start_time = r[9]
+        run.end_time = r[10]
+        run.exit_code = r[11]
+        run.signal = r[12]
+        run.pid = r[14]
+        run.pid_start = r[15]
+        run.cpu_user = r[16]
+        run.cpu_sys = r[17]
+        run.maxrss = r[18]
+        run.killing = bool(r[20])
+        run.measured_by = r[21]
+        run.backend_id = r[22]
+        run.node = r[23]
+        run.shown = None if r[24] is None else JobState(r[24])
+        run.cpu_ids = None if r[29] is None else parse_cpulist(r[29])
+        run.gpu_ids = None if r[30] is None else tuple(g for g in r[30].split(",") if g)
+        run.attempts = r[33]
+    return job
 
 
 def update_of(j: Job) -> tuple[Any, ...]:
     """The values of ``UPDATE`` for ``j``."""
+    r = j.run
+    if r is None:
+        return (j.state.value, None, None, None, None, j.reason, None, None, None, None, None,
+                j.priority, False, None, None, None, None, None, None, j.mem, 0, j.id)  # fmt: skip
     return (
         j.state.value,
-        j.start_time,
-        j.end_time,
-        j.exit_code,
-        j.signal,
+        r.start_time,
+        r.end_time,
+        r.exit_code,
+        r.signal,
         j.reason,
-        j.pid,
-        j.pid_start,
-        j.cpu_user,
-        j.cpu_sys,
-        j.maxrss,
+        r.pid,
+        r.pid_start,
+        r.cpu_user,
+        r.cpu_sys,
+        r.maxrss,
         j.priority,
-        j.killing,
-        j.measured_by,
-        j.backend_id,
-        j.node,
-        None if j.shown is None else j.shown.value,
-        None if j.cpu_ids is None else format_cpulist(j.cpu_ids),
-        None if j.gpu_ids is None else ",".join(j.gpu_ids),
+        r.killing,
+        r.measured_by,
+        r.backend_id,
+        r.node,
+        None if r.shown is None else r.shown.value,
+        None if r.cpu_ids is None else format_cpulist(r.cpu_ids),
+        None if r.gpu_ids is None else ",".join(r.gpu_ids),
         j.mem,  # a retry after an out-of-memory end may raise it (RETRYMEM)
-        j.attempts,
+        r.attempts,
         j.id,
     )
 

@@ -154,6 +154,36 @@ def test_tokens_go_in_in_plan_order_and_every_keeper_learns_what_they_stand_for(
     assert [j.id for j in rig.armer.armed()] == [3, 4, 5, 6, 7, 8]
 
 
+def test_a_keeper_that_runs_no_job_is_not_woken_until_it_runs_one(
+    make_rig: Callable[[int], Rig],
+) -> None:
+    """A keeper with no running job takes no token: arming it would only wake it (on the
+    CPU of a pinned job, as often as not). With its first job it hears of every live one."""
+    rig = make_rig(3)
+    for i in range(1, 40):
+        rig.add(i)
+    a, b, c = rig.queue.schedule(0.0)
+    busy, idle = Link(), Link()
+    rig.armer.update([(a, busy), (b, busy)], [busy, idle], durable_below=100)
+    assert len(busy.arms()) == 1
+    assert idle.sent == []
+    before = {e.token: e.launch.jobid for e in busy.arms()[0].entries}
+    # The daemon's pass started job c on the idle keeper: it learns of all live entries,
+    # those armed before and those added now; the busy keeper only of the new ones.
+    rig.armer.update([(a, busy), (b, busy), (c, idle)], [busy, idle], durable_below=100)
+    (first,) = idle.arms()
+    assert first.capable == (c.id,)
+    live = {e.token: e.launch.jobid for e in first.entries}
+    assert first.live == frozenset(live) == frozenset(rig.armer.tokens)
+    assert before.items() <= live.items()
+    new = busy.arms()[-1]
+    assert {e.token for e in new.entries} == live.keys() - before.keys()
+    # From then on it hears what every other keeper hears.
+    rig.armer.take_back()
+    rig.armer.update([(a, busy), (b, busy), (c, idle)], [busy, idle], durable_below=100)
+    assert idle.arms()[-1].entries == busy.arms()[-1].entries != ()
+
+
 def test_only_jobs_whose_submission_is_committed_are_armed(
     make_rig: Callable[[int], Rig],
 ) -> None:

@@ -14,10 +14,9 @@ OOM = "out of memory (limit 100M, peak 101M)"
 
 
 def job(retry: int, attempts: int, mem: int = 100 * M, retry_mem: float | None = None) -> Job:
-    return Job(
-        id=1, name="j", state=Q, procs=1, mem=mem, retry=retry, retry_mem=retry_mem,
-        attempts=attempts,
-    )  # fmt: skip
+    j = Job(id=1, name="j", state=Q, procs=1, mem=mem, retry=retry, retry_mem=retry_mem)
+    j.attempts = attempts
+    return j
 
 
 def test_attempts_are_retried_until_the_last() -> None:

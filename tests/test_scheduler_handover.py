@@ -11,7 +11,10 @@ from sjq.scheduler import Queue
 
 
 def job(i: int, state: JobState = Q, **kw: object) -> Job:
-    return Job(id=i, name=f"j{i}", state=state, procs=1, mem=0, **kw)  # type: ignore[arg-type]
+    j = Job(id=i, name=f"j{i}", state=state, procs=1, mem=0)
+    for key, value in kw.items():  # what a started job has (Job.run) too
+        setattr(j, key, value)
+    return j
 
 
 def slurm_queue() -> Queue:

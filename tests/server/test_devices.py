@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,6 +63,38 @@ def test_two_one_cpu_jobs_run_on_different_cpus(
     assert set(ia["cpus"]).isdisjoint(ib["cpus"])
     assert sa["omp"] == sa["mkl"] == sa["blas"] == "1"
     assert "pinning: each job gets CPUs of its own among 0-1 (sjq.pin = T" in d.log
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root daemon runs jobs as another user")
+@pytest.mark.parametrize("method", ["watch", "cgroup"])
+def test_a_job_run_as_another_user_is_pinned_too(
+    daemon_factory: Callable[..., Daemon], method: str
+) -> None:
+    """A UID job starts by another path than posix_spawn (the identity switch needs a
+    fork); it is pinned from its first instruction all the same."""
+    if method == "cgroup":
+        cgroup_or_skip()
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs")
+    base = Path(tempfile.mkdtemp(prefix="sjq-test-"))  # the job's user must enter it
+    d = daemon_factory(
+        enforce=method, maxprocs="1", rundir=str(base / "run"), tmpdir=str(base / "tmp")
+    )
+    try:
+        base.chmod(0o711)
+        jobs = base / "jobs"
+        jobs.mkdir()
+        jobs.chmod(0o777)
+        d.start()
+        with Raw(d.socket) as c:
+            reply = c.submit(SHOW.replace('"$1"', f'"{jobs}/shown"'), uid="65534", cwd=str(jobs))
+        info = ended(d, int(reply[3:-2]))
+        assert info["state"] == "S", info
+        s = shown(jobs / "shown")
+        assert s["Cpus_allowed_list"] == s["cpus"] == ",".join(map(str, info["cpus"]))
+    finally:
+        d.stop()
+        shutil.rmtree(base)
 
 
 def test_a_cgroup_job_cannot_widen_its_cpus(daemon_factory: Callable[..., Daemon]) -> None:
