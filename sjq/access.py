@@ -9,9 +9,38 @@ import os
 import stat
 from functools import lru_cache
 
-__all__ = ["path_problems"]
+__all__ = ["PathChecks", "path_problems"]
 
 _R, _W, _X = 4, 2, 1
+
+
+class PathChecks:
+    """What the file system said about directories during one turn of the daemon: the many
+    SUBMITs of a pipelined burst mostly share one working directory, asked about once
+    (``clear`` at the end of each turn, so an answer is never older than the turn)."""
+
+    __slots__ = ("_dirs", "_users")
+
+    def __init__(self) -> None:
+        self._users: dict[tuple[int, int], _User] = {}
+        self._dirs: dict[str, bool] = {}
+
+    def user(self, uid: int, gid: int) -> _User:
+        user = self._users.get((uid, gid))
+        if user is None:
+            user = self._users[(uid, gid)] = _User.of(uid, gid)
+        return user
+
+    def isdir(self, path: str) -> bool:
+        found = self._dirs.get(path)
+        if found is None:
+            found = self._dirs[path] = os.path.isdir(path)
+        return found
+
+    def clear(self) -> None:
+        if self._users or self._dirs:
+            self._users.clear()
+            self._dirs.clear()
 
 
 def path_problems(
@@ -19,12 +48,14 @@ def path_problems(
     outputs: tuple[tuple[str, str, bool], ...],
     uid: int,
     gid: int,
+    checks: PathChecks | None = None,
 ) -> list[str]:
     """Why the job could not start with these paths (empty: it can, as far as the file system
     tells now), as the 2014 daemon said it: ``stdout => /x/o does not exist; cwd => /x does
     not exist``. ``outputs`` are ``(what, path, given)``: an output the client did not name
-    goes in the working directory, so a bad one is not reported twice."""
-    user = _User.of(uid, gid)
+    goes in the working directory, so a bad one is not reported twice. ``checks``: answers
+    about directories from earlier in this turn (default: none)."""
+    user = (checks or PathChecks()).user(uid, gid)
     bad_cwd = user.problem(cwd, _X, directory=True)
     problems: list[str] = []
     seen: set[str] = set()
@@ -48,8 +79,8 @@ class _User:
         self.gids = gids
         # The daemon itself is that user: the kernel answers, ACLs and all.
         self.is_me = uid in (-1, os.geteuid())
-        # Answers of ``problem`` for this one check: the outputs' directory is mostly the
-        # working directory, asked about once for each output.
+        # Answers of ``problem`` (kept as long as the PathChecks that made this user): the
+        # outputs' directory is mostly the working directory, asked about once.
         self._seen: dict[tuple[str, int, bool], str] = {}
 
     @staticmethod

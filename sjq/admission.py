@@ -101,9 +101,9 @@ def admit(st: State, req: Submit, peer: Peer) -> Accepted | Error:
                 ("stdout", spec.stdout, o.stdout),
                 ("stderr", spec.stderr, o.stderr),
             )
-            if what not in spec.makedirs or os.path.isdir(os.path.dirname(path))
+            if what not in spec.makedirs or st.path_checks.isdir(os.path.dirname(path))
         )
-        problems = path_problems(spec.cwd, outputs, uid, gid)
+        problems = path_problems(spec.cwd, outputs, uid, gid, st.path_checks)
         if problems:
             return Error("; ".join(problems))
     waits = cond.unmet or cond.conds

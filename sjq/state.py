@@ -13,6 +13,7 @@ import signal
 from typing import Literal, assert_never
 
 from sjq import __version__
+from sjq.access import PathChecks
 from sjq.admission import admit
 from sjq.config import Config
 from sjq.devices import Devices, Handover
@@ -95,6 +96,7 @@ class State:
         self._purged: dict[JobState, int] = {}
         self.write_error = ""  # why the last write failed, until a commit succeeds
         self.pause = PauseFlag(store.paused_since())
+        self.path_checks = PathChecks()  # SUBMIT's answers about directories, for a turn
         for state, n in store.state_counts().items():
             if state in TERMINAL:
                 self.queue.counts[state] += n
@@ -363,6 +365,7 @@ class State:
         what the database says (a parent's final state, a STATUS) is never behind what
         memory says; WAITs whose jobs have all ended are ready for the next commit. Whether
         the write worked (False: it failed, see ``write_failed``)."""
+        self.path_checks.clear()  # the turn is over: ask the file system afresh
         q = self.queue
         if self.pause.unsaved:
             try:

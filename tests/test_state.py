@@ -171,6 +171,20 @@ def t(make: Callable[..., Turns]) -> Turns:
 # -- requests --------------------------------------------------------------------------------
 
 
+def test_submit_asks_about_a_directory_once_a_turn(t: Turns, tmp_path: Path) -> None:
+    """A pipelined burst of SUBMITs shares its working directory's check within a turn;
+    the next turn asks the file system again."""
+    d = tmp_path / "work"
+    d.mkdir()
+    t.job(cwd=str(d))
+    d.rmdir()  # between two SUBMITs of one turn: the first answer stands
+    t.job(cwd=str(d))
+    t.end_turn()
+    reply = t.submit(cwd=str(d))
+    assert isinstance(reply, Error)
+    assert reply.message == f"cwd => {d} does not exist"
+
+
 def test_a_submit_is_answered_once_its_job_is_committed(t: Turns) -> None:
     reply = t.submit(name="first")
     assert isinstance(reply, Accepted)
