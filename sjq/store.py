@@ -250,7 +250,10 @@ class Store:
                     "INSERT INTO arrays (id, script, env, array_limit) VALUES (?,?,?,?)",
                     (array, spec.script, env, limit),
                 )
-            rows = [
+            # Generators, not lists: each row (and the element's paths) is made as SQLite
+            # takes it, so a 10,000-element array never holds them all at once (the memory
+            # they took would stay in the daemon's RSS).
+            rows = (
                 (
                     *(job.id, job.name, job.state.value, job.procs, job.mem),
                     *(depends_text(job.depends), job.uid, job.gid, spec.cwd),
@@ -260,11 +263,11 @@ class Store:
                     *(job.gpus, job.retry, job.retry_mem),
                 )
                 for job, e in zip(jobs, elements, strict=True)
-            ]
-            events = [(job.id, job.state.value, job.submit_time) for job in jobs]
-            if len(rows) == 1:  # most SUBMITs: execute costs less than executemany's set-up
-                self.db.execute(INSERT_JOB, rows[0])
-                self.db.execute(INSERT_EVENT, events[0])
+            )
+            events = ((job.id, job.state.value, job.submit_time) for job in jobs)
+            if len(jobs) == 1:  # most SUBMITs: execute costs less than executemany's set-up
+                self.db.execute(INSERT_JOB, next(rows))
+                self.db.execute(INSERT_EVENT, next(events))
             else:
                 self.db.executemany(INSERT_JOB, rows)
                 self.db.executemany(INSERT_EVENT, events)
