@@ -246,10 +246,16 @@ def test_filters_grouping_and_sorting(ran: Ran) -> None:
     assert cli.ok("stats", "--since", "0").startswith("no ended jobs since ")
 
 
-def test_the_python_clients_read_in_chunks(ran: Ran, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_python_clients_read_in_chunks(ran: Ran, tmp_path: Path) -> None:
+    """A config whose sjq.maxline is tiny makes both clients ask for the jobs in many short
+    INFO lines (each of a few ids); what they gather is the same."""
     with Client(ran.daemon.socket, autostart=False) as client:
         whole = client.stats()
-        monkeypatch.setattr(sjq_client._calls, "IDS_PER_LINE", 2)  # 8 jobs: four INFO requests
+    rc = tmp_path / "sjqrc"
+    rc.write_text("sjq.maxline = 12\n")  # "INFO 1:2:3:4" fits it; ids of 2 digits go 2 or 3
+    assert sjq_client._calls.chunks(tuple(range(1, 9)), 12) == [(1, 2, 3, 4), (5, 6, 7, 8)]
+    with Client(ran.daemon.socket, config=rc, autostart=False) as client:
+        assert client._maxline == 12  # what the plan chunks by
         assert client.stats() == whole
         assert [g.name for g in client.stats(names=["fat.*"], by="name").groups] == [
             "fat.1",
@@ -257,7 +263,8 @@ def test_the_python_clients_read_in_chunks(ran: Ran, monkeypatch: pytest.MonkeyP
         ]
 
     async def ask() -> Any:
-        async with AsyncClient(ran.daemon.socket, autostart=False) as client:
+        async with AsyncClient(ran.daemon.socket, config=rc, autostart=False) as client:
+            assert client._maxline == 12
             return await client.stats()
 
     assert asyncio.run(ask()) == whole
