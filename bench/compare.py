@@ -30,18 +30,25 @@ __all__ = ["main"]
 FIGURES = ("throughput jobs/s", "gap p50 ms", "chain s")
 
 
+# (what it is, whether the other checkout runs it, its settings); --only numbers them from 1
+VARIANTS: list[tuple[str, bool, dict[str, str]]] = [
+    ("defaults", True, {}),
+    ("enforce=none, pin=F", False, {"sjq.enforce": "none", "sjq.pin": "F"}),
+    ("enforce=none", False, {"sjq.enforce": "none"}),
+    ("enforce=watch", False, {"sjq.enforce": "watch"}),
+    ("enforce=cgroup", False, {"sjq.enforce": "cgroup"}),
+    # the other checkout under this one's settings, where it has them
+    ("enforce=none, pin=F", True, {"sjq.enforce": "none", "sjq.pin": "F"}),
+    ("enforce=none", True, {"sjq.enforce": "none"}),
+    ("enforce=cgroup", True, {"sjq.enforce": "cgroup"}),
+]
+DEFAULT_ONLY = "1,2,3,4,5"
+
+
 def variants(other: Path) -> list[tuple[str, Path, dict[str, str]]]:
-    here = sjqd.REPO
     return [
-        (f"{other.name} (defaults)", other, {}),
-        ("enforce=none, pin=F", here, {"sjq.enforce": "none", "sjq.pin": "F"}),
-        ("enforce=none", here, {"sjq.enforce": "none"}),
-        ("enforce=watch", here, {"sjq.enforce": "watch"}),
-        ("enforce=cgroup", here, {"sjq.enforce": "cgroup"}),
-        # the other checkout under this one's settings, where it has them
-        (f"{other.name} enforce=none, pin=F", other, {"sjq.enforce": "none", "sjq.pin": "F"}),
-        (f"{other.name} enforce=none", other, {"sjq.enforce": "none"}),
-        (f"{other.name} enforce=cgroup", other, {"sjq.enforce": "cgroup"}),
+        (f"{other.name} {what}" if theirs else what, other if theirs else sjqd.REPO, settings)
+        for what, theirs, settings in VARIANTS
     ]
 
 
@@ -51,12 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--jobs", type=int, default=1000, help="throughput jobs (default 1000)")
     p.add_argument("--dir", default="/dev/shm", help="where the daemons run (default /dev/shm)")
+    listed = "; ".join(
+        f"{i}: {'the other checkout, ' if theirs else ''}{what}"
+        for i, (what, theirs, _) in enumerate(VARIANTS, 1)
+    )
     p.add_argument(
         "--only",
-        default="",
-        help="comma-separated numbers of the variants to run (1: the other checkout, 2: none"
-        " unpinned, 3: none, 4: watch, 5: cgroup; 6, 7, 8: the other checkout as 2, 3, 5, where it"
-        " has those settings; default 1 to 5)",
+        default=DEFAULT_ONLY,
+        help=f"comma-separated numbers of the variants to run ({listed}; default {DEFAULT_ONLY})",
     )
     args = p.parse_args(argv)
     if not (args.other / "sjq" / "daemon.py").is_file():
@@ -64,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     become_subreaper()
     root = Path(tempfile.mkdtemp(prefix="sjq-compare-", dir=args.dir))
     stamper = Stamper(root)
-    table = variants(args.other.resolve())
-    table = [table[int(i) - 1] for i in (args.only or "1,2,3,4,5").split(",")]
+    every = variants(args.other.resolve())
+    picked = args.only.split(",")
+    if not all(i.isdigit() and 1 <= int(i) <= len(every) for i in picked):
+        p.error(f"--only: numbers from 1 to {len(every)}, got {args.only!r}")
+    table = [every[int(i) - 1] for i in picked]
     results: dict[str, list[list[float]]] = {name: [[], [], []] for name, _, _ in table}
     here, n = sjqd.REPO, 0
 
@@ -89,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 finally:
                     sjqd.REPO = here
-                for figures, value in zip(results[name], (tp, gap * 1e3, ch), strict=True):
-                    figures.append(value)
+                for measured, value in zip(results[name], (tp, gap * 1e3, ch), strict=True):
+                    measured.append(value)
                 print(f"round {r + 1}: {name}: {tp:.0f} jobs/s, gap {gap * 1e3:.3f} ms, "
                       f"chain {ch:.3f} s", file=sys.stderr)  # fmt: skip
     finally:

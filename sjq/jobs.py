@@ -10,11 +10,12 @@ protocol's states.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generic, NamedTuple, TypeVar, cast, overload
+from typing import Final, Generic, NamedTuple, TypeVar, cast, overload
 
 from sjq.protocol._states import TERMINAL, JobState
 
 __all__ = [
+    "NO_RUN",
     "TERMINAL",
     "TRANSITIONS",
     "A",
@@ -107,14 +108,16 @@ class Run:
         self.shown: JobState | None = None
 
 
+NO_RUN: Final = Run()  # what a job that never started reads: every field's default; never changed
+
+
 class _Ran(Generic[T]):
-    """A ``Job`` attribute kept in its ``Run``: its default while the job has none; setting
-    anything else makes the ``Run``."""
+    """A ``Job`` attribute kept in its ``Run``: the default (``NO_RUN``'s) while the job has
+    none; setting anything else makes the ``Run``."""
 
-    __slots__ = ("default", "name")
+    __slots__ = ("name",)
 
-    def __init__(self, default: T) -> None:
-        self.default = default
+    def __init__(self) -> None:
         self.name = ""
 
     def __set_name__(self, owner: type[Job], name: str) -> None:
@@ -127,13 +130,12 @@ class _Ran(Generic[T]):
     def __get__(self, job: Job | None, owner: type[Job]) -> T | _Ran[T]:
         if job is None:
             return self
-        run = job.run
-        return self.default if run is None else cast("T", getattr(run, self.name))
+        return cast("T", getattr(job.run or NO_RUN, self.name))
 
     def __set__(self, job: Job, value: T) -> None:
         run = job.run
         if run is None:
-            if value == self.default:
+            if value == getattr(NO_RUN, self.name):
                 return
             run = job.run = Run()
         setattr(run, self.name, value)
@@ -170,23 +172,23 @@ class Job:
         "waiting",
     )
 
-    start_time = _Ran[float | None](None)
-    end_time = _Ran[float | None](None)
-    exit_code = _Ran[int | None](None)
-    signal = _Ran[int | None](None)
-    pid = _Ran[int | None](None)
-    pid_start = _Ran[int | None](None)
-    killing = _Ran(False)
-    cpu_user = _Ran[float | None](None)
-    cpu_sys = _Ran[float | None](None)
-    maxrss = _Ran[int | None](None)
-    measured_by = _Ran[str | None](None)
-    cpu_ids = _Ran[tuple[int, ...] | None](None)
-    gpu_ids = _Ran[tuple[str, ...] | None](None)
-    attempts = _Ran(0)
-    backend_id = _Ran[str | None](None)
-    node = _Ran[str | None](None)
-    shown = _Ran[JobState | None](None)
+    start_time = _Ran[float | None]()
+    end_time = _Ran[float | None]()
+    exit_code = _Ran[int | None]()
+    signal = _Ran[int | None]()
+    pid = _Ran[int | None]()
+    pid_start = _Ran[int | None]()
+    killing = _Ran[bool]()
+    cpu_user = _Ran[float | None]()
+    cpu_sys = _Ran[float | None]()
+    maxrss = _Ran[int | None]()
+    measured_by = _Ran[str | None]()
+    cpu_ids = _Ran[tuple[int, ...] | None]()
+    gpu_ids = _Ran[tuple[str, ...] | None]()
+    attempts = _Ran[int]()
+    backend_id = _Ran[str | None]()
+    node = _Ran[str | None]()
+    shown = _Ran[JobState | None]()
 
     def __init__(
         self,

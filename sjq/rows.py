@@ -10,7 +10,7 @@ from typing import Any
 
 from sjq.conditions import condition_text
 from sjq.contain.cpus import format_cpulist, parse_cpulist
-from sjq.jobs import Job, JobState, Run
+from sjq.jobs import NO_RUN, Job, JobState, Run
 
 __all__ = [
     "INFO_COLUMNS",
@@ -103,10 +103,7 @@ def job_of(r: Sequence[Any]) -> Job:
 
 def update_of(j: Job) -> tuple[Any, ...]:
     """The values of ``UPDATE`` for ``j``."""
-    r = j.run
-    if r is None:
-        return (j.state.value, None, None, None, None, j.reason, None, None, None, None, None,
-                j.priority, False, None, None, None, None, None, None, j.mem, 0, j.id)  # fmt: skip
+    r = j.run or NO_RUN
     return (
         j.state.value,
         r.start_time,

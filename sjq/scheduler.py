@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from sjq import shapes
 from sjq.conditions import AFTEROK, ended_reason, holds_after_end
 from sjq.graph import Graph
-from sjq.jobs import TERMINAL, A, Change, H, Job, JobState, K, Q, R, U
+from sjq.jobs import TERMINAL, A, Change, H, Job, JobState, K, Q, R, Run, U
 from sjq.reservation import Reservation, reserve
 
 __all__ = ["Queue"]
@@ -216,10 +216,13 @@ class Queue:
 
     def retry(self, job: Job, now: float, mem: int) -> None:
         """A running job's attempt failed and it is started again (RETRY), with ``mem``:
-        it waits (Q) in its place, by priority and id; its dependents go on waiting."""
+        it waits (Q) in its place, by priority and id; its dependents go on waiting. What
+        the failed attempt had (its process, times, usage, devices, Slurm id) goes; the
+        count of attempts stays."""
         self._unreserve(job)
         job.mem = mem
-        job.start_time = job.pid = job.pid_start = None
+        attempts, job.run = job.attempts, Run()
+        job.attempts = attempts
         self._set(job, Q, now)
 
     def drop(self, jobs: Iterable[Job]) -> None:

@@ -305,8 +305,6 @@ class State:
         if again is not None:  # RETRY: back in the queue, its id and its place kept
             self.queue.retry(job, rec.time, again.mem)
             job.reason = again.reason
-            job.exit_code = job.signal = job.cpu_user = job.cpu_sys = job.maxrss = None
-            job.measured_by = job.cpu_ids = job.gpu_ids = None
             return
         self.queue.finish(job, state, rec.time)
 

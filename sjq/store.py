@@ -284,10 +284,7 @@ class Store:
 
     def _write(self, touched: Iterable[Job], changes: Iterable[Change]) -> None:
         self.db.executemany(UPDATE, [update_of(j) for j in touched])
-        self.db.executemany(
-            "INSERT INTO events VALUES (?,?,?)",
-            [(c.job.id, c.state.value, c.time) for c in changes],
-        )
+        self.db.executemany(INSERT_EVENT, [(c.job.id, c.state.value, c.time) for c in changes])
 
     def set_paused(self, since: float | None) -> None:
         """Record that the queue is paused (since when), or not (None)."""

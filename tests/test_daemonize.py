@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import Daemon, Raw, wait_for
+from support import Daemon, Raw, started_for_another_user, wait_for
 
 
 def run_server(d: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
@@ -63,15 +61,7 @@ def test_stop_with_no_daemon(daemon_factory: Callable[..., Daemon]) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only a root daemon runs jobs as another user")
 def test_root_daemon_runs_job_as_requested_user(daemon_factory: Callable[..., Daemon]) -> None:
-    # tmp_path is 0700, which the job's user cannot enter: use a world-traversable place.
-    base = Path(tempfile.mkdtemp(prefix="sjq-test-"))
-    d = daemon_factory(rundir=str(base / "run"), tmpdir=str(base / "tmp"))
-    try:
-        base.chmod(0o711)
-        out = base / "out"
-        out.mkdir()
-        out.chmod(0o777)
-        d.start()
+    with started_for_another_user(daemon_factory) as (d, out):
         with Raw(d.socket) as c:
             reply = c.submit(
                 '#!/bin/sh\nid -u; id -g; echo $TMPDIR; test -w "$TMPDIR" && echo writable\n',
@@ -85,6 +75,3 @@ def test_root_daemon_runs_job_as_requested_user(daemon_factory: Callable[..., Da
         assert lines[:2] == ["65534", "65534"]
         assert lines[-1] == "writable"
         assert (out / f"{jid}.stdout").stat().st_uid == 65534, "output is opened as the user"
-    finally:
-        d.stop()  # its keepers' janitors keep TMPDIRs ready under base until then
-        shutil.rmtree(base)

@@ -460,10 +460,8 @@ class SlurmBackend(Submitting):
         if again is not None:  # RETRY: it waits in sjq's queue for its next start (``_hand``)
             log.info("job %d: %s", job.id, again.reason)
             self._measure.pop(job.id, None)
-            st.queue.retry(job, when, again.mem)
+            st.queue.retry(job, when, again.mem)  # (its Slurm id and node: the next one's)
             job.reason = again.reason
-            job.exit_code = job.signal = job.cpu_user = job.maxrss = None
-            job.measured_by = job.backend_id = job.node = None  # the next attempt's, once known
         else:
             assert state in TERMINAL
             st.queue.finish(job, state, when)

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import SH, Daemon, Gate, Raw, wait_for
+from support import SH, Daemon, Gate, Raw, started_for_another_user, wait_for
 
 from .test_containment import cgroup_or_skip, ended
 
@@ -76,25 +74,13 @@ def test_a_job_run_as_another_user_is_pinned_too(
         cgroup_or_skip()
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs 2 CPUs")
-    base = Path(tempfile.mkdtemp(prefix="sjq-test-"))  # the job's user must enter it
-    d = daemon_factory(
-        enforce=method, maxprocs="1", rundir=str(base / "run"), tmpdir=str(base / "tmp")
-    )
-    try:
-        base.chmod(0o711)
-        jobs = base / "jobs"
-        jobs.mkdir()
-        jobs.chmod(0o777)
-        d.start()
+    with started_for_another_user(daemon_factory, enforce=method, maxprocs="1") as (d, jobs):
         with Raw(d.socket) as c:
             reply = c.submit(SHOW.replace('"$1"', f'"{jobs}/shown"'), uid="65534", cwd=str(jobs))
         info = ended(d, int(reply[3:-2]))
         assert info["state"] == "S", info
         s = shown(jobs / "shown")
         assert s["Cpus_allowed_list"] == s["cpus"] == ",".join(map(str, info["cpus"]))
-    finally:
-        d.stop()
-        shutil.rmtree(base)
 
 
 def test_a_cgroup_job_cannot_widen_its_cpus(daemon_factory: Callable[..., Daemon]) -> None:

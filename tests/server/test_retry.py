@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 import pytest
-from support import SH, Daemon, Gate, Raw
+from support import SH, Daemon, Gate, Raw, recorded_states
 
 from .test_containment import ended
 
@@ -24,18 +24,6 @@ def counting(d: Daemon, succeed_at: int) -> str:
     )
 
 
-def events(d: Daemon, jid: int) -> str:
-    """The job's states in order, from the database the daemon keeps (after it stopped)."""
-    from sjq.store import Store
-
-    d.stop()
-    store = Store(d.settings["sjq.db"])
-    try:
-        return "".join(s for s, _ in store.events(jid))
-    finally:
-        store.close()
-
-
 def test_a_failed_attempt_goes_back_to_the_queue_and_the_job_succeeds(
     daemon_factory: Callable[..., Daemon],
 ) -> None:
@@ -45,7 +33,7 @@ def test_a_failed_attempt_goes_back_to_the_queue_and_the_job_succeeds(
         assert c.request(f"WAIT {jid}") == f"OK {jid}:S\r\n".encode()  # one final state
     info = d.info(jid)
     assert (info["state"], info["attempts"], info["exit_code"], info["reason"]) == ("S", 3, 0, "")
-    assert events(d, jid) == "QRQRQRS"
+    assert recorded_states(d, jid) == "QRQRQRS"
 
 
 def test_each_attempt_runs_from_a_script_file_of_its_own(
@@ -70,7 +58,7 @@ def test_the_last_attempt_ends_in_f_with_its_own_reason(
     jid = d.submit(counting(d, 99), retry="1")
     info = ended(d, jid)
     assert (info["state"], info["attempts"], info["reason"]) == ("F", 2, "exit status 1")
-    assert events(d, jid) == "QRQRF"
+    assert recorded_states(d, jid) == "QRQRF"
 
 
 def test_dependents_wait_for_the_final_state(daemon_factory: Callable[..., Daemon]) -> None:

@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 import pytest
-from support import Daemon, Gate, Raw, wait_for
+from support import Daemon, Gate, Raw, recorded_states, wait_for
 
 from sjq.slurm.args import parse_attempt_tag, parse_batch_tag
 
@@ -60,18 +60,6 @@ def attempt_tags(cluster: Cluster, d: Daemon) -> dict[str, list[str]]:
     return found
 
 
-def events(d: Daemon, jobid: int) -> str:
-    """The job's recorded states in order (read once the daemon has stopped)."""
-    from sjq.store import Store
-
-    d.stop()
-    store = Store(d.settings["sjq.db"])
-    try:
-        return "".join(s for s, _ in store.events(jobid))
-    finally:
-        store.close()
-
-
 def test_failed_attempts_go_to_slurm_again_until_one_succeeds(
     slurm: Cluster, daemon_factory: Callable[..., Daemon]
 ) -> None:
@@ -92,7 +80,7 @@ def test_failed_attempts_go_to_slurm_again_until_one_succeeds(
         f"sjq:{ident}:{jid}.2": [slurm_ids[1]],
         f"sjq:{ident}:{jid}.3": [slurm_ids[2]],
     }
-    assert events(d, jid) == "QRQRQRS"  # never F in between
+    assert recorded_states(d, jid) == "QRQRQRS"  # never F in between
 
 
 def test_the_last_failure_ends_in_f_once_and_its_dependents_are_aborted(
@@ -110,7 +98,7 @@ def test_the_last_failure_ends_in_f_once_and_its_dependents_are_aborted(
     assert d.wait_state(rescue, "SFAKE", WAIT) == "S"
     assert [n for n, _ in ledger(d)[jid]] == [1, 2, 3]
     assert len({s for _, s in ledger(d)[jid]}) == 3
-    assert events(d, jid) == "QRQRQRF"
+    assert recorded_states(d, jid) == "QRQRQRF"
 
 
 def test_a_retry_says_why_while_its_next_attempt_runs(

@@ -18,7 +18,14 @@ from support.cli import (
     wait_stopped_by_itself,
     write_rc,
 )
-from support.daemon import Daemon, Spares, daemon_settings, make_daemon, reap_leftovers
+from support.daemon import (
+    Daemon,
+    Spares,
+    daemon_settings,
+    make_daemon,
+    reap_leftovers,
+    started_for_another_user,
+)
 from support.docs import info_keys
 from support.jobs import (
     NOBODY,
@@ -29,6 +36,7 @@ from support.jobs import (
     job_pid,
     no_socket,
     read_when,
+    recorded_states,
     states,
     status,
     submit_bytes,
@@ -61,6 +69,8 @@ __all__ = [
     "no_socket",
     "read_when",
     "reap_leftovers",
+    "recorded_states",
+    "started_for_another_user",
     "states",
     "status",
     "stop_daemon",

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,6 +173,27 @@ def reap_leftovers(*markers: str) -> None:
         if any(m in env or m in cmd for m in wanted):
             with contextlib.suppress(OSError):
                 os.kill(int(name), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def started_for_another_user(
+    daemon_factory: Callable[..., Daemon], **settings: str
+) -> Iterator[tuple[Daemon, Path]]:
+    """A started daemon whose run and TMPDIR directories another user can reach, and a
+    directory ``jobs`` that user may write in (tmp_path is 0700: the job's user could not
+    enter it). The daemon is stopped before the directories go: its keepers' janitors keep
+    TMPDIRs ready below them until then."""
+    base = Path(tempfile.mkdtemp(prefix="sjq-test-"))
+    d = daemon_factory(rundir=str(base / "run"), tmpdir=str(base / "tmp"), **settings)
+    try:
+        base.chmod(0o711)
+        jobs = base / "jobs"
+        jobs.mkdir()
+        jobs.chmod(0o777)
+        yield d.start(), jobs
+    finally:
+        d.stop()
+        shutil.rmtree(base)
 
 
 def daemon_settings(base: Path) -> dict[str, str]:

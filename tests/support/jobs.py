@@ -45,6 +45,19 @@ def states(d: Daemon) -> dict[int, str]:
     return out
 
 
+def recorded_states(d: Daemon, jobid: int) -> str:
+    """The job's states in order as the daemon's database recorded them (``QRQRS``): the
+    daemon is stopped first, so that everything it did is on disk."""
+    from sjq.store import Store
+
+    d.stop()
+    store = Store(d.settings["sjq.db"])
+    try:
+        return "".join(s for s, _ in store.events(jobid))
+    finally:
+        store.close()
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` is a live process (a zombie counts as dead: it runs no code)."""
     try:
