@@ -27,12 +27,14 @@ def submit_request(
     cwd: str | None = None,
     hold: bool = False,
     depends: Iterable[int] = (),
-    mem: str | None = "1M",
+    mem: str | None = "64M",
 ) -> bytes:
     """The bytes of one SUBMIT request.
 
-    ``MEM 1M`` by default: the daemon's default reservation (2G) must never be
-    what limits parallelism on a small machine; the benchmark measures CPU slots.
+    ``MEM 64M`` by default: the daemon's default reservation (2G) must never be
+    what limits parallelism on a small machine (the benchmark measures CPU slots), and
+    under containment MEM is a real limit, which the job must fit in with room (a
+    ``#!/bin/sh`` job is charged about 1 MB: held to 1M, every start would reclaim).
     """
     lines = ["SUBMIT"]
     if cwd is not None:

@@ -48,6 +48,9 @@ class Reserver(Protocol):
 
     def reserve(self, token: int) -> tuple[tuple[int, ...], tuple[str, ...]]: ...
     def unreserve(self, token: int) -> None: ...
+    def spare(self) -> tuple[int, ...]:
+        """The CPUs no running job holds and no armed start has set aside."""
+        ...
 
 
 class Armer:
@@ -145,6 +148,7 @@ class Armer:
             entries.append(m.ArmedStart(seq, launch, e.after, e.need_success, cpus, gpus))
         self._entries.update((e.token, e) for e in entries)
         live = frozenset(self.tokens)
+        spare = self._devices.spare() if self._devices is not None else ()
         for link in links:
             if not link.alive:
                 continue
@@ -159,7 +163,7 @@ class Armer:
             if link in self._behind:
                 self._behind.discard(link)
                 sent = tuple(self._entries[s] for s in self.tokens)
-            link.send(m.encode(m.Arm(live, capable, sent, low)))
+            link.send(m.encode(m.Arm(live, capable, sent, low, spare)))
         self.capable.update(job.id for job in jobs)
         self._unsent = [e.token for e in entries]
         self._links = links

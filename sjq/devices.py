@@ -89,6 +89,11 @@ class Devices:
             gpus = self.gpus.reserve(("token", token), self.gpus.available())
         return cpus, gpus
 
+    def spare(self) -> tuple[int, ...]:
+        """The CPUs no running job holds and no armed start has set aside (none when jobs
+        are not pinned): a keeper's own work is best done there."""
+        return tuple(self.cpus.free_in_order()) if self.cpus is not None else ()
+
     def unreserve(self, token: int) -> None:
         for a in (self.cpus, self.gpus):
             if a is not None:

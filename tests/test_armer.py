@@ -13,6 +13,8 @@ import pytest
 
 from sjq.armer import PUT_RETRY, Armer
 from sjq.arming import ARM_LOW
+from sjq.contain.cpus import Topology
+from sjq.devices import Devices
 from sjq.jobs import ExitRecord, Job, JobLaunch, JobState
 from sjq.keeper import messages as m
 from sjq.keeper.tokens import ArmPipe, take_token
@@ -390,3 +392,21 @@ def test_a_taken_token_not_covered_by_its_runner_holds_back_further_arming(
     rig.armer.exited(exited(1, claimed=seq, started=None))
     assert rig.armer.covered()
     assert not rig.queue.jobs[2].armed
+
+
+def test_keepers_hear_which_cpus_no_job_holds(make_rig: Callable[[int], Rig]) -> None:
+    """``Arm.spare``: the CPUs neither running job holds nor an armed start has set aside,
+    where a keeper goes on after starting a pinned job (``Guard.step_aside``)."""
+    rig = make_rig(2)
+    devices = Devices(Topology.flat([0, 1, 2, 3]))
+    rig.armer = Armer(rig.pipe, rig.queue, launch, rig.later, devices=devices)
+    a, b = two_running(rig, 4)
+    devices.take(a)
+    devices.take(b)
+    ka, kb = Link(), Link()
+    rig.armer.update([(a, ka), (b, kb)], [ka, kb], durable_below=100)
+    held = {*(a.cpu_ids or ()), *(b.cpu_ids or ())}
+    assert len(held) == 2
+    (arm,) = ka.arms()
+    assert set(arm.spare) == {0, 1, 2, 3} - held
+    assert kb.arms()[0].spare == arm.spare

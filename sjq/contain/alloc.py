@@ -77,7 +77,7 @@ class Allocator(Generic[D]):
     def take(self, job: Hashable, n: int) -> tuple[D, ...]:
         if job in self.held:
             raise AllocationError(f"job {job} already holds {self.held[job]}")
-        got = self.choose(self._free_in_order(), n)
+        got = self.choose(self.free_in_order(), n)
         if got is None:
             raise AllocationError(f"job {job} needs {n} device(s); {len(self.free)} free")
         return self.assign(job, got)
@@ -123,7 +123,7 @@ class Allocator(Generic[D]):
         self.free.update(extra)
         return self.assign(started, got)
 
-    def _free_in_order(self) -> list[D]:
+    def free_in_order(self) -> list[D]:
         return [d for d in self.devices if d in self.free]
 
 

@@ -10,6 +10,7 @@ of asyncio or sqlite3.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
@@ -73,6 +74,9 @@ class Guard:
         self.watcher = Watcher(WatchPolicy())
         self.jobs: dict[int, _Held] = {}
         self._tidy_lock = threading.Lock()
+        self.spare: tuple[int, ...] = ()  # CPUs no job holds, as the daemon last said
+        self.home: set[int] | None = None  # the keeper's own CPUs (``open``)
+        self.aside = False  # the keeper runs on spare CPUs until ``step_back``
 
     def keep_fds(self) -> list[int]:
         """Descriptors the keeper must keep when it drops what it inherited."""
@@ -84,6 +88,8 @@ class Guard:
         if not set_child_subreaper():
             log.warning("cannot become a child subreaper: orphans of jobs go to init")
         self.watcher = Watcher(WatchPolicy(), reapers={1, os.getpid()})
+        if self.topology is not None:
+            self.home = os.sched_getaffinity(0)
         if self.backend is not None:
             self.pool = GroupPool(self.backend, size=self.pool_size)
             self.tidy()
@@ -160,7 +166,29 @@ class Guard:
         )
         if group is not None and group.oom_fd is not None:
             held.oom_fd = group.oom_fd
+        self.step_aside(req.cpus)
         return held.oom_fd
+
+    def step_aside(self, cpus: Sequence[int] | None) -> None:
+        """The keeper has just started a job pinned to ``cpus``, on one of them (its spawn
+        ran there): it goes on on a spare CPU, if there is one, so that what it does next
+        (measuring the job that ended, journal, news for the daemon) does not hold the new
+        job back. A hint: a spare CPU another job took meanwhile is merely shared."""
+        if cpus is None or self.home is None:
+            return
+        aside = self.home.intersection(self.spare).difference(cpus)
+        if aside:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, aside)
+                self.aside = True
+
+    def step_back(self) -> None:
+        """Before the keeper waits: back to all its CPUs, so that it wakes wherever it can
+        run soonest (widening moves nothing: a cheap call)."""
+        if self.aside and self.home is not None:
+            self.aside = False
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, self.home)
 
     # -- while jobs run ------------------------------------------------------------------
 

@@ -96,8 +96,7 @@ class Keeper:
         self.arm_low = 0  # the daemon arms more when no more tokens than this are left
         self.timers: list[_Due] = []
         self.seq = 0
-        self.inbuf = bytearray()
-        self.outbuf = bytearray()
+        self.inbuf, self.outbuf = bytearray(), bytearray()
         self.urgent = False
         self.lazy_due = 0.0
         self.want_write = False
@@ -147,6 +146,7 @@ class Keeper:
             if not self.journal.healthy and not self.journal.flush():
                 # a full file system: try again soon to write what waits
                 timeout = JOURNAL_RETRY if timeout is None else min(timeout, JOURNAL_RETRY)
+            self.guard.step_back()
             for key, mask in self.sel.select(timeout):
                 if key.fileobj == wake_r:
                     with contextlib.suppress(BlockingIOError):
@@ -295,8 +295,8 @@ class Keeper:
                 self._tell(self._spawn(launch))
             case m.Kill(jobid, grace):
                 self._kill(jobid, grace)
-            case m.Arm(live, capable, entries, low):
-                self.arm_low = low
+            case m.Arm(live, capable, entries, low, spare):
+                self.arm_low, self.guard.spare = low, spare
                 for seq in [s for s in self.entries if s not in live]:
                     del self.entries[seq]  # taken by another keeper, or taken back
                 for e in entries:

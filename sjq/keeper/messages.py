@@ -68,14 +68,17 @@ class ArmedStart(NamedTuple):
 
 class Arm(NamedTuple):
     """The arm tokens still meaning something (``live``), the new ones (``entries``), the
-    running jobs of this keeper whose end may take a token (``capable``), and the level of
+    running jobs of this keeper whose end may take a token (``capable``), the level of
     tokens at or below which the daemon arms more (``low``: until then, exit records of
-    token-started jobs may wait to share a send)."""
+    token-started jobs may wait to share a send), and the CPUs no job holds or has set
+    aside (``spare``: where the keeper goes on after starting a pinned job, see
+    ``Guard.step_aside``)."""
 
     live: frozenset[int]
     capable: tuple[int, ...]
     entries: tuple[ArmedStart, ...]
     low: int
+    spare: tuple[int, ...] = ()
 
 
 class Rotate(NamedTuple):

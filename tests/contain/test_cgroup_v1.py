@@ -283,6 +283,47 @@ def test_pool_reuses_groups_and_resets_them(v1: V1Backend) -> None:
     assert pool.close()
 
 
+def test_what_a_job_leaves_charged_stays_and_is_not_counted_for_the_next(
+    v1: V1Backend, tmp_path: Path
+) -> None:
+    """A reused group keeps the page cache a job left (reclaiming it would cost every
+    reset ~0.5 ms and the next job would fault the same pages back); the next job's kernel
+    peak does not count it, and a limit below it still goes through (emptied first)."""
+    pool = GroupPool(v1, size=1)
+    pool.tidy()
+    g = pool.take(100 * MB, None)
+    try:
+        data = tmp_path / "data"  # on disk: page cache, not shmem
+        pid = spawn(
+            sh(f"head -c 2000000 /dev/zero > {data}; cat {data} > /dev/null"), backend=v1, group=g
+        )
+        assert reap(pid)[0] == 0
+        g.finish()
+        pool.give_back(g)
+        pool.tidy()
+        assert pool.take(100 * MB, None) is g  # reused
+        with open(os.path.join(g.dirs["memory"], "memory.usage_in_bytes")) as f:
+            left = int(f.read())
+        assert left >= MB, left  # not reclaimed
+        pid = spawn(sh("echo hello > /dev/null"), backend=v1, group=g)
+        status, ru = reap(pid)
+        assert status == 0
+        fin = g.finish()
+        assert fin.cache >= MB
+        u = usage(judge=None, group=fin, ru_utime=ru.ru_utime, ru_stime=ru.ru_stime,
+                  ru_maxrss_kb=ru.ru_maxrss, keeper_peak=keeper_peak())  # fmt: skip
+        assert u.maxrss_from == "kernel"
+        assert u.maxrss < MB, u  # the echo alone, not what the first job left
+        pool.give_back(g)
+        pool.tidy()
+        assert pool.take(MB // 2, None) is g  # below what is still charged
+        with open(os.path.join(g.dirs["memory"], "memory.limit_in_bytes")) as f:
+            assert int(f.read()) == MB // 2
+        pool.give_back(g)
+    finally:
+        assert pool.close()
+
+
 def test_a_group_left_holding_shmem_is_retired(v1: V1Backend, tmp_path: Path) -> None:
     pool = GroupPool(v1, size=1)
     pool.tidy()

@@ -125,6 +125,7 @@ class V1Backend(Backend):
 
 class V1Group(Group):
     backend: V1Backend
+    base = 0  # bytes still charged from earlier jobs when the current one began
 
     def arm_oom_event(self) -> None:
         """An eventfd the kernel signals when this group hits an OOM (cgroup.event_control
@@ -149,6 +150,11 @@ class V1Group(Group):
         d = self.dirs
         known, self.known = self.known, False  # until every write below has gone through
         try:
+            if "memory" in d and mem is not None and mem <= self.base:
+                # what earlier jobs left charged would hold the limit back (EBUSY)
+                with contextlib.suppress(OSError):
+                    self._put("memory", "memory.force_empty", "0")
+                    self.base = 0
             if "memory" in d and (mem != self.mem or not known):
                 limit = str(mem) if mem is not None else "-1"
                 # memsw (memory + swap) may never be below the plain limit: raise it first,
@@ -211,8 +217,9 @@ class V1Group(Group):
             with contextlib.suppress(OSError, ValueError):
                 peak = self._int("memory", "memory.max_usage_in_bytes")
                 # with every process gone, what is still charged is page cache (and a
-                # little kernel memory)
-                left = self._int("memory", "memory.usage_in_bytes")
+                # little kernel memory); what earlier jobs left counts as left even if
+                # the kernel reclaimed some of it meanwhile
+                left = max(self.base, self._int("memory", "memory.usage_in_bytes"))
             oom = self._ooms()
         user = sys_ = None
         if "cpuacct" in self.dirs:
@@ -230,7 +237,12 @@ class V1Group(Group):
     def reset(self) -> bool:
         """Make a used group ready for the next job; False if it must be retired (it still
         holds processes, or more than ``KEEP_CHARGE``, or shmem: tmpfs files a job left,
-        which no reclaim can take back without swap)."""
+        which no reclaim can take back without swap).
+
+        What is still charged (page cache, kernel memory: a few hundred KB after a shell
+        script) stays: reclaiming it costs ~0.5 ms here and the next job faults the same
+        pages straight back. The peak starts from it (``base``), and a limit below it is
+        reclaimed first (``configure``)."""
         if self.pids():
             return False
         d = self.dirs
@@ -239,21 +251,12 @@ class V1Group(Group):
                 usage = self._int("memory", "memory.usage_in_bytes")
                 if usage > KEEP_CHARGE:
                     return False
-                self.res0 = 0
-                if usage:
-                    st = self._stat()
-                    if st.get("total_shmem", 0) > 0:
-                        return False
-                    if st.get("total_cache", 0):
-                        # so that setting the next job's limit never has to reclaim on the
-                        # keeper's critical path (a few MB of cache at most: cheap here)
-                        with contextlib.suppress(OSError):
-                            self._put("memory", "memory.force_empty", "0")
-                        st = self._stat()
-                    self.res0 = st.get("total_rss", 0)
-                self._put("memory", "memory.max_usage_in_bytes", "0")
-                with contextlib.suppress(FileNotFoundError):
-                    self._put("memory", "memory.memsw.max_usage_in_bytes", "0")
+                st = self._stat() if usage else {}
+                if st.get("total_shmem", 0) > 0:
+                    return False
+                self.res0 = st.get("total_rss", 0)
+                self._put("memory", "memory.max_usage_in_bytes", "0")  # = the usage now
+                self.base = usage
                 if self.oom_fired() or self.oom_fd is None:
                     self.oom0 = self._oom_count()
                 self.oom_flag = False
