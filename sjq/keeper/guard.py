@@ -19,6 +19,7 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import cast
 
 from sjq.contain.account import Usage, out_of_memory_reason, usage
@@ -115,12 +116,15 @@ class Guard:
         return group, self.context(req, group)
 
     def context(self, req: JobLaunch, group: Group | None) -> AbstractContextManager[None]:
-        """Its group (whose cpuset pins it, when it has one), or its CPUs by affinity."""
+        """Its group (whose cpuset pins it, when it has one), or its CPUs by affinity. On
+        the way out the keeper steps aside (``aside_of``)."""
+        aside = self.aside_of(req.cpus)
         if group is not None and self.backend is not None:
             if req.cpus is not None and not self.backend.cpuset:
-                return _both(self.backend.inside(group), pinned(req.cpus))
-            return self.backend.inside(group)
-        return pinned(req.cpus)
+                return _both(self.backend.inside(group), pinned(req.cpus, aside))
+            step = None if aside is None else partial(_set_affinity, aside)
+            return self.backend.inside(group, step)
+        return pinned(req.cpus, aside)
 
     def hand_over(self, ended: JobLaunch, entry: ArmedStart) -> JobLaunch | None:
         """The armed job ``entry`` starts as ``ended`` ends: it gets CPUs and GPUs of those
@@ -166,21 +170,21 @@ class Guard:
         )
         if group is not None and group.oom_fd is not None:
             held.oom_fd = group.oom_fd
-        self.step_aside(req.cpus)
         return held.oom_fd
 
-    def step_aside(self, cpus: Sequence[int] | None) -> None:
-        """The keeper has just started a job pinned to ``cpus``, on one of them (its spawn
-        ran there): it goes on on a spare CPU, if there is one, so that what it does next
-        (measuring the job that ended, journal, news for the daemon) does not hold the new
-        job back. A hint: a spare CPU another job took meanwhile is merely shared."""
+    def aside_of(self, cpus: Sequence[int] | None) -> set[int] | None:
+        """Where the keeper goes on once it has started a job pinned to ``cpus`` (its spawn
+        ran on them): a spare CPU, if there is one, so that what it does next (measuring
+        the job that ended, journal, news for the daemon) does not hold the new job back;
+        None: where it is. A hint: a spare CPU another job took meanwhile is merely
+        shared. ``step_back`` undoes it before the keeper waits."""
         if cpus is None or self.home is None:
-            return
+            return None
         aside = self.home.intersection(self.spare).difference(cpus)
-        if aside:
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(0, aside)
-                self.aside = True
+        if not aside:
+            return None
+        self.aside = True
+        return aside
 
     def step_back(self) -> None:
         """Before the keeper waits: back to all its CPUs, so that it wakes wherever it can
@@ -294,6 +298,11 @@ class Guard:
                 self.pool.tidy()
             except Exception:
                 log.exception("cannot tidy the group pool")
+
+
+def _set_affinity(cpus: set[int]) -> None:
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, cpus)
 
 
 @contextmanager

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -171,6 +172,36 @@ def test_cpuset_pins_each_job_to_its_cpus(
         seen[cpu] = out.read_text().split()[-1]
         v1_pool.give_back(g)
     assert seen == {0: "0", 1: "1"}
+
+
+def test_leaving_frees_the_cpus_first(v1: V1Backend, v1_pool: GroupPool) -> None:
+    """``leave(then)``: ``then`` runs once the thread is out of the job's cpuset (it may
+    move to another CPU) and before it leaves the job's other groups; a thread-level move
+    (v1 ``tasks``), so done in a thread of its own."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    g = v1_pool.take(64 * MB, [cpus[0]])
+    seen: list[tuple[set[int], str]] = []
+
+    def where() -> tuple[set[int], str]:
+        with open(f"/proc/self/task/{threading.get_native_id()}/cgroup") as f:
+            return os.sched_getaffinity(0), parse_proc_cgroup(f.read())["memory"]
+
+    def run() -> None:
+        with v1.inside(g, lambda: seen.append(where())):
+            seen.append(where())
+        seen.append(where())
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(10)
+    inside, between, after = seen
+    assert inside[0] == {cpus[0]}
+    assert between[0] == set(cpus)  # out of the cpuset ...
+    assert between[1] == inside[1]  # ... still in the memory group
+    assert after[1] != inside[1]
+    v1_pool.give_back(g)
 
 
 def test_cpu_time_of_the_whole_tree(v1: V1Backend, v1_pool: GroupPool) -> None:

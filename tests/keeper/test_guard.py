@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from sjq.contain.cpus import Topology
+from sjq.jobs import JobLaunch
 from sjq.keeper.guard import Guard
 
 CPUS = sorted(os.sched_getaffinity(0))
@@ -33,29 +34,36 @@ def guard(spare: tuple[int, ...]) -> Guard:
     return g
 
 
+def launch(cpus: tuple[int, ...] | None) -> JobLaunch:
+    return JobLaunch(1, b"#!/bin/sh\n", "/", "/dev/null", "/dev/null", {}, cpus=cpus)
+
+
 @needs_two
 def test_after_a_pinned_start_the_keeper_goes_on_on_spare_cpus_then_back() -> None:
     job, rest = CPUS[0], tuple(CPUS[1:])
 
-    def run() -> tuple[set[int], set[int]]:
+    def run() -> tuple[set[int], set[int], set[int]]:
         g = guard((job, *rest))  # the job's own CPU may still be listed as spare: not used
-        g.step_aside([job])
-        during = os.sched_getaffinity(0)
+        with g.context(launch((job,)), None):
+            inside = os.sched_getaffinity(0)  # what a process spawned here starts with
+        after = os.sched_getaffinity(0)
         g.step_back()
-        return during, os.sched_getaffinity(0)
+        return inside, after, os.sched_getaffinity(0)
 
-    during, after = in_thread(run)  # type: ignore[misc]
-    assert during == set(rest)
-    assert after == set(CPUS)
+    inside, after, back = in_thread(run)  # type: ignore[misc]
+    assert inside == {job}
+    assert after == set(rest)
+    assert back == set(CPUS)
 
 
 @needs_two
 def test_without_a_spare_cpu_or_pinning_the_keeper_stays_where_it_may_run() -> None:
     def run() -> list[set[int]]:
         seen = []
-        for spare, cpus in (((), [CPUS[0]]), ((CPUS[0],), [CPUS[0]]), (tuple(CPUS), None)):
+        for spare, cpus in (((), (CPUS[0],)), ((CPUS[0],), (CPUS[0],)), (tuple(CPUS), None)):
             g = guard(spare)
-            g.step_aside(cpus)
+            with g.context(launch(cpus), None):
+                pass
             seen.append(os.sched_getaffinity(0))
             assert not g.aside
             g.step_back()

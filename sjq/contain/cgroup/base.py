@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import os
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from .fs import CgroupError, alive, pids_in
@@ -82,7 +82,9 @@ class Backend:
     def enter(self, group: Group) -> None:
         raise NotImplementedError
 
-    def leave(self) -> None:
+    def leave(self, then: Callable[[], None] | None = None) -> None:
+        """Back to the daemon's groups; ``then`` runs as soon as the thread may run on any
+        of its CPUs again (its cpuset left), before the rest."""
         raise NotImplementedError
 
     def bases(self) -> list[str]:
@@ -103,13 +105,13 @@ class Backend:
         return g
 
     @contextlib.contextmanager
-    def inside(self, group: Group) -> Iterator[None]:
-        """``with backend.inside(g): pid = os.posix_spawn(...)``"""
+    def inside(self, group: Group, then: Callable[[], None] | None = None) -> Iterator[None]:
+        """``with backend.inside(g): pid = os.posix_spawn(...)``; ``then``: see ``leave``."""
         self.enter(group)
         try:
             yield
         finally:
-            self.leave()
+            self.leave(then)
 
     def held_fds(self) -> list[int]:
         """Descriptors the backend keeps open (the files that move a thread home): a
@@ -194,6 +196,9 @@ class Group:
         self.peak_fd: int | None = None  # v2: memory.peak opened and reset for this job
         self.oom_fd: int | None = None  # v1: an eventfd readable when the kernel OOM-kills
         self.oom_flag = False  # that eventfd fired during the current job
+        # ``kill`` found no process in it since its last job ended: nothing can have come
+        # in (only the keeper puts processes in a group), so tidying need not list it again
+        self.empty = False
 
     @property
     def path(self) -> str:
@@ -231,7 +236,7 @@ class Group:
         return pids_in(os.path.join(self.path, "cgroup.procs"))
 
     def populated(self) -> bool:
-        return bool(self.pids())
+        return not self.empty and bool(self.pids())
 
     def arm_oom_event(self) -> None:
         """Make ``oom_fd`` (v1: an eventfd the kernel signals on an OOM in the group); a
@@ -270,9 +275,11 @@ class Group:
         racing the kill); returns how many were signalled. Processes already signalled
         may still be listed while they exit (uninterruptible sleep)."""
         sent: set[tuple[int, int]] = set()
-        for _ in range(KILL_ROUNDS):
+        for i in range(KILL_ROUNDS):
             fresh = False
-            for pid in self.pids():
+            pids = self.pids()
+            self.empty = i == 0 and not pids
+            for pid in pids:
                 key = (pid, start_of(pid))
                 if key in sent:
                     continue

@@ -48,6 +48,7 @@ class GroupPool:
             self.used.append(g)  # tidy() retires it if it is broken
             raise
         g.used += 1
+        g.empty = False  # a job goes in
         return g
 
     def give_back(self, group: Group) -> None:

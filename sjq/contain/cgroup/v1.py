@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sjq.contain.cpus import format_cpulist
 
@@ -93,11 +93,18 @@ class V1Backend(Backend):
             self.leave()
             raise CgroupError(e.errno, f"cannot enter {group.name}: {e.strerror}") from None
 
-    def leave(self) -> None:
+    def leave(self, then: Callable[[], None] | None = None) -> None:
         tid = str(threading.get_native_id()).encode()
-        for fd in self.home_fds.values():
+        # the cpuset first: once out of the job's CPUs the thread may go on elsewhere
+        # (``then``) while it leaves the rest
+        for ctrl in sorted(self.home_fds, key=lambda c: c != "cpuset"):
             with contextlib.suppress(OSError):
-                os.write(fd, tid)
+                os.write(self.home_fds[ctrl], tid)
+            if then is not None and ctrl == "cpuset":
+                then()
+                then = None
+        if then is not None:
+            then()
 
     def group_of(self, pid: int) -> Group | None:
         try:
@@ -243,7 +250,7 @@ class V1Group(Group):
         script) stays: reclaiming it costs ~0.5 ms here and the next job faults the same
         pages straight back. The peak starts from it (``base``), and a limit below it is
         reclaimed first (``configure``)."""
-        if self.pids():
+        if self.populated():
             return False
         d = self.dirs
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from sjq.contain.cpus import format_cpulist
 
@@ -131,10 +131,12 @@ class V2Backend(Backend):
         except OSError as e:
             raise CgroupError(e.errno, f"cannot enter {group.path}: {e.strerror}") from None
 
-    def leave(self) -> None:
+    def leave(self, then: Callable[[], None] | None = None) -> None:
         if self.home_fd is not None:
             with contextlib.suppress(OSError):
                 os.write(self.home_fd, str(os.getpid()).encode())
+        if then is not None:
+            then()
 
     def group_of(self, pid: int) -> Group | None:
         try:
@@ -238,6 +240,9 @@ class V2Group(Group):
 
     def kill(self) -> int:
         n = len(self.pids())
+        self.empty = not n
+        if not n:
+            return 0
         try:
             self._put("", "cgroup.kill", "1")  # kernel >= 5.14
         except OSError:
@@ -245,7 +250,7 @@ class V2Group(Group):
         return n
 
     def reset(self) -> bool:
-        if self.pids():
+        if self.populated():
             return False
         try:
             if self.backend.memory:
