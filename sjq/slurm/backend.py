@@ -41,7 +41,7 @@ from sjq.jobs import TERMINAL, E, F, Job, JobLaunch, JobState, K, Q, R
 from sjq.retry import retry_of
 from sjq.slurm.commands import Slurm
 from sjq.slurm.errors import SlurmError, SlurmRejected
-from sjq.slurm.parse import Settings, SlurmJob
+from sjq.slurm.parse import Settings, SlurmJob, usage_recorded
 from sjq.slurm.pending import Pending
 from sjq.slurm.startup import wait_for_orphans
 from sjq.slurm.submitting import Submitting
@@ -238,11 +238,11 @@ class SlurmBackend(Submitting):
         return bool(self._cancel or self._holds) and time.monotonic() >= self._act_after
 
     async def _sleep(self) -> None:
-        """Until the next status query is due (never, with nothing to follow), or a kill,
-        hold or release is waiting to be sent."""
+        """Until the next status query is due (never, with nothing to follow and no ended
+        job's usage to ask sacct for), or a kill, hold or release is waiting to be sent."""
         while not self._action_due():
             left = None
-            if self.tracked:
+            if self.tracked or self._measure:
                 left = self._deadline - time.monotonic()
                 if left <= 0:
                     return
@@ -367,13 +367,16 @@ class SlurmBackend(Submitting):
         for jobid, (job, since) in list(self._measure.items()):
             rec = by_id.get(job.backend_id or "")
             if rec is not None and rec.end is not None and rec.state not in ("PENDING", "RUNNING"):
+                before = (job.cpu_user, job.maxrss, job.reason)
                 job.cpu_user = rec.cpu_time
                 job.maxrss = rec.maxrss
                 if rec.cancelled_by is not None and job.state is K and not job.killing:
                     job.reason = f"cancelled in Slurm by uid {rec.cancelled_by}"
-                st.touched[jobid] = job
-                del self._measure[jobid]
-            elif now - since > MEASURE_FOR:
+                if (job.cpu_user, job.maxrss, job.reason) != before:
+                    st.touched[jobid] = job
+                if usage_recorded(rec):
+                    del self._measure[jobid]  # else its steps' peak may come at the next poll
+            if jobid in self._measure and now - since > MEASURE_FOR:
                 del self._measure[jobid]
         self._host_turn()
 

@@ -46,6 +46,7 @@ __all__ = [
     "sacct_args",
     "settings_of",
     "squeue_args",
+    "usage_recorded",
 ]
 
 SEP = "|"
@@ -332,6 +333,15 @@ def parse_sacct(text: str) -> Parsed:
     for leftover in steps.values():  # steps whose job line was not in the output
         out.junk.extend(SEP.join(p) for p in leftover)
     return out
+
+
+def usage_recorded(job: SlurmJob) -> bool:
+    """Whether sacct's record of a job holds its final usage: the job has ended and a step
+    reported its peak memory. slurmdbd stores a job's line and its steps' lines apart: for a
+    moment after the end the job may show its CPU time and no peak yet."""
+    return (
+        job.end is not None and job.state not in ("PENDING", "RUNNING") and job.maxrss is not None
+    )
 
 
 def _sacct_job(parts: list[str]) -> SlurmJob | None:

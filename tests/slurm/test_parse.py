@@ -5,6 +5,7 @@ no Slurm needed."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 from hypothesis import example, given
@@ -26,6 +27,7 @@ from sjq.slurm.parse import (
     sacct_args,
     settings_of,
     squeue_args,
+    usage_recorded,
 )
 from sjq.slurm.states import FAILED, RUNNING, WAITING, Phase, progress
 
@@ -215,6 +217,23 @@ def test_sacct_folds_steps_into_jobs() -> None:
     assert jobs["20_[2-4]"].array_task_id is None
     assert jobs["20_[2-4]"].start is None
     assert jobs["5"].signal == 53
+
+
+def test_an_ended_job_whose_steps_are_not_stored_yet_has_no_final_usage() -> None:
+    """slurmdbd stores a job's line and its steps' lines apart: a job may show as ended,
+    with CPU time, before its batch step brings the peak memory (the backend asks again)."""
+    times = "2026-12-06T08:19:12|2026-12-06T08:19:15|3|00:01.657"
+    job_line = f"7|7|COMPLETED|0:0||n1|{times}|||"
+    step_line = f"7.batch|7.batch|COMPLETED|0:0||n1|{times}|219856K||"
+    (early,) = parse_sacct(job_line + "\n").jobs
+    assert early.cpu_time == pytest.approx(1.657)
+    assert early.maxrss is None
+    assert not usage_recorded(early)
+    (later,) = parse_sacct(job_line + "\n" + step_line + "\n").jobs
+    assert later.maxrss == 219856 * 1024
+    assert usage_recorded(later)
+    running = parse_sacct(job_line.replace("COMPLETED", "RUNNING", 1) + "\n").jobs[0]
+    assert not usage_recorded(replace(running, maxrss=1))
 
 
 step_names = st.sampled_from(["batch", "extern", "0", "1"])
