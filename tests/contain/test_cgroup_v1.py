@@ -350,6 +350,8 @@ def test_what_a_job_leaves_charged_stays_and_is_not_counted_for_the_next(
         assert pool.take(MB // 2, None) is g  # below what is still charged
         with open(os.path.join(g.dirs["memory"], "memory.limit_in_bytes")) as f:
             assert int(f.read()) == MB // 2
+        with open(os.path.join(g.dirs["memory"], "memory.max_usage_in_bytes")) as f:
+            assert int(f.read()) < MB // 2  # the peak starts from what is left, not from before
         pool.give_back(g)
     finally:
         assert pool.close()

@@ -158,10 +158,12 @@ class V1Group(Group):
         known, self.known = self.known, False  # until every write below has gone through
         try:
             if "memory" in d and mem is not None and mem <= self.base:
-                # what earlier jobs left charged would hold the limit back (EBUSY)
+                # what earlier jobs left charged would hold the limit back (EBUSY); the
+                # peak starts again from what is left
                 with contextlib.suppress(OSError):
                     self._put("memory", "memory.force_empty", "0")
-                    self.base = 0
+                    self._put("memory", "memory.max_usage_in_bytes", "0")
+                    self.base = self._int("memory", "memory.usage_in_bytes")
             if "memory" in d and (mem != self.mem or not known):
                 limit = str(mem) if mem is not None else "-1"
                 # memsw (memory + swap) may never be below the plain limit: raise it first,
