@@ -41,7 +41,7 @@ from sjq.jobs import TERMINAL, E, F, Job, JobLaunch, JobState, K, Q, R
 from sjq.retry import retry_of
 from sjq.slurm.commands import Slurm
 from sjq.slurm.errors import SlurmError, SlurmRejected
-from sjq.slurm.parse import Settings, SlurmJob, usage_recorded
+from sjq.slurm.parse import Settings, SlurmJob, has_ended, usage_recorded
 from sjq.slurm.pending import Pending
 from sjq.slurm.startup import wait_for_orphans
 from sjq.slurm.submitting import Submitting
@@ -366,7 +366,7 @@ class SlurmBackend(Submitting):
         st = self._state()
         for jobid, (job, since) in list(self._measure.items()):
             rec = by_id.get(job.backend_id or "")
-            if rec is not None and rec.end is not None and rec.state not in ("PENDING", "RUNNING"):
+            if rec is not None and has_ended(rec):
                 before = (job.cpu_user, job.maxrss, job.reason)
                 job.cpu_user = rec.cpu_time
                 job.maxrss = rec.maxrss

@@ -38,6 +38,7 @@ __all__ = [
     "Parsed",
     "Settings",
     "SlurmJob",
+    "has_ended",
     "parse_config",
     "parse_duration",
     "parse_sacct",
@@ -335,13 +336,16 @@ def parse_sacct(text: str) -> Parsed:
     return out
 
 
+def has_ended(job: SlurmJob) -> bool:
+    """Whether sacct's record says the job has ended."""
+    return job.end is not None and job.state not in ("PENDING", "RUNNING")
+
+
 def usage_recorded(job: SlurmJob) -> bool:
     """Whether sacct's record of a job holds its final usage: the job has ended and a step
     reported its peak memory. slurmdbd stores a job's line and its steps' lines apart: for a
     moment after the end the job may show its CPU time and no peak yet."""
-    return (
-        job.end is not None and job.state not in ("PENDING", "RUNNING") and job.maxrss is not None
-    )
+    return has_ended(job) and job.maxrss is not None
 
 
 def _sacct_job(parts: list[str]) -> SlurmJob | None:

@@ -51,7 +51,8 @@ class V1Backend(Backend):
         return f"cgroup v1 ({ctrls}) below " + ", ".join(self.bases())
 
     def setup(self) -> None:
-        for ctrl, d in self.own.items():
+        # the cpuset first: ``leave`` goes home in this order (``home_fds``)
+        for ctrl, d in sorted(self.own.items(), key=lambda item: item[0] != "cpuset"):
             base = os.path.join(d, self.name)
             try:
                 os.makedirs(base, exist_ok=True)
@@ -95,11 +96,11 @@ class V1Backend(Backend):
 
     def leave(self, then: Callable[[], None] | None = None) -> None:
         tid = str(threading.get_native_id()).encode()
-        # the cpuset first: once out of the job's CPUs the thread may go on elsewhere
-        # (``then``) while it leaves the rest
-        for ctrl in sorted(self.home_fds, key=lambda c: c != "cpuset"):
+        # the cpuset first (``setup``): once out of the job's CPUs the thread may go on
+        # elsewhere (``then``) while it leaves the rest
+        for ctrl, fd in self.home_fds.items():
             with contextlib.suppress(OSError):
-                os.write(self.home_fds[ctrl], tid)
+                os.write(fd, tid)
             if then is not None and ctrl == "cpuset":
                 then()
                 then = None
