@@ -3,6 +3,7 @@ real groups, real processes, real OOM kills."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -423,6 +424,86 @@ def test_hierarchies_can_be_left_out() -> None:
     assert not d.backend.cpu
     assert not d.backend.cpuset
     assert d.why.startswith("cgroup v1 (memory) below ")
+
+
+def test_a_pool_that_runs_dry_resets_a_used_group_rather_than_make_one(v1: V1Backend) -> None:
+    """Every group a keeper holds costs each spawn its descriptors: a ``take`` that finds
+    none ready (the janitor has not come yet) resets a used group itself, and ``tidy``
+    makes new ones only while the pool holds fewer than its size, used ones included."""
+    pool = GroupPool(v1, size=2)
+    pool.tidy()
+    a, b = pool.take(100 * MB, None), pool.take(100 * MB, None)
+    assert pool.made == 2
+    pool.give_back(a)
+    pool.tidy()  # a is ready again; b is a job's: nothing to make
+    assert pool.made == 2
+    assert pool.take(100 * MB, None) is a
+    pool.give_back(a)
+    pool.give_back(b)
+    pool.tidy()
+    c, d = pool.take(100 * MB, None), pool.take(100 * MB, None)
+    pool.give_back(c)  # used, not reset: the next take resets it in place
+    assert pool.take(100 * MB, None) is c
+    assert pool.made == 2
+    assert pool.made_on_demand == 0
+    pool.give_back(c)
+    pool.give_back(d)
+    pool.tidy()
+    assert pool.made == 2
+    assert len(pool.ready) == 2
+    assert pool.close()
+
+
+def test_a_pool_that_runs_dry_with_a_busy_group_makes_one(v1: V1Backend) -> None:
+    pool = GroupPool(v1, size=1)
+    pool.tidy()
+    g = pool.take(100 * MB, None)
+    pid = spawn(sh("sleep 30"), backend=v1, group=g)
+    try:
+        pool.give_back(g)  # still holds a process: it cannot be reset for the next job
+        other = pool.take(100 * MB, None)
+        assert other is not g
+        assert pool.made_on_demand == 1
+        pool.give_back(other)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        reap(pid)
+    assert pool.close()
+
+
+def test_a_group_keeps_one_descriptor_per_control_file(v1: V1Backend) -> None:
+    """Descriptors are copied into every job spawned (and closed at its exec): a file both
+    read and written for each job has one, and limits written only on a change none."""
+    pool = GroupPool(v1, size=1)
+    pool.tidy()
+    for mem in (100 * MB, 50 * MB, 100 * MB):
+        g = pool.take(mem, [0])
+        pid = spawn(sh("true"), backend=v1, group=g)
+        reap(pid)
+        g.finish()
+        g.kill()
+        pool.give_back(g)
+        pool.tidy()
+    kept = {
+        "tasks",
+        "memory.max_usage_in_bytes",
+        "memory.usage_in_bytes",
+        "memory.stat",
+        "cpuacct.usage",
+        "cpuacct.stat",
+        "cpuset.cpus",
+    }
+    assert {name for _, name in g.fds} <= kept
+    # what the process really holds: one descriptor per file, also for those both read
+    # and written (the peak reset, cpuacct.usage zeroed)
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if any(target.startswith(d + "/") for d in g.dirs.values()):
+                held.append(target)
+    assert len(held) == len(set(held)) == len(g.fds) <= 9
+    assert pool.close()
 
 
 def test_a_failed_configuration_is_rewritten_in_full_next_time(v1: V1Backend) -> None:

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sjq.contain.cgroup import V2Backend, detect, parse_mountinfo, parse_proc_cgroup
+from sjq.contain.cgroup.fs import key_values
 
 HYBRID = """\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
@@ -49,6 +50,22 @@ def test_parse_proc_cgroup() -> None:
 def test_parsers_take_any_text(text: str) -> None:
     parse_mountinfo(text)
     parse_proc_cgroup(text)
+
+
+_KEYS = st.sampled_from(["rss", "total_rss", "cache", "shmem", "user", "system", "oom_kill"])
+
+
+@given(st.lists(st.tuples(_KEYS, st.integers(-(2**63), 2**64)), unique_by=lambda kv: kv[0]))
+def test_key_values_finds_each_key_at_the_start_of_a_line(pairs: list[tuple[str, int]]) -> None:
+    """The control files' ``key value`` lines, looked up key by key (a pool reads
+    memory.stat after every job): the same as splitting every line, whatever the order,
+    with keys that end alike (rss, total_rss) and with or without a final newline."""
+    text = "".join(f"{k} {v}\n" for k, v in pairs).encode()
+    want = dict(pairs)
+    wanted = ("rss", "total_rss", "shmem", "user")
+    expect = {k: want[k] for k in wanted if k in want}
+    assert key_values(text, *wanted) == expect
+    assert key_values(text.rstrip(b"\n"), *wanted) == expect
 
 
 def v2_host(tmp_path: Path, controllers: str, procs: str, subtree: str = "") -> tuple[str, str]:

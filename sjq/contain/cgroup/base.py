@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import select
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from .fs import CgroupError, alive, pids_in
+from .fs import CgroupError, alive, pids_in, write_file
 
 __all__ = [
     "BUSY_TIDIES",
@@ -32,6 +33,10 @@ __all__ = [
 KEEP_CHARGE = 4 << 20  # bytes of page cache a used group may hold and still be reused
 BUSY_TIDIES = 3  # tidy passes a group may still hold dying processes before it is retired
 KILL_ROUNDS = 50  # listings of a group while killing it: forks racing the kill show up in the next
+# Control files a group both reads and writes (a peak or a counter reset for each job): one
+# descriptor each. Every descriptor a keeper holds is copied into each job it spawns and
+# closed again at the job's exec (close-on-exec), so a pool of groups keeps few.
+READ_WRITE = frozenset({"memory.max_usage_in_bytes", "cpuacct.usage"})
 
 
 # -- what a group reports ---------------------------------------------------------------
@@ -174,10 +179,12 @@ class Group:
     """One job's group (in every hierarchy of its backend). Made by ``Backend.create``,
     reused through ``GroupPool``.
 
-    Its control files stay open for its whole life and are read with pread at offset 0
-    (the kernel regenerates the text): ~1 us a read here, against ~17 us for an
-    open/read/close in Python. A pooled group costs about a dozen descriptors. The one
-    exception is cgroup.procs (``pids``)."""
+    The control files it reads or writes for every job stay open for its whole life and
+    are read with pread at offset 0 (the kernel regenerates the text): ~1 us a read here,
+    against ~17 us for an open/read/close in Python. A pooled v1 group keeps nine
+    descriptors; files written only when a job's limits differ from the last job's are
+    opened for that write (``_put(..., keep=False)``), and cgroup.procs for each listing
+    (``pids``)."""
 
     def __init__(self, backend: Backend, name: str, dirs: dict[str, str]) -> None:
         self.backend = backend
@@ -192,9 +199,10 @@ class Group:
         self.fresh = True  # never held a job (v2 memory.peak covers its whole life)
         self.used = 0  # jobs it has held
         self.busy = 0  # tidy passes that found processes still in it
-        self.fds: dict[tuple[str, str, bool], int] = {}
+        self.fds: dict[tuple[str, str], int] = {}
         self.peak_fd: int | None = None  # v2: memory.peak opened and reset for this job
         self.oom_fd: int | None = None  # v1: an eventfd readable when the kernel OOM-kills
+        self._oom_poll: select.poll | None = None  # ... asked without a read that fails
         self.oom_flag = False  # that eventfd fired during the current job
         # ``kill`` found no process in it since its last job ended: nothing can have come
         # in (only the keeper puts processes in a group), so tidying need not list it again
@@ -205,11 +213,12 @@ class Group:
         return next(iter(self.dirs.values()))
 
     def _fd(self, ctrl: str, name: str, write: bool = False) -> int:
-        key = (ctrl, name, write)
+        key = (ctrl, name)
         fd = self.fds.get(key)
         if fd is None:
-            flags = (os.O_WRONLY if write else os.O_RDONLY) | os.O_CLOEXEC
-            fd = os.open(os.path.join(self.dirs[ctrl], name), flags)
+            rw = name in READ_WRITE
+            mode = os.O_RDWR if rw else os.O_WRONLY if write else os.O_RDONLY
+            fd = os.open(os.path.join(self.dirs[ctrl], name), mode | os.O_CLOEXEC)
             self.fds[key] = fd
         return fd
 
@@ -222,8 +231,13 @@ class Group:
                 return data
             size *= 4  # a long cgroup.procs
 
-    def _put(self, ctrl: str, name: str, value: str) -> None:
-        os.write(self._fd(ctrl, name, True), value.encode())
+    def _put(self, ctrl: str, name: str, value: str, keep: bool = True) -> None:
+        """Write ``value`` to a control file; ``keep``: through a descriptor kept open (a
+        file written for most jobs), else opened for this write only."""
+        if keep:
+            os.write(self._fd(ctrl, name, True), value.encode())
+        else:
+            write_file(os.path.join(self.dirs[ctrl], name), value)
 
     def _int(self, ctrl: str, name: str) -> int:
         return int(self._get(ctrl, name))
@@ -249,12 +263,14 @@ class Group:
         readable). The notification comes as the OOM begins; the kill is counted a
         moment later (``sample().oom_kills``)."""
         if self.oom_fd is not None and not self.oom_flag:
-            try:
-                os.eventfd_read(self.oom_fd)
-            except BlockingIOError:
-                pass
-            else:
-                self.oom_flag = True
+            if self._oom_poll is None:
+                self._oom_poll = select.poll()
+                self._oom_poll.register(self.oom_fd, select.POLLIN)
+            # poll first: a read of an empty eventfd raises, which costs twice as much
+            if self._oom_poll.poll(0):
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_read(self.oom_fd)
+                    self.oom_flag = True
         return self.oom_flag
 
     # implemented per backend
@@ -304,7 +320,7 @@ class Group:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self.fds.clear()
-        self.peak_fd = self.oom_fd = None
+        self.peak_fd = self.oom_fd = self._oom_poll = None
 
     def state(self) -> str:
         """One word for the keeper's journal, so that a daemon re-adopting the job after a

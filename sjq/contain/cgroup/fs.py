@@ -106,13 +106,22 @@ def read_file(path: str) -> str:
 
 
 def key_values(text: bytes, *keys: str) -> dict[str, int]:
-    """``key value`` lines (memory.stat, cpu.stat, memory.events): only ``keys``."""
-    want = {k.encode() for k in keys}
+    """``key value`` lines (memory.stat, cpu.stat, memory.events): only ``keys``.
+
+    Each key is looked for, not every line split: memory.stat has some forty lines, and
+    a pool resets a group (reading it) after every job."""
     out: dict[str, int] = {}
-    for line in text.splitlines():
-        k, _, v = line.partition(b" ")
-        if k in want:
-            out[k.decode()] = int(v)
+    for key in keys:
+        k = key.encode() + b" "
+        if text.startswith(k):
+            i = 0
+        else:
+            i = text.find(b"\n" + k) + 1
+            if not i:
+                continue
+        i += len(k)
+        j = text.find(b"\n", i)
+        out[key] = int(text[i:j] if j >= 0 else text[i:])
     return out
 
 
@@ -123,8 +132,10 @@ def pids_in(path: str) -> list[int]:
         return []
     try:
         chunks = []
-        while chunk := os.read(fd, 65536):
+        size = 4096  # a job's group lists a few pids, most often none
+        while chunk := os.read(fd, size):
             chunks.append(chunk)
+            size = 65536
         return [int(p) for p in b"".join(chunks).split()]
     except (OSError, ValueError):
         return []

@@ -20,7 +20,9 @@ class GroupPool:
     keeper's critical path) pops a ready group and sets its limits, writing only what
     differs from its last job; ``give_back`` queues it; ``tidy`` (off the critical path: an
     idle moment or a helper thread) resets used groups, retires those that cannot be
-    reused (processes left, shmem, much page cache) and tops the ready list up to ``size``.
+    reused (processes left, shmem, much page cache) and makes new ones while the pool
+    holds fewer than ``size`` (ready, used or held by jobs: every group costs each spawn a
+    little, see ``Group``). A ``take`` that finds none ready resets a used one itself.
 
     ``take`` and ``give_back`` may run in one thread while ``tidy`` runs in another:
     they share only deques, whose append and popleft are atomic."""
@@ -34,14 +36,13 @@ class GroupPool:
         self.made = 0  # groups created, in all
         self.made_on_demand = 0  # ... of which on the critical path (the pool ran dry)
         self.retired = 0
+        self.taken: set[Group] = set()  # given to jobs and not back yet
 
     def take(self, mem: int | None, cpus: Sequence[int] | None) -> Group:
         try:
             g = self.ready.popleft()
         except IndexError:
-            g = self.backend.new_group()
-            self.made += 1
-            self.made_on_demand += 1
+            g = self._reuse() or self._make()
         try:
             g.configure(mem, cpus)
         except CgroupError:
@@ -49,9 +50,30 @@ class GroupPool:
             raise
         g.used += 1
         g.empty = False  # a job goes in
+        self.taken.add(g)
+        return g
+
+    def _reuse(self) -> Group | None:
+        """The pool ran dry before ``tidy`` came: reset a used group here (tens of
+        microseconds) rather than make one (hundreds, and one group more for good)."""
+        try:
+            g = self.used.popleft()
+        except IndexError:
+            return None
+        if g.reset():
+            g.busy = 0
+            return g
+        self.used.append(g)  # tidy deals with it
+        return None
+
+    def _make(self) -> Group:
+        g = self.backend.new_group()
+        self.made += 1
+        self.made_on_demand += 1
         return g
 
     def give_back(self, group: Group) -> None:
+        self.taken.discard(group)  # (a re-adopted job's group was never taken)
         self.used.append(group)
 
     def tidy(self) -> None:
@@ -79,7 +101,7 @@ class GroupPool:
             else:
                 still.append(g)  # processes still exiting: next time
         self.retiring = still
-        while len(self.ready) < self.size:
+        while len(self.ready) + len(self.used) + len(self.taken) < self.size:
             try:
                 g = self.backend.new_group()
             except CgroupError:

@@ -162,7 +162,7 @@ class V1Group(Group):
                 # what earlier jobs left charged would hold the limit back (EBUSY); the
                 # peak starts again from what is left
                 with contextlib.suppress(OSError):
-                    self._put("memory", "memory.force_empty", "0")
+                    self._put("memory", "memory.force_empty", "0", keep=False)
                     self._put("memory", "memory.max_usage_in_bytes", "0")
                     self.base = self._int("memory", "memory.usage_in_bytes")
             if "memory" in d and (mem != self.mem or not known):
@@ -176,7 +176,8 @@ class V1Group(Group):
                     order.reverse()
                 for i, name in enumerate(order):
                     try:
-                        self._put("memory", name, "-1" if i == 0 and not known else limit)
+                        value = "-1" if i == 0 and not known else limit
+                        self._put("memory", name, value, keep=False)
                     except FileNotFoundError:
                         if name == "memory.limit_in_bytes":
                             raise

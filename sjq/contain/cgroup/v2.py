@@ -184,7 +184,7 @@ class V2Group(Group):
         known, self.known = self.known, False  # until every write below has gone through
         try:
             if self.backend.memory and (mem != self.mem or not known):
-                self._put("", "memory.max", "max" if mem is None else str(mem))
+                self._put("", "memory.max", "max" if mem is None else str(mem), keep=False)
                 self.mem = mem
             want = tuple(cpus) if cpus is not None else None
             if self.backend.cpuset and (want != self.cpus or not known):
@@ -244,7 +244,7 @@ class V2Group(Group):
         if not n:
             return 0
         try:
-            self._put("", "cgroup.kill", "1")  # kernel >= 5.14
+            self._put("", "cgroup.kill", "1", keep=False)  # kernel >= 5.14
         except OSError:
             return super().kill()
         return n
