@@ -167,6 +167,8 @@ class Keeper:
             due = self.urgent or not self.children or time.monotonic() >= self.lazy_due
             if self.outbuf and not self.want_write and due:
                 self._send_pending()
+            if self.guard.reset_used():  # the groups of jobs that ended, news sent
+                self.janitor.wake()
         log.info("keeper done: daemon gone and no job left")
         self.guard.close()
         self.journal.close()
@@ -473,8 +475,6 @@ class Keeper:
             self._tell(started)
         self.janitor.recycle(child.tmpdir)
         self.janitor.remove(child.script_path)
-        if self.guard.wants_tidy():
-            self.janitor.wake()
 
     def _claim(self, ended: JobLaunch, succeeded: bool) -> tuple[int | None, JobLaunch | None]:
         """As a capable job ends: the arm token taken, and the job to start for it, on the
