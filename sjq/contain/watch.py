@@ -333,17 +333,21 @@ class Watcher:
             return w.group.pids()
         return [st.pid for st in self._alive(job)]
 
-    def _alive(self, job: Hashable, reaped: int | None = None) -> list[ProcStat]:
+    def _alive(
+        self, job: Hashable, reaped: int | None = None, zombies: bool = False
+    ) -> list[ProcStat]:
         # A start may be a lower bound (``ProcTree.add``): the same process starts at
         # most START_SLACK later; a recycled pid, only after the pid space has wrapped.
-        # ``reaped``: a process known gone (waited for), not looked for.
+        # ``reaped``: a process known gone (waited for), not looked for; ``zombies``:
+        # with those dead but not waited for (their CPU time is final).
+        gone = "X" if zombies else "ZX"
         return [
             st
             for pid, start in self.tree.pids(job).items()
             if pid != reaped
             and (st := read_stat(pid, self.proc)) is not None
             and start <= st.start <= start + START_SLACK
-            and st.state not in "ZX"
+            and st.state not in gone
         ]
 
     def stop(self, job: Hashable, reaped: int | None = None) -> dict[int, tuple[float, float]]:
@@ -356,7 +360,11 @@ class Watcher:
             w.group.kill()
             return {}
         used: dict[int, tuple[float, float]] = {}
-        for st in self._alive(job, reaped):
+        # Zombies too: a process killed with its job's process group an instant before
+        # is dead, and reaped (as an orphan of the keeper's) only once the job is
+        # measured; its time must not be lost in between. (A signal to a zombie is a
+        # no-op.)
+        for st in self._alive(job, reaped, zombies=True):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(st.pid, signal.SIGKILL)
                 used[st.pid] = (st.utime / CLK_TCK, st.stime / CLK_TCK)

@@ -12,10 +12,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from support import wait_for
 
 from sjq.contain.account import usage
 from sjq.contain.procfs import (
+    CLK_TCK,
     boot_ticks,
     keeper_peak,
     marker_in_environ,
@@ -115,6 +117,38 @@ def test_tree_includes_what_left_the_group_session_and_parent(tmp_path: Path) ->
     status, _ = reap(pid)
     assert os.WTERMSIG(status) == signal.SIGKILL
     wait_for(lambda: not w.pids("j"), what="every process to go")
+    w.finish("j")
+
+
+def test_the_cpu_time_of_a_process_dead_but_not_reaped_is_kept(tmp_path: Path) -> None:
+    """A job's process killed with its process group an instant before the job is measured
+    is a zombie until the keeper reaps it, which is after: ``stop`` records its CPU time
+    (final by then) as it does for the processes it kills."""
+    done = tmp_path / "done"
+    busy = (
+        "import time; t = time.process_time()\n"
+        "while time.process_time() - t < 0.2: pass\n"
+        f"open({str(done)!r}, 'w').write('x')\n"
+    )
+    # the busy child's parent becomes `sleep`, which never waits for it: a zombie it stays
+    pid = spawn(sh(f'{PY} -c "{busy}" & exec sleep 60'), env=job_env())
+    w = Watcher(WatchPolicy())
+    w.add("j", pid, start=time.monotonic(), limit=None, marker=MARK)
+    child = wait_for(
+        lambda: (w.sample("j"), next((p for p in w.pids("j") if p != pid), None))[1],
+        what="the busy child",
+    )
+    wait_for(done.exists, what="the busy child's CPU time")
+    stat = wait_for(
+        lambda: st if (st := read_stat(child)) is not None and st.state == "Z" else None,
+        what="the child to be a zombie",
+    )
+    used = w.stop("j", reaped=None)
+    assert child in used
+    user, system = used[child]
+    assert user + system >= 0.15
+    assert (user, system) == pytest.approx((stat.utime / CLK_TCK, stat.stime / CLK_TCK), abs=0.02)
+    reap(pid)
     w.finish("j")
 
 
