@@ -182,9 +182,9 @@ class Group:
     The control files it reads or writes for every job stay open for its whole life and
     are read with pread at offset 0 (the kernel regenerates the text): ~1 us a read here,
     against ~17 us for an open/read/close in Python. A pooled v1 group keeps nine
-    control-file descriptors and its OOM eventfd; files written only when a job's limits differ from the last job's are
-    opened for that write (``_put(..., keep=False)``), and cgroup.procs for each listing
-    (``pids``)."""
+    control-file descriptors and its OOM eventfd; files written only when a job's limits
+    differ from the last job's are opened for that write (``_put(..., keep=False)``), and
+    cgroup.procs for each listing (``pids``)."""
 
     def __init__(self, backend: Backend, name: str, dirs: dict[str, str]) -> None:
         self.backend = backend
