@@ -471,6 +471,31 @@ def test_a_pool_that_runs_dry_with_a_busy_group_makes_one(v1: V1Backend) -> None
     assert pool.close()
 
 
+def test_a_group_still_holding_a_process_is_left_to_tidy(v1: V1Backend) -> None:
+    """The keeper resets the groups of ended jobs in its own thread; one that still holds
+    a process is marked busy and left to the janitor's ``tidy`` (not listed again at
+    every turn of the loop), which makes it ready once the process is gone."""
+    pool = GroupPool(v1, size=2)
+    pool.tidy()
+    g = pool.take(100 * MB, None)
+    pid = spawn(sh("sleep 30"), backend=v1, group=g)
+    try:
+        pool.give_back(g)
+        pool.reset_used()
+        assert g not in pool.ready
+        assert g.busy == 1
+        pool.reset_used()  # skipped: busy
+        assert g.busy == 1
+        assert g in pool.used
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        reap(pid)
+    pool.tidy()
+    assert g in pool.ready
+    assert g.busy == 0
+    assert pool.close()
+
+
 def test_a_group_keeps_one_descriptor_per_control_file(v1: V1Backend) -> None:
     """Descriptors are copied into every job spawned (and closed at its exec): a file both
     read and written for each job has one, and limits written only on a change none."""

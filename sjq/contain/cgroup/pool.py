@@ -57,7 +57,8 @@ class GroupPool:
         """Reset the groups given back since, here and now (the keeper, once it has sent
         its news): a group just left by a job is cheapest to reset at once, its files
         still in the caches, and without waking a thread for it. What cannot be reset
-        waits for ``tidy``."""
+        (a process of its job still exiting) is marked busy and left to ``tidy``: not
+        listed again at every turn of the keeper's loop."""
         for _ in range(len(self.used)):
             try:
                 g = self.used.popleft()
@@ -66,6 +67,7 @@ class GroupPool:
             if g.busy == 0 and g.reset():
                 self.ready.append(g)
             else:
+                g.busy = max(g.busy, 1)
                 self.used.append(g)
 
     def _reuse(self) -> Group | None:
