@@ -396,7 +396,7 @@ def test_a_taken_token_not_covered_by_its_runner_holds_back_further_arming(
 
 def test_keepers_hear_which_cpus_no_job_holds(make_rig: Callable[[int], Rig]) -> None:
     """``Arm.spare``: the CPUs neither running job holds nor an armed start has set aside,
-    where a keeper goes on after starting a pinned job (``Guard.step_aside``)."""
+    where a keeper goes on after starting a pinned job (``Guard.aside_of``)."""
     rig = make_rig(2)
     devices = Devices(Topology.flat([0, 1, 2, 3]))
     rig.armer = Armer(rig.pipe, rig.queue, launch, rig.later, devices=devices)

@@ -72,7 +72,7 @@ class Arm(NamedTuple):
     tokens at or below which the daemon arms more (``low``: until then, exit records of
     token-started jobs may wait to share a send), and the CPUs no job holds or has set
     aside (``spare``: where the keeper goes on after starting a pinned job, see
-    ``Guard.step_aside``)."""
+    ``Guard.aside_of``)."""
 
     live: frozenset[int]
     capable: tuple[int, ...]

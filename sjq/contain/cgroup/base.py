@@ -257,20 +257,23 @@ class Group:
         group made by ``group_of`` has none until then. Nothing to do under v2, where
         memory.oom.group kills the whole group."""
 
+    def _set_oom_fd(self, efd: int) -> None:
+        """``efd`` is the group's OOM eventfd (``arm_oom_event``)."""
+        self.oom_fd = efd
+        self._oom_poll = select.poll()
+        self._oom_poll.register(efd, select.POLLIN)
+
     def oom_fired(self) -> bool:
         """Whether the kernel signalled an OOM in this group during the current job (v1:
         its eventfd; the keeper may select on ``oom_fd`` and call this when it is
         readable). The notification comes as the OOM begins; the kill is counted a
         moment later (``sample().oom_kills``)."""
-        if self.oom_fd is not None and not self.oom_flag:
-            if self._oom_poll is None:
-                self._oom_poll = select.poll()
-                self._oom_poll.register(self.oom_fd, select.POLLIN)
-            # poll first: a read of an empty eventfd raises, which costs twice as much
-            if self._oom_poll.poll(0):
-                with contextlib.suppress(BlockingIOError):
-                    os.eventfd_read(self.oom_fd)
-                    self.oom_flag = True
+        # poll first: a read of an empty eventfd raises, which costs twice as much
+        poll, fd = self._oom_poll, self.oom_fd
+        if not self.oom_flag and poll is not None and fd is not None and poll.poll(0):
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(fd)
+                self.oom_flag = True
         return self.oom_flag
 
     # implemented per backend

@@ -152,7 +152,7 @@ class V1Group(Group):
         except OSError:
             os.close(efd)
             return
-        self.oom_fd = efd
+        self._set_oom_fd(efd)
 
     def configure(self, mem: int | None, cpus: Sequence[int] | None) -> None:
         d = self.dirs
