@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+import heapq
 from dataclasses import dataclass, field
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sjq.arming import ARM_DEPTH, arm_plan, could_start, next_after
@@ -218,8 +219,12 @@ def reference_resolve(
     return unmet, conds, ""
 
 
-def expected_starts(q: Queue) -> list[int]:
-    """The reference: scan ready jobs by (-priority, id) and take each that still fits."""
+def expected_starts(
+    q: Queue, deps: dict[int, tuple[tuple[int, str], ...]] | None = None
+) -> list[int]:
+    """The reference: scan ready jobs by (-priority, id) and take each that still fits.
+    ``deps`` (the model's conditions): a job waiting only for ``after`` conditions on
+    jobs this scan takes becomes ready within it (a start meets them), in its place."""
     free_p = q.maxprocs - q.used_procs
     free_m = None if q.maxmem is None else q.maxmem - q.used_mem
     free_g = q.maxgpus - q.used_gpus
@@ -229,10 +234,20 @@ def expected_starts(q: Queue) -> list[int]:
     for j in q.jobs.values():
         if j.state is R and j.array:
             running[j.array] = running.get(j.array, 0) + 1
+    # for each waiting job, the parents whose start is all it waits for of them
+    after_of: dict[int, set[int]] = {}
+    for j in q.jobs.values():
+        if j.state is H and deps is not None:
+            kinds: dict[int, set[str]] = {}
+            for parent, kind in deps.get(j.id, ()):
+                kinds.setdefault(parent, set()).add(kind)
+            after_of[j.id] = {parent for parent, ks in kinds.items() if ks == {"after"}}
+    waiting = {jid: q.jobs[jid].waiting for jid in after_of}
+    todo = [(-j.priority, j.id) for j in q.jobs.values() if j.state is Q]
+    heapq.heapify(todo)
     out = []
-    for j in sorted(
-        (j for j in q.jobs.values() if j.state is Q), key=lambda j: (-j.priority, j.id)
-    ):
+    while todo:
+        j = q.jobs[heapq.heappop(todo)[1]]
         if j.array in limits and running.get(j.array, 0) >= limits[j.array]:
             continue
         if j.procs <= free_p and (free_m is None or j.mem <= free_m) and j.gpus <= free_g:
@@ -243,6 +258,12 @@ def expected_starts(q: Queue) -> list[int]:
             free_g -= j.gpus
             if free_m is not None:
                 free_m -= j.mem
+            for cid, parents in after_of.items():
+                if j.id in parents:
+                    waiting[cid] -= 1
+                    if not waiting[cid]:
+                        c = q.jobs[cid]
+                        heapq.heappush(todo, (-c.priority, c.id))
     return out
 
 
@@ -305,6 +326,17 @@ ends = st.lists(st.tuples(st.integers(0, 10), st.booleans()), max_size=10)
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 4), st.sampled_from([500, 1000]), st.integers(0, 3), ops, ends)
+@example(  # a job waiting for another's start (after) starts in the same pass as that one
+    maxprocs=2,
+    maxmem=500,
+    maxgpus=0,
+    operations=[
+        ("submit", 1, 0, [], False, 0, 0),
+        ("submit", 1, 0, [(0, "after")], False, 0, 0),
+        ("schedule",),
+    ],
+    end_order=[],
+)
 def test_scheduler_invariants(
     maxprocs: int,
     maxmem: int,
@@ -357,7 +389,7 @@ def test_scheduler_invariants(
         elif kind == "hold":
             q.hold(op[1], now)
         else:
-            want = expected_starts(q)
+            want = expected_starts(q, m.deps)
             got = [j.id for j in q.schedule(now)]
             assert got == want, "the pass must equal an in-order scan that skips misfits"
             running_now = [j for j in q.jobs.values() if j.state is R]
