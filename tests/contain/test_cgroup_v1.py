@@ -86,11 +86,12 @@ def test_every_descendant_stays_in_the_group_and_dies_with_it(
     v1: V1Backend, v1_pool: GroupPool, tmp_path: Path
 ) -> None:
     g = v1_pool.take(64 * MB, None)
-    ready = tmp_path / "ready"
-    # one child in a new session, one double-forked daemon (reparented to init)
-    script = f"setsid sleep 60 & (sleep 61 &) ; touch {ready}; sleep 62"
+    ready, left = tmp_path / "ready", tmp_path / "left"
+    # one child in a new session (it says so once it is in it), one double-forked daemon
+    # (reparented to init)
+    script = f"setsid sh -c 'touch {left}; exec sleep 60' & (sleep 61 &) ; touch {ready}; sleep 62"
     pid = spawn(sh(script), backend=v1, group=g)
-    wait_for(ready.exists, what="the job's children")
+    wait_for(lambda: ready.exists() and left.exists(), what="the job's children")
     pids = wait_for(lambda: p if len(p := g.pids()) >= 4 else None, what="4 processes")
     sessions = {os.getsid(p) for p in pids if os.path.exists(f"/proc/{p}")}
     assert len(sessions) >= 2  # the group holds what left the job's session

@@ -93,16 +93,18 @@ def _sid(pid: int) -> int | None:
 
 
 def test_tree_includes_what_left_the_group_session_and_parent(tmp_path: Path) -> None:
-    ready = tmp_path / "ready"
+    ready, left = tmp_path / "ready", tmp_path / "left"
     script = (
-        # a child in its own session, a double fork (reparented), and a grandchild
-        f"setsid sleep 60 & (sleep 61 &) ; sh -c 'sleep 62' & touch {ready}; sleep 63"
+        # a child in its own session (it says so once it is in it), a double fork
+        # (reparented), and a grandchild
+        f"setsid sh -c 'touch {left}; exec sleep 60' & (sleep 61 &) ; sh -c 'sleep 62' & "
+        f"touch {ready}; sleep 63"
     )
     w = Watcher(WatchPolicy())
     lo = boot_ticks()  # as the keeper does: a lower bound of the start, no /proc read
     pid = spawn(sh(script), env=job_env())
     w.add("j", pid, start=time.monotonic(), limit=None, marker=MARK, start_tick=lo)
-    wait_for(ready.exists, what="the job's processes")
+    wait_for(lambda: ready.exists() and left.exists(), what="the job's processes")
     w.sample("j")
     pids = wait_for(
         lambda: p if len(p := w.pids("j")) >= 5 else (w.sample("j") and None), what="5 processes"
