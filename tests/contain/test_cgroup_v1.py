@@ -459,7 +459,7 @@ def test_a_pool_that_runs_dry_with_a_busy_group_makes_one(v1: V1Backend) -> None
     pool = GroupPool(v1, size=1)
     pool.tidy()
     g = pool.take(100 * MB, None)
-    pid = spawn(sh("sleep 30"), backend=v1, group=g)
+    pid = spawn(sh("exec sleep 30"), backend=v1, group=g)
     try:
         pool.give_back(g)  # still holds a process: it cannot be reset for the next job
         other = pool.take(100 * MB, None)
@@ -479,7 +479,7 @@ def test_a_group_still_holding_a_process_is_left_to_tidy(v1: V1Backend) -> None:
     pool = GroupPool(v1, size=2)
     pool.tidy()
     g = pool.take(100 * MB, None)
-    pid = spawn(sh("sleep 30"), backend=v1, group=g)
+    pid = spawn(sh("exec sleep 30"), backend=v1, group=g)
     try:
         pool.give_back(g)
         pool.reset_used()

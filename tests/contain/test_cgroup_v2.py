@@ -170,7 +170,7 @@ def test_setup_moves_the_daemon_into_a_leaf_to_enable_controllers(v2_root: str) 
     d = detect(versions=("v2",), v2_root=v2_root, name="sjq.1")
     assert isinstance(d.backend, V2Backend)
     needs_v2_controller(d.backend, "memory", "enabling controllers in a delegated group")
-    stranger = spawn(sh("sleep 30"))
+    stranger = spawn(sh("exec sleep 30"))
     with open(os.path.join(v2_root, "cgroup.procs"), "w") as f:
         f.write(str(stranger))
     with pytest.raises(CgroupError, match="also holds processes that are not sjq's"):
