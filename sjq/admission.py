@@ -15,7 +15,7 @@ from sjq.conditions import missing_errors, parents, resolve
 from sjq.jobs import Job, JobState
 from sjq.launch import home_of
 from sjq.patterns import PatternFields, expand
-from sjq.protocol import Error, Submit, SubmitOptions
+from sjq.protocol import SHUTTING_DOWN, Error, Submit, SubmitOptions
 from sjq.protocol._dependency import format_dependency
 from sjq.replies import Accepted, Peer
 from sjq.store import Element, JobSpec, WriteFailed
@@ -33,7 +33,7 @@ HOST = os.uname().nodename.split(".")[0]  # %N in output patterns
 def admit(st: State, req: Submit, peer: Peer) -> Accepted | Error:
     """Check a SUBMIT and queue its job, or say why not (every problem found, joined)."""
     if not st.accepting:
-        return Error("the daemon is shutting down; submit again in a moment")
+        return Error(SHUTTING_DOWN)
     cfg, o = st.cfg, req.options
     errors: list[str] = []
     # Under Slurm a PROCS or MEM not given is 0: not passed to sbatch, so the script's

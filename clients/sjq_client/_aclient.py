@@ -84,6 +84,7 @@ class AsyncClient:
         self.started_pid: int | None = None
         """The pid of the daemon this client started, if it started one."""
         self._stream: Stream | None = None
+        self._retired: set[Stream] = set()  # of a stopping daemon, still owing replies
         self._opening: asyncio.Lock | None = None  # made in the loop, on first use
 
     def __repr__(self) -> str:
@@ -106,6 +107,8 @@ class AsyncClient:
         stream, self._stream = self._stream, None
         if stream is not None:
             await stream.aclose()
+        while self._retired:
+            await self._retired.pop().aclose()
 
     # -- connections ------------------------------------------------------------------------
 
@@ -115,8 +118,8 @@ class AsyncClient:
             self._opening = asyncio.Lock()
         async with self._opening:
             stream = self._stream
-            if stream is None or stream.broken is not None:
-                if stream is not None:
+            if stream is None or stream.broken is not None or stream.retired:
+                if stream is not None and not stream.retired:  # (a retired one closes itself)
                     await stream.aclose()
                 self._stream = None
                 self._stream = stream = await self._open(start)
@@ -171,7 +174,29 @@ class AsyncClient:
 
         ``retry``: the requests may be sent again on a new connection if this one breaks
         before every reply is in (true of everything but SUBMIT, which would queue twice).
+        With ``start`` and autostart, requests a stopping daemon refused (none carried out)
+        go to the next daemon.
         """
+        restart = start and self.autostart
+        replies = await self._exchange(requests, start=start, retry=retry, restart=restart)
+        for _ in range(calls.RESTARTS):
+            if not (restart and calls.refused_for_stopping(replies)):
+                break
+            replies = await self._exchange(requests, start=start, retry=retry, restart=restart)
+        return replies
+
+    def _retire(self, stream: Stream) -> None:
+        """``stream``'s daemon is stopping: no new request on it (the next call connects
+        anew), and it closes once the requests other tasks sent on it have their replies."""
+        if self._stream is stream:
+            self._stream = None
+        if stream.retire():
+            self._retired.add(stream)
+            stream.on_closed(self._retired.discard)
+
+    async def _exchange(
+        self, requests: Sequence[Request], *, start: bool, retry: bool, restart: bool
+    ) -> list[Reply]:
         first = True
         while True:
             stream = await self._connection(start)
@@ -184,7 +209,7 @@ class AsyncClient:
                 first = False
                 continue
             try:
-                return await self._replies(stream, futures)
+                replies = await self._replies(stream, futures)
             except Broken as e:
                 answered = sum(1 for f in futures if f.done() and f.exception() is None)
                 # A request whose reply did not come may have been carried out. Else once more
@@ -192,8 +217,12 @@ class AsyncClient:
                 if not (first and retry):
                     raise calls.lost(self.socket, e, requests[answered]) from None
                 first = False
+                continue
             finally:
                 forget(futures)
+            if restart and calls.refused_for_stopping(replies):
+                self._retire(stream)
+            return replies
 
     async def _replies(self, stream: Stream, futures: list[asyncio.Future[Reply]]) -> list[Reply]:
         try:

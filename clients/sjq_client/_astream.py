@@ -8,7 +8,7 @@ import asyncio
 import collections
 import contextlib
 import socket as _socket_module
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from sjq.protocol import NEED_DATA, Reply, ReplyReader, Request, encode_request, expects_data
@@ -45,6 +45,8 @@ class Stream:
         # the future its caller awaits.
         self._waiting: collections.deque[tuple[bool, asyncio.Future[Reply]]] = collections.deque()
         self.broken: str | None = None  # why the connection can no longer be used
+        self.retired = False  # takes no new request; closes once every reply is in
+        self._on_closed: list[Callable[[Stream], None]] = []
         self._task = asyncio.get_running_loop().create_task(self._read_loop())
 
     def send(self, requests: Sequence[Request]) -> list[asyncio.Future[Reply]]:
@@ -54,6 +56,8 @@ class Stream:
         """
         if self.broken is not None:
             raise Broken(self.broken)
+        if self.retired:
+            raise Broken("the daemon is stopping")
         data = b"".join(encode_request(r) for r in requests)
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Reply]] = []
@@ -107,12 +111,33 @@ class Stream:
             self._waiting.popleft()
             if not future.done():  # else its caller has gone: the reply is dropped
                 future.set_result(reply)
+        if self.retired and not self._waiting:
+            self.close()
+
+    def retire(self) -> bool:
+        """Take no new request (its daemon is stopping) and close once every request sent
+        has its reply. True if that is still to come (else closed now)."""
+        self.retired = True
+        if self._waiting and self.broken is None:
+            return True
+        self.close()
+        return False
+
+    def on_closed(self, callback: Callable[[Stream], None]) -> None:
+        """Call ``callback(self)`` once the connection is closed or broken."""
+        if self.broken is not None:
+            callback(self)
+        else:
+            self._on_closed.append(callback)
 
     def _fail(self, why: str) -> None:
         """Mark the connection broken and tell every request still waiting."""
         if self.broken is None:
             self.broken = why
             self._writer.close()
+            for callback in self._on_closed:
+                callback(self)
+            self._on_closed.clear()
         while self._waiting:
             _, future = self._waiting.popleft()
             if not future.done():

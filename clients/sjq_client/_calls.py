@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar
 
 from sjq._record import record
 from sjq.protocol import (
+    SHUTTING_DOWN,
     Data,
     Error,
     Info,
@@ -91,6 +92,19 @@ class Call:
 
 
 Plan: TypeAlias = Generator[Call, list[Reply], T]
+
+# A daemon may stop (idle, SHUTDOWN) between a client's connect and its SUBMIT: how many
+# times a call refused for that goes to the daemon started next.
+RESTARTS = 3
+
+
+def refused_for_stopping(replies: Sequence[Reply]) -> bool:
+    """Whether a daemon that is stopping refused every request of a call (``SHUTTING_DOWN``):
+    none was carried out, and with autostart the call goes to the next daemon. That daemon
+    stopped listening before it refused them: a new connection starts a new daemon."""
+    return bool(replies) and all(
+        isinstance(r, Error) and r.message == SHUTTING_DOWN for r in replies
+    )
 
 
 def chunks(ids: tuple[int, ...], maxline: int = MAXLINE) -> list[tuple[int, ...]]:

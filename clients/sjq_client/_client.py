@@ -44,7 +44,8 @@ class Client:
     jobs (`status` with ids, `info`, `state`, `wait`, `kill`, `hold`, `release`, and the
     methods of a Job) start a daemon when none answers: an idle daemon shuts itself down
     (``sjq.waittime``), but its jobs' records are in its database, and a new daemon answers
-    for them. `ping`, `status` of every job and `shutdown` never start one. ``timeout``
+    for them; a job a daemon refused because it had begun to stop goes to the next one.
+    `ping`, `status` of every job and `shutdown` never start one. ``timeout``
     bounds each request's wait for its reply (None: no bound); `wait` has its own timeout.
     Reading the config may raise ``sjq.config.ConfigError`` (a ValueError, whose message
     names the file and line).
@@ -133,8 +134,18 @@ class Client:
         """Send requests pipelined on the shared connection; their replies, in order.
 
         ``retry``: the requests may be sent again if the connection breaks mid-way (true of
-        everything but SUBMIT, which would queue a job twice).
+        everything but SUBMIT, which would queue a job twice). With ``start`` and autostart,
+        requests a stopping daemon refused (none carried out) go to the next daemon.
         """
+        replies = self._exchange(requests, start=start, retry=retry)
+        for _ in range(calls.RESTARTS):
+            if not (start and self.autostart and calls.refused_for_stopping(replies)):
+                break
+            self.close()
+            replies = self._exchange(requests, start=start, retry=retry)
+        return replies
+
+    def _exchange(self, requests: Sequence[Request], *, start: bool, retry: bool) -> list[Reply]:
         conn = self._conn
         if conn is not None and conn.is_stale():
             conn.close()

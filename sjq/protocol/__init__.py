@@ -26,6 +26,7 @@ from ._array import format_runs
 from ._client import MAX_REPLY_LINE, ReplyReader, encode_request, expects_data
 from ._events import (
     NEED_DATA,
+    SHUTTING_DOWN,
     BadRequest,
     Closed,
     Data,
@@ -96,6 +97,7 @@ __all__ = [
     "MAX_SRC",
     "MISSING_SHEBANG",
     "NEED_DATA",
+    "SHUTTING_DOWN",
     "TERMINAL",
     "UNKNOWN_COMMAND",
     "BadRequest",

@@ -9,6 +9,7 @@ from sjq._record import record
 
 __all__ = [
     "NEED_DATA",
+    "SHUTTING_DOWN",
     "BadRequest",
     "Closed",
     "Data",
@@ -249,6 +250,11 @@ class Error:
     """``ERROR <message>``; CR and LF in the message are sent as spaces."""
 
     message: str
+
+
+# A daemon that is stopping (SHUTDOWN, STOP, idle) refuses a SUBMIT with this text: the job
+# was not queued, and a client that starts daemons may send it again to the next one.
+SHUTTING_DOWN = "the daemon is shutting down; submit again in a moment"
 
 
 Reply: TypeAlias = Ok | Data | Error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sjq_client import Client, DaemonStartFailed
+from sjq_client import AsyncClient, Client, DaemonStartFailed
 from support import (
     CLI_TIMEOUT,
     Home,
@@ -19,6 +20,8 @@ from support import (
     wait_stopped_by_itself,
     write_rc,
 )
+
+from sjq.protocol import JobState
 
 
 def test_submit_starts_a_daemon_with_auto_shutdown(home: Home) -> None:
@@ -254,3 +257,66 @@ def test_server_starts_and_stops_the_daemon(home: Home) -> None:
     assert "already running" in r.err
     assert cli("server", "--stop").code == 0
     assert not os.path.exists(home.socket)
+
+
+def _job_ignoring_sigterm(home: Home) -> None:
+    """A daemon running a job that ignores SIGTERM: a SHUTDOWN waits its kill grace for it."""
+    ready = home.dir / "jobs" / "ignoring"
+    home.cli().submit("--", "sh", "-c", f"trap '' TERM; touch {ready}; sleep 30")
+    wait_for(ready.exists, what="the job to ignore SIGTERM")
+
+
+def _stopping(home: Home) -> subprocess.Popen[bytes]:
+    """`sjq shutdown`: the daemon stops listening at once, and answers the connections it
+    has until its kill grace is over."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "sjq_client", "shutdown"],
+        env=home.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_a_submit_a_stopping_daemon_refuses_goes_to_the_next_one(home: Home) -> None:
+    """A connection opened before the daemon began to stop (SHUTDOWN, or idle) still reaches
+    it, and it refuses a SUBMIT there (nothing queued): the client sends the job to the
+    daemon it starts next instead of failing."""
+    _job_ignoring_sigterm(home)
+    with Client(config=home.rc) as c:
+        c.ping()  # the connection to the first daemon is open
+        stopping = _stopping(home)
+        try:
+            wait_for(lambda: not answers(home.socket), what="the daemon to stop listening")
+            job = c.submit(command=["true"], cwd=home.dir / "jobs")
+            assert job.id == 2
+            assert c.started_pid is not None
+        finally:
+            stopping.wait(30)
+        assert job.wait(timeout=30) is JobState.SUCCESS
+    assert home.started() == 2
+
+
+def test_the_asyncio_client_sends_a_refused_submit_to_the_next_daemon(home: Home) -> None:
+    """AsyncClient likewise; a status asked on the same connection at the same time still
+    gets its answer from the stopping daemon."""
+
+    _job_ignoring_sigterm(home)
+
+    async def main() -> None:
+        async with AsyncClient(config=home.rc) as c:
+            await c.ping()
+            stopping = _stopping(home)
+            try:
+                wait_for(lambda: not answers(home.socket), what="the daemon to stop listening")
+                job, states = await asyncio.gather(
+                    c.submit(command=["true"], cwd=home.dir / "jobs"), c.status([1])
+                )
+                assert job.id == 2
+                assert [s.id for s in states] == [1]
+                assert c.started_pid is not None
+            finally:
+                await asyncio.to_thread(stopping.wait, 30)
+            assert await job.wait(timeout=30) is JobState.SUCCESS
+
+    asyncio.run(main())
+    assert home.started() == 2
