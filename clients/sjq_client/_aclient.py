@@ -118,8 +118,8 @@ class AsyncClient:
             self._opening = asyncio.Lock()
         async with self._opening:
             stream = self._stream
-            if stream is None or stream.broken is not None or stream.retired:
-                if stream is not None and not stream.retired:  # (a retired one closes itself)
+            if stream is None or stream.broken is not None:
+                if stream is not None:
                     await stream.aclose()
                 self._stream = None
                 self._stream = stream = await self._open(start)
@@ -190,9 +190,9 @@ class AsyncClient:
         anew), and it closes once the requests other tasks sent on it have their replies."""
         if self._stream is stream:
             self._stream = None
+        self._retired = {s for s in self._retired if s.broken is None}  # (closed since)
         if stream.retire():
             self._retired.add(stream)
-            stream.on_closed(self._retired.discard)
 
     async def _exchange(
         self, requests: Sequence[Request], *, start: bool, retry: bool, restart: bool

@@ -8,7 +8,7 @@ import asyncio
 import collections
 import contextlib
 import socket as _socket_module
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from sjq.protocol import NEED_DATA, Reply, ReplyReader, Request, encode_request, expects_data
@@ -46,7 +46,6 @@ class Stream:
         self._waiting: collections.deque[tuple[bool, asyncio.Future[Reply]]] = collections.deque()
         self.broken: str | None = None  # why the connection can no longer be used
         self.retired = False  # takes no new request; closes once every reply is in
-        self._on_closed: list[Callable[[Stream], None]] = []
         self._task = asyncio.get_running_loop().create_task(self._read_loop())
 
     def send(self, requests: Sequence[Request]) -> list[asyncio.Future[Reply]]:
@@ -123,21 +122,11 @@ class Stream:
         self.close()
         return False
 
-    def on_closed(self, callback: Callable[[Stream], None]) -> None:
-        """Call ``callback(self)`` once the connection is closed or broken."""
-        if self.broken is not None:
-            callback(self)
-        else:
-            self._on_closed.append(callback)
-
     def _fail(self, why: str) -> None:
         """Mark the connection broken and tell every request still waiting."""
         if self.broken is None:
             self.broken = why
             self._writer.close()
-            for callback in self._on_closed:
-                callback(self)
-            self._on_closed.clear()
         while self._waiting:
             _, future = self._waiting.popleft()
             if not future.done():

@@ -209,17 +209,28 @@ def test_a_failed_start_from_the_client_raises(tmp_path: Path) -> None:
     assert str(base / "sjq.log") in str(caught.value)
 
 
-def test_a_submit_while_the_daemon_is_still_stopping_waits_for_it(home: Home) -> None:
-    cli = home.cli()
+def _job_ignoring_sigterm(home: Home) -> None:
+    """A daemon running a job that ignores SIGTERM: a SHUTDOWN waits its kill grace for it."""
     ready = home.dir / "jobs" / "ignoring"
-    cli.submit("--", "sh", "-c", f"trap '' TERM; touch {ready}; sleep 30")
+    home.cli().submit("--", "sh", "-c", f"trap '' TERM; touch {ready}; sleep 30")
     wait_for(ready.exists, what="the job to ignore SIGTERM")
-    stopping = subprocess.Popen(
+
+
+def _stopping(home: Home) -> subprocess.Popen[bytes]:
+    """`sjq shutdown`: the daemon stops listening at once, and answers the connections it
+    has until its kill grace is over."""
+    return subprocess.Popen(
         [sys.executable, "-m", "sjq_client", "shutdown"],
         env=home.env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def test_a_submit_while_the_daemon_is_still_stopping_waits_for_it(home: Home) -> None:
+    cli = home.cli()
+    _job_ignoring_sigterm(home)
+    stopping = _stopping(home)
     try:
         # It stops listening at once, but holds its database for sjq.killgrace (2 s) more.
         wait_for(lambda: not answers(home.socket), what="the daemon to stop listening")
@@ -257,24 +268,6 @@ def test_server_starts_and_stops_the_daemon(home: Home) -> None:
     assert "already running" in r.err
     assert cli("server", "--stop").code == 0
     assert not os.path.exists(home.socket)
-
-
-def _job_ignoring_sigterm(home: Home) -> None:
-    """A daemon running a job that ignores SIGTERM: a SHUTDOWN waits its kill grace for it."""
-    ready = home.dir / "jobs" / "ignoring"
-    home.cli().submit("--", "sh", "-c", f"trap '' TERM; touch {ready}; sleep 30")
-    wait_for(ready.exists, what="the job to ignore SIGTERM")
-
-
-def _stopping(home: Home) -> subprocess.Popen[bytes]:
-    """`sjq shutdown`: the daemon stops listening at once, and answers the connections it
-    has until its kill grace is over."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "sjq_client", "shutdown"],
-        env=home.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 def test_a_submit_a_stopping_daemon_refuses_goes_to_the_next_one(home: Home) -> None:
