@@ -31,11 +31,13 @@ from .conftest import PY, hold, sh, spawn
 from .test_cgroup_v1 import ALLOC, reap
 
 MB = 1 << 20
-MARK = (b"SJQ_JOBID=7", b"SJQ_SOCKET=/tmp/test.sock")
+SOCK = "/tmp/test.sock"
+MARK = (b"SJQ_JOBID=7", b"SJQ_SOCKET=" + SOCK.encode())
+OTHER = (b"SJQ_JOBID=8", b"SJQ_SOCKET=" + SOCK.encode())
 
 
 def job_env() -> dict[str, str]:
-    return dict(os.environ, SJQ_JOBID="7", SJQ_SOCKET="/tmp/test.sock")
+    return dict(os.environ, SJQ_JOBID="7", SJQ_SOCKET=SOCK)
 
 
 def run_watched(w: Watcher, job: str, pid: int, limit: int | None = None) -> list[object]:
@@ -156,14 +158,11 @@ def test_the_cpu_time_of_a_process_dead_but_not_reaped_is_kept(tmp_path: Path) -
 
 def test_an_orphan_born_between_samples_is_known_by_its_marker(tmp_path: Path) -> None:
     ready = tmp_path / "ready"
-    gate = tmp_path / "gate"
     w = Watcher(WatchPolicy())
     # the intermediate shell is born and gone before any sample: the sleep is an orphan
-    # whose parent the watcher never saw
-    pid = spawn(
-        sh(f"(sleep 64 &) ; touch {ready}; while [ ! -e {gate} ]; do sleep 0.01; done"),
-        env=job_env(),
-    )
+    # whose parent the watcher never saw. The job then waits in one process (exec), so that
+    # every process the watcher lists is alive when the test reads its environment.
+    pid = spawn(sh(f"(sleep 64 &) ; touch {ready}; exec sleep 60"), env=job_env())
     w.add("j", pid, start=time.monotonic(), limit=None, marker=MARK)
     wait_for(ready.exists, what="the double fork")
     w.sample("j")
@@ -171,20 +170,34 @@ def test_an_orphan_born_between_samples_is_known_by_its_marker(tmp_path: Path) -
     assert orphans, w.pids("j")
     assert marker_in_environ(orphans[0], MARK)
     # a process of another job (other marker) is not taken
-    other = spawn(
-        sh("(sleep 65 &)"), env=dict(os.environ, SJQ_JOBID="8", SJQ_SOCKET="/tmp/test.sock")
-    )
+    other = spawn(sh("(sleep 65 &)"), env=dict(os.environ, SJQ_JOBID="8", SJQ_SOCKET=SOCK))
     reap(other)
-    w.sample("j")
-    assert all(marker_in_environ(p, MARK) for p in w.pids("j"))
-    w.kill("j")
-    gate.touch()
-    reap(pid)
-    for p in subprocess.run(
-        ["pgrep", "-f", "sleep 65"], capture_output=True, text=True
-    ).stdout.split():
-        os.kill(int(p), signal.SIGKILL)
+    stranger = wait_for(_other_jobs_orphan, what="the other job's orphan")
+    try:
+        w.sample("j")
+        taken = w.pids("j")
+        assert stranger not in taken
+        assert all(marker_in_environ(p, MARK) for p in taken)
+    finally:
+        os.kill(stranger, signal.SIGKILL)
+        w.kill("j")
+        reap(pid)
     w.finish("j")
+
+
+def _other_jobs_orphan() -> int | None:
+    """The ``sleep 65`` the other job (SJQ_JOBID=8) left behind, once it runs."""
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = Path(entry.path, "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmdline == b"sleep\x0065\x00" and marker_in_environ(int(entry.name), OTHER):
+                return int(entry.name)
+    return None
 
 
 SUBREAPER = textwrap.dedent(
