@@ -187,17 +187,8 @@ def test_an_orphan_born_between_samples_is_known_by_its_marker(tmp_path: Path) -
 
 def _other_jobs_orphan() -> int | None:
     """The ``sleep 65`` the other job (SJQ_JOBID=8) left behind, once it runs."""
-    with os.scandir("/proc") as entries:
-        for entry in entries:
-            if not entry.name.isdigit():
-                continue
-            try:
-                cmdline = Path(entry.path, "cmdline").read_bytes()
-            except OSError:
-                continue
-            if cmdline == b"sleep\x0065\x00" and marker_in_environ(int(entry.name), OTHER):
-                return int(entry.name)
-    return None
+    found = subprocess.run(["pgrep", "-fx", "sleep 65"], capture_output=True, text=True)
+    return next((int(p) for p in found.stdout.split() if marker_in_environ(int(p), OTHER)), None)
 
 
 SUBREAPER = textwrap.dedent(
