@@ -16,7 +16,7 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -31,6 +31,7 @@ from sjq.contain.procfs import keeper_peak, pinned, set_child_subreaper
 from sjq.contain.watch import Watcher, WatchPolicy
 from sjq.jobs import JobLaunch
 from sjq.keeper.messages import ArmedStart
+from sjq.keeper.spawner import Spawner
 
 __all__ = ["Guard", "Settled"]
 
@@ -51,6 +52,16 @@ class _Held:
     reaped_stime: float = 0.0
     # processes killed (outside a cgroup) and not yet reaped: their CPU time just before
     dying: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Parked:
+    """The start the spawner thread waits for, in ``group`` (configured for it)."""
+
+    jobid: int
+    mem: int | None
+    cpus: tuple[int, ...] | None
+    group: Group
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +89,9 @@ class Guard:
         self.spare: tuple[int, ...] = ()  # CPUs no job holds, as the daemon last said
         self.home: set[int] | None = None  # the keeper's own CPUs (``open``)
         self.aside = False  # the keeper runs on spare CPUs until ``step_back``
+        self.spawner: Spawner | None = None  # a thread that can wait in a job's groups
+        self.parked: _Parked | None = None  # the start it waits for
+        self.spawner_in: Group | None = None  # the group it is in (None: home)
 
     def keep_fds(self) -> list[int]:
         """Descriptors the keeper must keep when it drops what it inherited."""
@@ -94,26 +108,102 @@ class Guard:
         if self.backend is not None:
             self.pool = GroupPool(self.backend, size=self.pool_size)
             self.tidy()
+            if self.backend.parks:
+                self.spawner = Spawner()
 
     def close(self) -> None:
         """Remove this keeper's groups (every job has ended)."""
+        self.expect(None, {})
         if self.pool is not None:
             with self._tidy_lock:
                 self.pool.close(wait=0.5)
 
     # -- a job's start -------------------------------------------------------------------
 
-    def place(self, req: JobLaunch) -> tuple[Group | None, AbstractContextManager[None]]:
-        """Where ``req`` starts: its group (taken from the pool, limits set) and the context
-        to run its spawn in, so that its first instruction is inside. A group that cannot
-        be had leaves the job to the watcher, with a log line: never an error for the job."""
+    def place(
+        self, req: JobLaunch
+    ) -> tuple[
+        Group | None, AbstractContextManager[None], Callable[[Callable[[], int]], int] | None
+    ]:
+        """Where ``req`` starts: its group (taken from the pool, limits set), the context
+        to run its spawn in, so that its first instruction is inside, and the thread to
+        run it in (the spawner waiting in that group already, see ``expect``; None: this
+        one). A group that cannot be had leaves the job to the watcher, with a log line:
+        never an error for the job."""
+        parked, self.parked = self.parked, None
+        if parked is not None and self.spawner is not None:
+            if (parked.jobid, parked.mem, parked.cpus) == (req.jobid, req.mem, req.cpus):
+                return parked.group, contextlib.nullcontext(), self.spawner.call
+            self._unpark(parked)
         group = None
         if self.pool is not None and req.mem is not None:
             try:
                 group = self.pool.take(req.mem, req.cpus)
             except CgroupError as e:
                 log.warning("job %d: %s; its memory is watched instead", req.jobid, e.strerror or e)
-        return group, self.context(req, group)
+        return group, self.context(req, group), None
+
+    def expect(self, running: JobLaunch | None, entries: Mapping[int, ArmedStart]) -> None:
+        """Before the keeper waits: put the spawner thread in the group of the job the end
+        of ``running`` (the keeper's only job whose end takes an arm token) would start,
+        so that ``place`` needs no cgroup move then; else home. ``entries``: the keeper's
+        armed starts; the token its end takes is the lowest one live.
+
+        Only while a CPU is spare: the hand-over costs two thread wake-ups, cheap on an
+        idle CPU, a time slice now and then on a busy machine (docs/performance.md)."""
+        want = None
+        if running is not None and entries and self.spawner is not None and self.pool is not None:
+            entry = entries[min(entries)]
+            launch = None
+            if entry.after in (None, running.jobid) and entry.launch.uid is None:
+                launch = self.hand_over(running, entry, quiet=True)
+            spare = launch is not None and set(self.spare).difference(launch.cpus or ())
+            if launch is not None and launch.mem is not None and spare:
+                want = (launch.jobid, launch.mem, launch.cpus)
+        parked = self.parked
+        if parked is not None and want == (parked.jobid, parked.mem, parked.cpus):
+            return
+        if parked is not None:
+            self.parked = None
+            self._unpark(parked)
+        if want is not None and self.pool is not None and self.spawner is not None:
+            try:
+                group = self.pool.take(want[1], want[2])
+            except CgroupError:
+                want = None
+            else:
+                try:
+                    self._move_spawner(group)
+                except CgroupError as e:
+                    log.warning("cannot park the spawner thread: %s", e.strerror or e)
+                    self._move_spawner(None)
+                    self.pool.give_back(group)
+                    return
+                self.parked = _Parked(want[0], want[1], want[2], group)
+                return
+        self._move_spawner(None)
+
+    def _move_spawner(self, group: Group | None) -> None:
+        """Move the spawner thread into ``group`` (None: home; that never raises)."""
+        if group is self.spawner_in or self.spawner is None or self.backend is None:
+            return
+        try:
+            self.backend.put(self.spawner.tid, group)
+        except CgroupError:
+            if group is not None:
+                raise
+        self.spawner_in = group
+
+    def _unpark(self, parked: _Parked) -> None:
+        """The start the spawner waited for is not coming (as expected): its group back."""
+        self._move_spawner(None)
+        if self.pool is not None:
+            self.pool.give_back(parked.group)
+
+    def _release(self, group: Group) -> None:
+        """``group`` goes back to the pool: the spawner thread must not be left in it."""
+        if self.spawner_in is group:
+            self._move_spawner(None)
 
     def context(self, req: JobLaunch, group: Group | None) -> AbstractContextManager[None]:
         """Its group (whose cpuset pins it, when it has one), or its CPUs by affinity. On
@@ -126,10 +216,13 @@ class Guard:
             return self.backend.inside(group, step)
         return pinned(req.cpus, aside)
 
-    def hand_over(self, ended: JobLaunch, entry: ArmedStart) -> JobLaunch | None:
+    def hand_over(
+        self, ended: JobLaunch, entry: ArmedStart, *, quiet: bool = False
+    ) -> JobLaunch | None:
         """The armed job ``entry`` starts as ``ended`` ends: it gets CPUs and GPUs of those
         ``ended`` held and of those the daemon set aside for it (the exit record tells the
-        daemon which). None if they are too few (a bookkeeping bug: the daemon starts it)."""
+        daemon which). None if they are too few (a bookkeeping bug: the daemon starts it;
+        logged unless ``quiet``)."""
         launch = entry.launch
         try:
             cpus = gpus = None
@@ -143,13 +236,15 @@ class Guard:
             if ended.gpus is not None or entry.gpus:
                 gpus, _ = pick_hand_over(ended.gpus or (), entry.gpus, launch.ngpus, first_free)
         except AllocationError as e:
-            log.error("job %d cannot follow job %d: %s", launch.jobid, ended.jobid, e)
+            if not quiet:
+                log.error("job %d cannot follow job %d: %s", launch.jobid, ended.jobid, e)
             return None
         return launch._replace(cpus=cpus, gpus=gpus)
 
     def unplace(self, group: Group | None) -> None:
         """The job did not start (or not in ``group``): the group goes back."""
         if group is not None and self.pool is not None:
+            self._release(group)
             self.pool.give_back(group)
 
     def started(self, req: JobLaunch, pid: int, tick_lo: int, group: Group | None) -> int | None:
@@ -276,6 +371,7 @@ class Guard:
             limit = held.limit if held.limit is not None else u.maxrss
             reason = out_of_memory_reason(limit, u.maxrss)
         if held.group is not None and self.pool is not None:
+            self._release(held.group)
             self.pool.give_back(held.group)
         return Settled(u, reason)
 

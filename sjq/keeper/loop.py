@@ -29,7 +29,7 @@ from sjq.keeper import messages as m
 from sjq.keeper.guard import Guard
 from sjq.keeper.janitor import Janitor, private_dir
 from sjq.keeper.journal import Detached, Header, Journal, Refusal, Start
-from sjq.keeper.procs import boot_ticks, proc_start_time, signal_group
+from sjq.keeper.procs import boot_ticks, drop_descriptors, proc_start_time, signal_group
 from sjq.keeper.spawn import StartError, ignored_signals, spawn
 from sjq.keeper.tokens import take_token, token_level
 
@@ -169,6 +169,9 @@ class Keeper:
                 self._send_pending()
             if self.guard.reset_used():  # the groups of jobs that ended, news sent
                 self.janitor.wake()
+            # the spawner thread waits in the groups of what may start next (Guard.expect)
+            pid = self.by_job.get(min(self.capable)) if len(self.capable) == 1 else 0
+            self.guard.expect(self.children[pid].req if pid else None, self.entries)
         log.info("keeper done: daemon gone and no job left")
         self.guard.close()
         self.journal.close()
@@ -185,17 +188,7 @@ class Keeper:
             root.removeHandler(h)
             with contextlib.suppress(Exception):
                 h.close()
-        # Python objects inherited from the daemon still own some of these descriptors and
-        # close them when collected. Pointing each at /dev/null (rather than closing it)
-        # drops the daemon's files while keeping the number taken, so such a late close can
-        # never hit a file the keeper opened since.
-        keep = {self.sock.fileno(), self.ready, self.arm_fd, 0, 1, 2, *self.guard.keep_fds()}
-        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        for name in os.listdir("/proc/self/fd"):
-            fd = int(name)
-            if fd not in keep and fd != null:
-                with contextlib.suppress(OSError):
-                    os.dup2(null, fd, inheritable=False)
+        drop_descriptors({self.sock.fileno(), self.ready, self.arm_fd, *self.guard.keep_fds()})
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
             signal.signal(sig, signal.SIG_IGN)
         if self.logfile:
@@ -285,6 +278,7 @@ class Keeper:
             return
         self.detached = True
         self.outbuf.clear()
+        self.entries.clear()  # no token means anything now
         with contextlib.suppress(KeyError, ValueError):
             self.sel.unregister(self.sock)
         self.sock.close()
@@ -330,12 +324,12 @@ class Keeper:
             # The keeper's pid in the name: two daemons of one user may share a run dir.
             self.spawns += 1
             script_path = os.path.join(rundir, f"k{os.getpid()}-{req.jobid}.{self.spawns}")
-            group, place = self.guard.place(req)
+            group, place, call = self.guard.place(req)
             # The process starts between these two ticks. Reading its start from /proc
             # instead would cost more than the rest of a start on some machines.
             lo = boot_ticks()
             try:
-                pid = spawn(req, script_path, tmpdir, self.sigdef, place)
+                pid = spawn(req, script_path, tmpdir, self.sigdef, place, call=call)
             except CgroupError as e:
                 # Its group could not be entered: the watcher holds it instead.
                 log.warning("job %d: %s; its memory is watched instead", req.jobid, e.strerror or e)
@@ -463,11 +457,11 @@ class Keeper:
         # The daemon needs this end in time only to arm more: while enough tokens are
         # left, it may wait to share a wake-up with later news.
         lazy = successor is not None and token_level(self.arm_fd) > self.arm_low
-        if successor is None:
-            self._send(m.Exited(rec, None, claimed), urgent=not lazy)
-        else:
-            exited = m.Exited(rec, successor.jobid, claimed, successor.cpus, successor.gpus)
-            self._send(exited, urgent=not lazy)
+        s = successor
+        exited = (
+            m.Exited(rec, s.jobid, claimed, s.cpus, s.gpus) if s else m.Exited(rec, None, claimed)
+        )
+        self._send(exited, urgent=not lazy)
         if started is not None:
             # The plan it armed made the job a capable one too: its end takes the next token.
             if isinstance(started, m.Started):

@@ -13,6 +13,7 @@ import time
 __all__ = [
     "START_SLACK",
     "boot_ticks",
+    "drop_descriptors",
     "proc_start_time",
     "process_alive",
     "signal_group",
@@ -62,3 +63,18 @@ def signal_group(pid: int, sig: int) -> None:
     """Signal a job's whole process group (its leader's pid is the group id)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
+
+
+def drop_descriptors(keep: set[int]) -> None:
+    """Let go of every inherited descriptor but ``keep`` and 0, 1, 2 (a forked keeper and
+    the daemon's files). Python objects inherited from the daemon still own some of these
+    descriptors and close them when collected. Pointing each at /dev/null (rather than
+    closing it) drops the files while keeping the number taken, so such a late close can
+    never hit a file the keeper opened since."""
+    keep = {0, 1, 2, *keep}
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep and fd != null:
+            with contextlib.suppress(OSError):
+                os.dup2(null, fd, inheritable=False)

@@ -12,6 +12,7 @@ import errno
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from sjq.contain.alloc import device_env
@@ -47,12 +48,16 @@ def spawn(
     tmpdir: str,
     sigdef: frozenset[signal.Signals],
     place: AbstractContextManager[None] | None = None,
+    *,
+    call: Callable[[Callable[[], int]], int] | None = None,
 ) -> int:
     """Write the job's script to ``script_path``, open its outputs and start it in a new
     session; its pid. ``sigdef``: signals to reset to their default action; ``place``: the
     context the process is started in (its cgroup, or its CPUs), so that it is contained
     from its first instruction. Only the start itself runs in it: the script and output
-    files are not charged to the job's group. A ``CgroupError`` from entering it passes."""
+    files are not charged to the job's group. A ``CgroupError`` from entering it passes.
+    ``call``: runs the start itself in another thread (``sjq.keeper.spawner``: one that
+    waits in the job's groups already)."""
     place = place or contextlib.nullcontext()
     check_interpreter(req.script)
     try:
@@ -90,21 +95,25 @@ def spawn(
     except StartError:
         os.close(out)
         raise
+
+    def start() -> int:
+        return os.posix_spawn(
+            script_path,
+            [script_path],
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, out, 1),
+                (os.POSIX_SPAWN_DUP2, err, 2),
+            ],
+            setsid=True,
+            setsigdef=sigdef,
+            setsigmask=(),
+        )
+
     try:
         with place:
-            pid = os.posix_spawn(
-                script_path,
-                [script_path],
-                env,
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, out, 1),
-                    (os.POSIX_SPAWN_DUP2, err, 2),
-                ],
-                setsid=True,
-                setsigdef=sigdef,
-                setsigmask=(),
-            )
+            pid = call(start) if call is not None else start()
     except CgroupError:
         raise
     except OSError as e:

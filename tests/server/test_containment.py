@@ -346,3 +346,59 @@ def test_a_job_whose_group_cannot_be_had_is_watched_instead(
     over = ended(d, d.submit(hog(300), mem="100M"))
     assert over["state"] == "F", over
     assert str(over["reason"]).startswith("out of memory (limit 100M, peak ")
+
+
+def _sjq_groups(pid: int, tid: int, daemon: int) -> dict[str, str] | None:
+    """The job groups (of the daemon ``daemon``) thread ``tid`` of ``pid`` is in; None: home."""
+    try:
+        where = parse_proc_cgroup(Path(f"/proc/{pid}/task/{tid}/cgroup").read_text())
+    except OSError:
+        return None
+    found = {c: where[c] for c in ("memory", "cpuacct", "cpuset") if f"/sjq.{daemon}/" in where[c]}
+    return found or None
+
+
+def test_the_next_armed_job_starts_from_a_thread_waiting_in_its_groups(
+    daemon_factory: Callable[..., Daemon],
+) -> None:
+    """With a CPU spare, while a job runs, a thread of its keeper waits in the groups the
+    next armed job will have; that job starts there, pinned, and the keeper's own thread
+    never enters a job's group (docs/containment.md, "The parked spawner")."""
+    cgroup_or_skip()
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs a CPU spare besides the job's")
+    d = daemon_factory(enforce="cgroup", maxprocs="1", keepers="1").start()
+    assert d.proc is not None
+    gate = Gate(d.jobs_dir / "gate")
+    first, second = d.jobs_dir / "first", d.jobs_dir / "second"
+    show = "cat /proc/self/cgroup; grep Cpus_allowed_list /proc/self/status"
+    a = d.submit(SH + f"echo $PPID > {first}.ppid; ({show}) > {first}\n" + gate.wait)
+    b = d.submit(SH + f"({show}) > {second}\n")
+    wait_for(lambda: first.exists() and first.read_text().count("Cpus") == 1, what="job a")
+    keeper = int(Path(f"{first}.ppid").read_text())
+    mine = parse_proc_cgroup(first.read_text())  # job a's groups
+
+    def parked() -> tuple[int, dict[str, str]] | None:
+        for task in os.listdir(f"/proc/{keeper}/task"):
+            groups = _sjq_groups(keeper, int(task), d.proc.pid)  # type: ignore[union-attr]
+            if groups is not None and groups["memory"] != mine["memory"]:
+                return int(task), groups
+        return None
+
+    tid, groups = wait_for(parked, what="a keeper thread in the next job's groups")
+    assert tid != keeper  # never the keeper's own (main) thread
+    assert _sjq_groups(keeper, keeper, d.proc.pid) is None
+    assert set(groups) == {"memory", "cpuacct", "cpuset"}
+    gate.open()
+    info = ended(d, b)
+    assert info["state"] == "S", info
+    assert ended(d, a)["state"] == "S"
+    text = second.read_text()
+    job = parse_proc_cgroup(text)
+    assert {c: job[c] for c in groups} == groups  # started where the thread waited
+    assert text.split()[-1] == ",".join(map(str, info["cpus"]))
+    # nothing more to start: the thread goes home
+    wait_for(
+        lambda: _sjq_groups(keeper, tid, d.proc.pid) is None,  # type: ignore[union-attr]
+        what="the thread back home",
+    )

@@ -92,6 +92,13 @@ class Backend:
         of its CPUs again (its cpuset left), before the rest."""
         raise NotImplementedError
 
+    # can ``put`` another thread of the process in a group (v1: threads move one by one)
+    parks = False
+
+    def put(self, tid: int, group: Group | None) -> None:
+        """Move the thread ``tid`` of this process into ``group`` (None: home)."""
+        raise NotImplementedError
+
     def bases(self) -> list[str]:
         raise NotImplementedError
 
@@ -247,7 +254,10 @@ class Group:
 
         Opened afresh each time: v1 caches a cgroup.procs listing per open file for a
         second, so a kept descriptor would show processes that are gone."""
-        return pids_in(os.path.join(self.path, "cgroup.procs"))
+        # never this process: under v1 a thread of the keeper may wait in a group
+        # (sjq.keeper.spawner), and cgroup.procs then lists the keeper
+        me = os.getpid()
+        return [p for p in pids_in(os.path.join(self.path, "cgroup.procs")) if p != me]
 
     def populated(self) -> bool:
         return not self.empty and bool(self.pids())

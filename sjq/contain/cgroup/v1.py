@@ -107,6 +107,21 @@ class V1Backend(Backend):
         if then is not None:
             then()
 
+    parks = True
+
+    def put(self, tid: int, group: Group | None) -> None:
+        t = str(tid).encode()
+        try:
+            if group is None:
+                for fd in self.home_fds.values():
+                    os.write(fd, t)
+            else:
+                for ctrl in group.dirs:
+                    os.write(group._fd(ctrl, "tasks", True), t)
+        except OSError as e:
+            where = group.name if group is not None else "home"
+            raise CgroupError(e.errno, f"cannot move thread {tid} {where}: {e.strerror}") from None
+
     def group_of(self, pid: int) -> Group | None:
         try:
             paths = parse_proc_cgroup(read_file(f"/proc/{pid}/cgroup"))
