@@ -92,6 +92,7 @@ class Guard:
         self.spawner: Spawner | None = None  # a thread that can wait in a job's groups
         self.parked: _Parked | None = None  # the start it waits for
         self.spawner_in: Group | None = None  # the group it is in (None: home)
+        self._expected: tuple[int, int, tuple[int, ...]] | None = None  # what ``expect`` saw
 
     def keep_fds(self) -> list[int]:
         """Descriptors the keeper must keep when it drops what it inherited."""
@@ -152,14 +153,19 @@ class Guard:
         Only while a CPU is spare: the hand-over costs two thread wake-ups, cheap on an
         idle CPU, a time slice now and then on a busy machine (docs/performance.md)."""
         want = None
-        if running is not None and entries and self.spawner is not None and self.pool is not None:
-            entry = entries[min(entries)]
+        key = None
+        if running is not None and entries and self.spare and self.spawner is not None:
+            key = (running.jobid, min(entries), self.spare)
+            if key == self._expected and self.parked is not None:
+                return  # nothing changed since the last turn
+            entry = entries[key[1]]
             launch = None
             if entry.after in (None, running.jobid) and entry.launch.uid is None:
                 launch = self.hand_over(running, entry, quiet=True)
             spare = launch is not None and set(self.spare).difference(launch.cpus or ())
             if launch is not None and launch.mem is not None and spare:
                 want = (launch.jobid, launch.mem, launch.cpus)
+        self._expected = key
         parked = self.parked
         if parked is not None and want == (parked.jobid, parked.mem, parked.cpus):
             return
