@@ -128,9 +128,10 @@ class Guard:
     ]:
         """Where ``req`` starts: its group (taken from the pool, limits set), the context
         to run its spawn in, so that its first instruction is inside, and the thread to
-        run it in (the spawner waiting in that group already, see ``expect``; None: this
-        one). A group that cannot be had leaves the job to the watcher, with a log line:
-        never an error for the job."""
+        run it in (None: this one). That is the spawner thread while a CPU is spare: waiting
+        in the group already (``expect``), or moved there now, which the keeper's own
+        thread would have to undo after the spawn. A group that cannot be had leaves the
+        job to the watcher, with a log line: never an error for the job."""
         parked, self.parked = self.parked, None
         if parked is not None and self.spawner is not None:
             if (parked.jobid, parked.mem, parked.cpus) == (req.jobid, req.mem, req.cpus):
@@ -142,7 +143,25 @@ class Guard:
                 group = self.pool.take(req.mem, req.cpus)
             except CgroupError as e:
                 log.warning("job %d: %s; its memory is watched instead", req.jobid, e.strerror or e)
+        spawner = self.spawner
+        if group is not None and spawner is not None and self._hands_over(req):
+            try:
+                self._move_spawner(group)
+            except CgroupError:
+                self._move_spawner(None)  # this thread enters it instead (and says why)
+            else:
+                return group, contextlib.nullcontext(), spawner.call
         return group, self.context(req, group), None
+
+    def _hands_over(self, req: JobLaunch) -> bool:
+        """Whether the spawner thread starts ``req``: it can (cgroup v1, the keeper's
+        user), and a CPU other than the job's is spare, so the two wake-ups of handing the
+        spawn over are cheap (on a busy machine one may wait a time slice)."""
+        return (
+            self.spawner is not None
+            and req.uid is None
+            and bool(set(self.spare).difference(req.cpus or ()))
+        )
 
     def expect(self, running: JobLaunch | None, entries: Mapping[int, ArmedStart]) -> None:
         """Before the keeper waits: put the spawner thread in the group of the job the end
@@ -150,8 +169,7 @@ class Guard:
         so that ``place`` needs no cgroup move then; else home. ``entries``: the keeper's
         armed starts; the token its end takes is the lowest one live.
 
-        Only while a CPU is spare: the hand-over costs two thread wake-ups, cheap on an
-        idle CPU, a time slice now and then on a busy machine (docs/performance.md)."""
+        Only while a CPU is spare (``_hands_over``)."""
         want = None
         key = None
         if running is not None and entries and self.spare and self.spawner is not None:
@@ -160,10 +178,9 @@ class Guard:
                 return  # nothing changed since the last turn
             entry = entries[key[1]]
             launch = None
-            if entry.after in (None, running.jobid) and entry.launch.uid is None:
+            if entry.after in (None, running.jobid):
                 launch = self.hand_over(running, entry, quiet=True)
-            spare = launch is not None and set(self.spare).difference(launch.cpus or ())
-            if launch is not None and launch.mem is not None and spare:
+            if launch is not None and launch.mem is not None and self._hands_over(launch):
                 want = (launch.jobid, launch.mem, launch.cpus)
         self._expected = key
         parked = self.parked

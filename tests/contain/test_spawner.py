@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,22 +150,35 @@ def test_from_one_job_to_the_next_the_thread_moves_group_to_group(guard: Guard) 
 def test_a_start_other_than_the_expected_one_gets_a_group_of_its_own(guard: Guard) -> None:
     assert guard.spawner is not None
     assert guard.pool is not None
-    home = groups_of(os.getpid())
+    tid, home = guard.spawner.tid, groups_of(os.getpid())
     guard.expect(launch(1, (CPUS[0],)), {4: entry(4, launch(2))})
-    parked = guard.parked
-    assert parked is not None
-    # a job other than the one expected (the daemon took the token back), or the same job
-    # on other CPUs: the spawner goes home and gives the group back
-    for job in (launch(3, (CPUS[0],)), launch(2, (CPUS[1],))):
-        group, _, call = guard.place(job)
-        assert call is None
-        assert group is not None
-        assert group is not parked.group
-        assert groups_of(guard.spawner.tid) == home
-        guard.unplace(group)
-        guard.expect(launch(1, (CPUS[0],)), {4: entry(4, launch(2))})
-        parked = guard.parked
-        assert parked is not None
+    first = guard.parked
+    assert first is not None
+    # a job other than the one expected (the daemon took the token back): the parked group
+    # goes back, and the spawner is moved into the job's own group for its start
+    group, _, call = guard.place(launch(3, (CPUS[0],)))
+    assert call is not None
+    assert group is not None
+    assert group is not first.group
+    assert first.group in guard.pool.used
+    assert in_group(groups_of(tid), group.dirs)
+    assert guard.parked is None
+    guard.unplace(group)  # (it did not start after all): the spawner goes home
+    assert groups_of(tid) == home
+    # the expected job, but on the CPU that was spare: no CPU is spare for the hand-over,
+    # so the keeper's own thread starts it (entering the group around the spawn)
+    guard.expect(launch(1, (CPUS[0],)), {4: entry(4, launch(2))})
+    second = guard.parked
+    assert second is not None
+    group, place, call = guard.place(launch(2, (CPUS[1],)))
+    assert call is None
+    assert group is not None
+    assert group is not second.group
+    assert groups_of(tid) == home
+    with place:
+        assert in_group(groups_of(threading.get_native_id()), group.dirs)
+    assert groups_of(os.getpid()) == home
+    guard.unplace(group)
     guard.pool.reset_used()
 
 
