@@ -91,7 +91,8 @@ class Guard:
         self.aside = False  # the keeper runs on spare CPUs until ``step_back``
         self.spawner: Spawner | None = None  # a thread that can wait in a job's groups
         self.parked: _Parked | None = None  # the start it waits for
-        self.spawner_in: Group | None = None  # the group it is in (None: home)
+        self.spawner_in: Group | None = None  # the group it is in, or is moving to (None: home)
+        self._spawner_at: Group | None = None  # ... where it is: its own thread's word
         self._expected: tuple[int, int, tuple[int, ...]] | None = None  # what ``expect`` saw
 
     def keep_fds(self) -> list[int]:
@@ -109,12 +110,14 @@ class Guard:
         if self.backend is not None:
             self.pool = GroupPool(self.backend, size=self.pool_size)
             self.tidy()
-            if self.backend.parks:
+            if self.backend.threads:
                 self.spawner = Spawner()
 
     def close(self) -> None:
         """Remove this keeper's groups (every job has ended)."""
         self.expect(None, {})
+        if self.spawner is not None:
+            self.spawner.sync()
         if self.pool is not None:
             with self._tidy_lock:
                 self.pool.close(wait=0.5)
@@ -133,9 +136,9 @@ class Guard:
         thread would have to undo after the spawn. A group that cannot be had leaves the
         job to the watcher, with a log line: never an error for the job."""
         parked, self.parked = self.parked, None
-        if parked is not None and self.spawner is not None:
+        if parked is not None:
             if (parked.jobid, parked.mem, parked.cpus) == (req.jobid, req.mem, req.cpus):
-                return parked.group, contextlib.nullcontext(), self.spawner.call
+                return parked.group, contextlib.nullcontext(), self._call_in(parked.group)
             self._unpark(parked)
         group = None
         if self.pool is not None and req.mem is not None:
@@ -143,14 +146,8 @@ class Guard:
                 group = self.pool.take(req.mem, req.cpus)
             except CgroupError as e:
                 log.warning("job %d: %s; its memory is watched instead", req.jobid, e.strerror or e)
-        spawner = self.spawner
-        if group is not None and spawner is not None and self._hands_over(req):
-            try:
-                self._move_spawner(group)
-            except CgroupError:
-                self._move_spawner(None)  # this thread enters it instead (and says why)
-            else:
-                return group, contextlib.nullcontext(), spawner.call
+        if group is not None and self._hands_over(req):
+            return group, contextlib.nullcontext(), self._call_in(group)
         return group, self.context(req, group), None
 
     def _hands_over(self, req: JobLaunch) -> bool:
@@ -163,13 +160,32 @@ class Guard:
             and bool(set(self.spare).difference(req.cpus or ()))
         )
 
-    def expect(self, running: JobLaunch | None, entries: Mapping[int, ArmedStart]) -> None:
-        """Before the keeper waits: put the spawner thread in the group of the job the end
-        of ``running`` (the keeper's only job whose end takes an arm token) would start,
-        so that ``place`` needs no cgroup move then; else home. ``entries``: the keeper's
-        armed starts; the token its end takes is the lowest one live.
+    def _call_in(self, group: Group) -> Callable[[Callable[[], int]], int]:
+        """How to start a job in ``group`` by the spawner thread: there already (parked),
+        or entering it first; a ``CgroupError`` if it cannot (it is then home)."""
+        spawner, backend = self.spawner, self.backend
+        assert spawner is not None
+        assert backend is not None
+        self.spawner_in = group
 
-        Only while a CPU is spare (``_hands_over``)."""
+        def call(start: Callable[[], int]) -> int:
+            def inside() -> int:  # in the spawner's thread
+                if self._spawner_at is not group:
+                    self._spawner_at = None
+                    backend.enter(group)  # leaves for home if it fails
+                    self._spawner_at = group
+                return start()
+
+            return spawner.call(inside)
+
+        return call
+
+    def expect(self, running: JobLaunch | None, entries: Mapping[int, ArmedStart]) -> None:
+        """Before the keeper waits: send the spawner thread into the group of the job the
+        end of ``running`` (the keeper's only job whose end takes an arm token) would start,
+        so that ``place`` needs no cgroup move then; else home. It moves itself, while the
+        keeper goes on. ``entries``: the keeper's armed starts; the token its end takes is
+        the lowest one live. Only while a CPU is spare (``_hands_over``)."""
         want = None
         key = None
         if running is not None and entries and self.spare and self.spawner is not None:
@@ -189,44 +205,53 @@ class Guard:
         if parked is not None:
             self.parked = None
             self._unpark(parked)
-        if want is not None and self.pool is not None and self.spawner is not None:
+        if want is not None and self.pool is not None:
             try:
                 group = self.pool.take(want[1], want[2])
             except CgroupError:
-                want = None
+                pass  # the start takes one (or is watched), and says why
             else:
-                try:
-                    self._move_spawner(group)
-                except CgroupError as e:
-                    log.warning("cannot park the spawner thread: %s", e.strerror or e)
-                    self._move_spawner(None)
-                    self.pool.give_back(group)
-                    return
+                self._move_spawner(group)
                 self.parked = _Parked(want[0], want[1], want[2], group)
                 return
         self._move_spawner(None)
 
     def _move_spawner(self, group: Group | None) -> None:
-        """Move the spawner thread into ``group`` (None: home; that never raises)."""
-        if group is self.spawner_in or self.spawner is None or self.backend is None:
+        """Send the spawner thread into ``group`` (None: home); it moves itself."""
+        spawner = self.spawner
+        if group is self.spawner_in or spawner is None:
             return
-        try:
-            self.backend.put(self.spawner.tid, group)
-        except CgroupError:
-            if group is not None:
-                raise
         self.spawner_in = group
+        spawner.post(partial(self._spawner_go, group))
+
+    def _spawner_go(self, group: Group | None) -> None:
+        """In the spawner's thread: move into ``group`` (None: home). A group it cannot
+        enter is entered again, or not, at the start (``_call_in``)."""
+        backend = self.backend
+        assert backend is not None
+        if group is None:
+            backend.leave()
+            self._spawner_at = None
+            return
+        self._spawner_at = None
+        try:
+            backend.enter(group)  # leaves for home if it fails
+        except CgroupError as e:
+            log.warning("cannot move the spawner thread into %s: %s", group.name, e.strerror or e)
+            return
+        self._spawner_at = group
 
     def _unpark(self, parked: _Parked) -> None:
         """The start the spawner waited for is not coming (as expected): its group back."""
-        self._move_spawner(None)
+        self._release(parked.group)
         if self.pool is not None:
             self.pool.give_back(parked.group)
 
     def _release(self, group: Group) -> None:
-        """``group`` goes back to the pool: the spawner thread must not be left in it."""
-        if self.spawner_in is group:
+        """``group`` goes back to the pool: the spawner thread must be out of it first."""
+        if self.spawner_in is group and self.spawner is not None:
             self._move_spawner(None)
+            self.spawner.sync()
 
     def context(self, req: JobLaunch, group: Group | None) -> AbstractContextManager[None]:
         """Its group (whose cpuset pins it, when it has one), or its CPUs by affinity. On

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sjq.contain.cgroup import GroupPool, V1Backend, parse_proc_cgroup
+from sjq.contain.cgroup import CgroupError, GroupPool, V1Backend, parse_proc_cgroup
 from sjq.contain.cpus import Topology
 from sjq.jobs import JobLaunch
 from sjq.keeper.guard import Guard
@@ -49,8 +49,15 @@ def guard(v1: V1Backend) -> Iterator[Guard]:
         yield g
     finally:
         assert g.pool is not None
-        g.expect(None, {})
+        expect(g, None, {})
         assert g.pool.close(), "a test left processes in its groups"
+
+
+def expect(g: Guard, running: JobLaunch | None, entries: dict[int, ArmedStart]) -> None:
+    """``Guard.expect``, and wait until the spawner thread has moved (it moves itself)."""
+    g.expect(running, entries)
+    assert g.spawner is not None
+    g.spawner.sync()
 
 
 def groups_of(tid: int) -> dict[str, str]:
@@ -90,7 +97,7 @@ def test_the_spawner_waits_in_the_next_jobs_groups_and_starts_it_there(
     assert guard.spawner is not None
     tid, home = guard.spawner.tid, groups_of(os.getpid())
     running, nxt = launch(1, (CPUS[0],)), launch(2)
-    guard.expect(running, {7: entry(7, nxt), 9: entry(9, launch(3))})
+    expect(guard, running, {7: entry(7, nxt), 9: entry(9, launch(3))})
     parked = guard.parked
     assert parked is not None
     assert (parked.jobid, parked.cpus) == (2, (CPUS[0],))  # the lowest token, its CPUs handed over
@@ -115,7 +122,7 @@ def test_the_spawner_waits_in_the_next_jobs_groups_and_starts_it_there(
     assert in_group({c: job[c] for c in parked.group.dirs}, parked.group.dirs)
     assert text.split()[-1] == str(CPUS[0])
     # nothing expected next: the thread goes home, the group can be reset and reused
-    guard.expect(None, {})
+    expect(guard, None, {})
     assert groups_of(tid) == home
     assert os.sched_getaffinity(tid) == set(CPUS)
     guard.unplace(parked.group)
@@ -127,14 +134,14 @@ def test_the_spawner_waits_in_the_next_jobs_groups_and_starts_it_there(
 def test_from_one_job_to_the_next_the_thread_moves_group_to_group(guard: Guard) -> None:
     assert guard.spawner is not None
     tid = guard.spawner.tid
-    guard.expect(launch(1, (CPUS[0],)), {1: entry(1, launch(2))})
+    expect(guard, launch(1, (CPUS[0],)), {1: entry(1, launch(2))})
     first = guard.parked
     assert first is not None
     job = guard.hand_over(launch(1, (CPUS[0],)), entry(1, launch(2)))
     assert job is not None
     pid, by_spawner = start(guard, job, ["/bin/sleep", "30"])
     assert by_spawner
-    guard.expect(job, {2: entry(2, launch(3), after=2)})  # the next job waits for this one
+    expect(guard, job, {2: entry(2, launch(3), after=2)})  # the next job waits for this one
     second = guard.parked
     assert second is not None
     assert second.group is not first.group
@@ -151,7 +158,7 @@ def test_a_start_other_than_the_expected_one_gets_a_group_of_its_own(guard: Guar
     assert guard.spawner is not None
     assert guard.pool is not None
     tid, home = guard.spawner.tid, groups_of(os.getpid())
-    guard.expect(launch(1, (CPUS[0],)), {4: entry(4, launch(2))})
+    expect(guard, launch(1, (CPUS[0],)), {4: entry(4, launch(2))})
     first = guard.parked
     assert first is not None
     # a job other than the one expected (the daemon took the token back): the parked group
@@ -161,13 +168,16 @@ def test_a_start_other_than_the_expected_one_gets_a_group_of_its_own(guard: Guar
     assert group is not None
     assert group is not first.group
     assert first.group in guard.pool.used
-    assert in_group(groups_of(tid), group.dirs)
     assert guard.parked is None
-    guard.unplace(group)  # (it did not start after all): the spawner goes home
+    assert groups_of(tid) == home  # it went home, and enters the group only to start the job
+    where = call(lambda: groups_of(threading.get_native_id()))  # type: ignore[arg-type,return-value]
+    assert in_group(where, group.dirs)
+    assert in_group(groups_of(tid), group.dirs)
+    guard.unplace(group)  # (as if the start failed): the spawner goes home
     assert groups_of(tid) == home
     # the expected job, but on the CPU that was spare: no CPU is spare for the hand-over,
     # so the keeper's own thread starts it (entering the group around the spawn)
-    guard.expect(launch(1, (CPUS[0],)), {4: entry(4, launch(2))})
+    expect(guard, launch(1, (CPUS[0],)), {4: entry(4, launch(2))})
     second = guard.parked
     assert second is not None
     group, place, call = guard.place(launch(2, (CPUS[1],)))
@@ -201,7 +211,7 @@ def test_the_spawner_stays_home_when_no_start_can_be_expected(guard: Guard, what
         entries = {1: entry(1, launch(2)._replace(mem=None))}
     else:
         entries = {}
-    guard.expect(running, entries)
+    expect(guard, running, entries)
     assert guard.parked is None
     assert groups_of(guard.spawner.tid) == home
 
@@ -209,7 +219,7 @@ def test_the_spawner_stays_home_when_no_start_can_be_expected(guard: Guard, what
 def test_the_oom_killer_takes_the_job_never_the_keeper_for_its_thread(guard: Guard) -> None:
     """A thread is not its process: the memory this process uses is not charged to the
     group the thread waits in, and the kernel's OOM kill picks among the group's processes."""
-    guard.expect(launch(1, (CPUS[0],)), {1: entry(1, launch(2, mem=100 * MB))})
+    expect(guard, launch(1, (CPUS[0],)), {1: entry(1, launch(2, mem=100 * MB))})
     parked = guard.parked
     assert parked is not None
     before = parked.group.sample().resident
@@ -226,14 +236,14 @@ def test_the_oom_killer_takes_the_job_never_the_keeper_for_its_thread(guard: Gua
     assert os.WIFSIGNALED(status)
     assert os.WTERMSIG(status) == signal.SIGKILL
     assert parked.group.sample().oom_kills >= 1
-    guard.expect(None, {})
+    expect(guard, None, {})
     guard.unplace(parked.group)
 
 
 def test_a_failed_start_sends_the_thread_home(guard: Guard) -> None:
     assert guard.spawner is not None
     home = groups_of(os.getpid())
-    guard.expect(launch(1, (CPUS[0],)), {1: entry(1, launch(2))})
+    expect(guard, launch(1, (CPUS[0],)), {1: entry(1, launch(2))})
     parked = guard.parked
     assert parked is not None
     job = guard.hand_over(launch(1, (CPUS[0],)), entry(1, launch(2)))
@@ -253,3 +263,23 @@ def test_a_call_returns_or_raises_in_the_caller() -> None:
     with pytest.raises(ZeroDivisionError):
         s.call(lambda: 1 // 0)
     assert s.call(lambda: "again") == "again"  # and goes on after an exception
+
+
+def test_a_group_the_spawner_cannot_enter_is_an_error_for_the_keeper_to_handle(
+    guard: Guard,
+) -> None:
+    """The keeper's answer to a CgroupError at a start is the watcher (tested with a real
+    daemon in tests/server/test_containment.py); here: the error reaches it, and the thread
+    is home, never half in the group."""
+    assert guard.spawner is not None
+    home = groups_of(os.getpid())
+    group, _, call = guard.place(launch(2, (CPUS[0],)))
+    assert group is not None
+    assert call is not None
+    # a cpuset group without CPUs takes no task (ENOSPC)
+    Path(group.dirs["cpuset"], "cpuset.cpus").write_text("\n")
+    with pytest.raises(CgroupError):
+        call(lambda: os.posix_spawn("/bin/true", ["/bin/true"], {}))
+    assert groups_of(guard.spawner.tid) == home
+    guard.unplace(group)
+    assert groups_of(guard.spawner.tid) == home

@@ -92,12 +92,8 @@ class Backend:
         of its CPUs again (its cpuset left), before the rest."""
         raise NotImplementedError
 
-    # can ``put`` another thread of the process in a group (v1: threads move one by one)
-    parks = False
-
-    def put(self, tid: int, group: Group | None) -> None:
-        """Move the thread ``tid`` of this process into ``group`` (None: home)."""
-        raise NotImplementedError
+    # ``enter`` and ``leave`` move the calling thread alone (v1), not the whole process
+    threads = False
 
     def bases(self) -> list[str]:
         raise NotImplementedError
