@@ -183,9 +183,10 @@ class Guard:
     def expect(self, running: JobLaunch | None, entries: Mapping[int, ArmedStart]) -> None:
         """Before the keeper waits: send the spawner thread into the group of the job the
         end of ``running`` (the keeper's only job whose end takes an arm token) would start,
-        so that ``place`` needs no cgroup move then; else home. It moves itself, while the
-        keeper goes on. ``entries``: the keeper's armed starts; the token its end takes is
-        the lowest one live. Only while a CPU is spare (``_hands_over``)."""
+        so that ``place`` needs no cgroup move then; home when the keeper runs no such job.
+        It moves itself, while the keeper goes on. ``entries``: the keeper's armed starts;
+        the token its end takes is the lowest one live. Only while a CPU is spare
+        (``_hands_over``)."""
         want = None
         key = None
         if running is not None and entries and self.spare and self.spawner is not None:
@@ -214,7 +215,11 @@ class Guard:
                 self._move_spawner(group)
                 self.parked = _Parked(want[0], want[1], want[2], group)
                 return
-        self._move_spawner(None)
+        if running is None:
+            self._move_spawner(None)
+        # else it may stay in the group of the job it started (which ``settle`` will send it
+        # out of): a move home now would run on that job's CPU as it starts, and the next
+        # park would move it again
 
     def _move_spawner(self, group: Group | None) -> None:
         """Send the spawner thread into ``group`` (None: home); it moves itself."""

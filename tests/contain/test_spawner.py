@@ -283,3 +283,28 @@ def test_a_group_the_spawner_cannot_enter_is_an_error_for_the_keeper_to_handle(
     assert groups_of(guard.spawner.tid) == home
     guard.unplace(group)
     assert groups_of(guard.spawner.tid) == home
+
+
+def test_with_nowhere_to_go_the_spawner_stays_with_the_job_it_started(guard: Guard) -> None:
+    """A move home would run on the new job's CPU as it starts; the spawner stays in its
+    group (the keeper never listed there) until a park or the job's end sends it on."""
+    assert guard.spawner is not None
+    home = groups_of(os.getpid())
+    job = launch(2, (CPUS[0],))
+    group, _, call = guard.place(job)
+    assert group is not None
+    assert call is not None
+    pid = call(lambda: os.posix_spawn("/bin/sleep", ["/bin/sleep", "30"], {}, setsid=True))
+    _spawned.append(pid)
+    expect(guard, job, {})  # nothing armed behind it yet
+    assert in_group(groups_of(guard.spawner.tid), group.dirs)
+    assert group.pids() == [pid]
+    expect(guard, job, {1: entry(1, launch(3))})  # now there is: straight to its group
+    parked = guard.parked
+    assert parked is not None
+    assert in_group(groups_of(guard.spawner.tid), parked.group.dirs)
+    os.kill(pid, signal.SIGKILL)
+    reap(pid)
+    guard.unplace(group)
+    expect(guard, None, {})  # the keeper runs no job: home
+    assert groups_of(guard.spawner.tid) == home
