@@ -152,11 +152,13 @@ class Guard:
 
     def _hands_over(self, req: JobLaunch) -> bool:
         """Whether the spawner thread starts ``req``: it can (cgroup v1, the keeper's
-        user), and a CPU other than the job's is spare, so the two wake-ups of handing the
-        spawn over are cheap (on a busy machine one may wait a time slice)."""
+        user, the job's CPUs pinned by its cpuset: the spawner never takes a job's
+        affinity), and a CPU other than the job's is spare, so the two wake-ups of handing
+        the spawn over are cheap (on a busy machine one may wait a time slice)."""
         return (
             self.spawner is not None
             and req.uid is None
+            and (req.cpus is None or (self.backend is not None and self.backend.cpuset))
             and bool(set(self.spare).difference(req.cpus or ()))
         )
 

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from sjq.contain.cgroup import CgroupError, GroupPool, V1Backend, parse_proc_cgroup
+from sjq.contain.cgroup import CgroupError, GroupPool, V1Backend, detect, parse_proc_cgroup
 from sjq.contain.cpus import Topology
 from sjq.jobs import JobLaunch
 from sjq.keeper.guard import Guard
 from sjq.keeper.messages import ArmedStart
 from sjq.keeper.spawner import Spawner
 
-from .conftest import PY, _spawned
+from .conftest import PY, _close, _spawned, _unique
 
 MB = 1 << 20
 CPUS = sorted(os.sched_getaffinity(0))
@@ -308,3 +308,31 @@ def test_with_nowhere_to_go_the_spawner_stays_with_the_job_it_started(guard: Gua
     guard.unplace(group)
     expect(guard, None, {})  # the keeper runs no job: home
     assert groups_of(guard.spawner.tid) == home
+
+
+def test_without_a_cpuset_a_pinned_job_is_started_by_the_keepers_thread() -> None:
+    """Without the cpuset hierarchy a job is pinned by the affinity of the thread that
+    starts it, which the spawner never takes: such a start stays with the keeper's thread."""
+    if os.geteuid() != 0:
+        pytest.skip("cgroup v1 hierarchies are writable only by root")
+    d = detect(versions=("v1",), controllers=("memory", "cpuacct"), name=_unique())
+    if not isinstance(d.backend, V1Backend):
+        pytest.skip(f"no usable cgroup v1 memory hierarchy here ({d.why})")
+    b = d.backend
+    b.setup()
+    g = Guard(b, pool_size=2, topology=Topology.flat(CPUS))
+    g.home, g.spare = set(CPUS), tuple(CPUS[1:])
+    g.pool = GroupPool(b, size=2)
+    g.spawner = Spawner()
+    try:
+        group, _, call = g.place(launch(2, (CPUS[0],)))
+        assert group is not None
+        assert call is None  # pinned: the keeper's thread, by affinity
+        g.unplace(group)
+        group, _, call = g.place(launch(3, None))
+        assert group is not None
+        assert call is not None  # not pinned: the spawner may
+        g.unplace(group)
+    finally:
+        g.close()
+        _close(b)
