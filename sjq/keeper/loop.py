@@ -457,11 +457,11 @@ class Keeper:
         # The daemon needs this end in time only to arm more: while enough tokens are
         # left, it may wait to share a wake-up with later news.
         lazy = successor is not None and token_level(self.arm_fd) > self.arm_low
-        s = successor
-        exited = (
-            m.Exited(rec, s.jobid, claimed, s.cpus, s.gpus) if s else m.Exited(rec, None, claimed)
-        )
-        self._send(exited, urgent=not lazy)
+        if successor is None:
+            self._send(m.Exited(rec, None, claimed), urgent=not lazy)
+        else:
+            exited = m.Exited(rec, successor.jobid, claimed, successor.cpus, successor.gpus)
+            self._send(exited, urgent=not lazy)
         if started is not None:
             # The plan it armed made the job a capable one too: its end takes the next token.
             if isinstance(started, m.Started):

@@ -32,6 +32,7 @@ class V1Backend(Backend):
     """The v1 memory (required), cpuacct and cpuset hierarchies, as root."""
 
     kind = "v1"
+    threads = True
 
     def __init__(self, name: str, own: dict[str, str], mounts: dict[str, Mount]) -> None:
         """``own``: controller -> the daemon's group directory in that hierarchy, which is
@@ -110,8 +111,6 @@ class V1Backend(Backend):
                 then = None
         if then is not None:
             then()
-
-    threads = True
 
     def group_of(self, pid: int) -> Group | None:
         try:
