@@ -93,6 +93,7 @@ class Guard:
         self.parked: _Parked | None = None  # the start it waits for
         self.spawner_in: Group | None = None  # the group it is in, or is moving to (None: home)
         self._spawner_at: Group | None = None  # ... where it is: its own thread's word
+        self._spawner_cpuset: str | None = None  # ... and the cpuset it is in (None: home)
         self._expected: tuple[int, int, tuple[int, ...]] | None = None  # what ``expect`` saw
 
     def keep_fds(self) -> list[int]:
@@ -173,9 +174,7 @@ class Guard:
         def call(start: Callable[[], int]) -> int:
             def inside() -> int:  # in the spawner's thread
                 if self._spawner_at is not group:
-                    self._spawner_at = None
-                    backend.enter(group)  # leaves for home if it fails
-                    self._spawner_at = group
+                    self._spawner_go(group, quiet=False)
                 return start()
 
             return spawner.call(inside)
@@ -231,22 +230,28 @@ class Guard:
         self.spawner_in = group
         spawner.post(partial(self._spawner_go, group))
 
-    def _spawner_go(self, group: Group | None) -> None:
-        """In the spawner's thread: move into ``group`` (None: home). A group it cannot
-        enter is entered again, or not, at the start (``_call_in``)."""
+    def _spawner_go(self, group: Group | None, *, quiet: bool = True) -> None:
+        """In the spawner's thread: move into ``group`` (None: home), but not into the
+        cpuset it is in already (v1 cpusets are shared by CPU set). A group it cannot enter
+        (it is home then) is entered again, or not, at the start (``_call_in``); there
+        the error is raised (not ``quiet``)."""
         backend = self.backend
         assert backend is not None
         if group is None:
             backend.leave()
-            self._spawner_at = None
+            self._spawner_at = self._spawner_cpuset = None
             return
         self._spawner_at = None
+        cpuset = group.dirs.get("cpuset")
         try:
-            backend.enter(group)  # leaves for home if it fails
+            backend.enter(group, ("cpuset",) if cpuset == self._spawner_cpuset else ())
         except CgroupError as e:
+            self._spawner_cpuset = None  # home (``enter`` left)
+            if not quiet:
+                raise
             log.warning("cannot move the spawner thread into %s: %s", group.name, e.strerror or e)
             return
-        self._spawner_at = group
+        self._spawner_at, self._spawner_cpuset = group, cpuset
 
     def _unpark(self, parked: _Parked) -> None:
         """The start the spawner waited for is not coming (as expected): its group back."""

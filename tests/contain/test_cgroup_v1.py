@@ -528,7 +528,11 @@ def test_a_group_keeps_one_descriptor_per_control_file(v1: V1Backend) -> None:
             target = os.readlink(f"/proc/self/fd/{fd}")
             if any(target.startswith(d + "/") for d in g.dirs.values()):
                 held.append(target)
-    assert len(held) == len(set(held)) == len(g.fds) <= 9
+    # ... and the backend one for the cpuset of the group's CPUs, shared by every group
+    # pinned to them (V1Backend.cpusets)
+    shared = [t for t in held if t.startswith(g.dirs["cpuset"] + "/")]
+    assert shared == [os.path.join(v1.cpuset_for((0,)), "tasks")]
+    assert len(held) == len(set(held)) == len(g.fds) + 1 <= 9
     assert pool.close()
 
 
@@ -549,4 +553,43 @@ def test_a_failed_configuration_is_rewritten_in_full_next_time(v1: V1Backend) ->
     with open(os.path.join(g.dirs["cpuset"], "cpuset.cpus")) as f:
         assert f.read().strip() == "0"
     pool.give_back(again)
+    assert pool.close()
+
+
+def test_groups_pinned_to_the_same_cpus_share_one_cpuset(v1: V1Backend) -> None:
+    """A cpuset is the CPUs and nothing else: one per CPU set, shared by every group of the
+    pool pinned to it (a thread waiting for the next job on those CPUs need not move), kept
+    when a group goes and removed with the daemon's base."""
+    pool = GroupPool(v1, size=3)
+    a, b, c = pool.take(64 * MB, [0]), pool.take(64 * MB, [0]), pool.take(64 * MB, None)
+    assert a.dirs["cpuset"] == b.dirs["cpuset"] == v1.cpuset_for((0,))
+    assert a.dirs["memory"] != b.dirs["memory"]
+    assert c.dirs["cpuset"] == v1.cpuset_for(None) == v1.bases()[list(v1.own).index("cpuset")]
+    with open(os.path.join(a.dirs["cpuset"], "cpuset.cpus")) as f:
+        assert f.read().strip() == "0"
+    pid = spawn(sh("exec sleep 30"), backend=v1, group=a)
+    with open(os.path.join(a.dirs["cpuset"], "tasks")) as f:
+        assert int(f.read().split()[0]) == pid
+    os.kill(pid, signal.SIGKILL)
+    reap(pid)
+    for g in (a, b, c):
+        pool.give_back(g)
+    assert pool.close()
+    assert os.path.isdir(v1.cpuset_for((0,)))  # the groups went, the shared cpuset stays
+    # skipping a hierarchy the thread is known to be in: only the others are written
+    g = pool.take(64 * MB, [0])
+
+    def where() -> dict[str, str]:
+        with open(f"/proc/self/task/{threading.get_native_id()}/cgroup") as f:
+            return parse_proc_cgroup(f.read())
+
+    home = where()
+    v1.enter(g, ("cpuset",))
+    try:
+        inside = where()
+    finally:
+        v1.leave()
+    assert inside["cpuset"] == home["cpuset"]
+    assert g.dirs["memory"].endswith(inside["memory"])
+    pool.give_back(g)
     assert pool.close()

@@ -12,7 +12,7 @@ import itertools
 import os
 import select
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 
 from .fs import CgroupError, alive, pids_in, write_file
@@ -84,7 +84,9 @@ class Backend:
     def create(self, name: str) -> Group:
         raise NotImplementedError
 
-    def enter(self, group: Group) -> None:
+    def enter(self, group: Group, skip: Collection[str] = ()) -> None:
+        """Move the calling thread (v1) or process (v2) into ``group``; ``skip``: v1
+        hierarchies it is known to be in already."""
         raise NotImplementedError
 
     def leave(self, then: Callable[[], None] | None = None) -> None:

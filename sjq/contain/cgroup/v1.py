@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from sjq.contain.cpus import format_cpulist
 
-from .base import KEEP_CHARGE, Backend, Group, GroupSample, GroupUsage
+from .base import KEEP_CHARGE, Backend, Group, GroupSample, GroupUsage, remove_tree
 from .fs import CgroupError, Mount, dir_of, key_values, parse_proc_cgroup, read_file, write_file
 
 __all__ = ["V1_CONTROLLERS", "V1Backend", "V1Group"]
@@ -46,6 +46,13 @@ class V1Backend(Backend):
         self.home_fds: dict[str, int] = {}
         self.all_cpus = ""
         self.mems = ""
+        # The cpuset groups, one per CPU set and shared by every job pinned to it, whatever
+        # group of the pool it has otherwise: the CPUs are the whole of a cpuset, and a
+        # thread that waits for the next job on the same CPUs (sjq.keeper.spawner) then
+        # needs no cpuset move. CPU set (None: every CPU, the base) -> directory; and
+        # directory -> its ``tasks`` descriptor.
+        self.cpusets: dict[tuple[int, ...] | None, str] = {}
+        self.cpuset_fds: dict[str, int] = {}
 
     def held_fds(self) -> list[int]:
         return list(self.home_fds.values())
@@ -73,29 +80,68 @@ class V1Backend(Backend):
             except OSError as e:
                 raise CgroupError(e.errno, f"cannot set up {base}: {e.strerror}") from None
 
+    def cpuset_for(self, cpus: tuple[int, ...] | None) -> str:
+        """The cpuset group of the jobs pinned to ``cpus`` (None: every CPU), made on first
+        use and kept until ``teardown``."""
+        path = self.cpusets.get(cpus)
+        if path is not None:
+            return path
+        base = os.path.join(self.own["cpuset"], self.name)
+        path = base if cpus is None else os.path.join(base, "cpus-" + format_cpulist(cpus))
+        made = False
+        try:
+            if cpus is not None:
+                try:
+                    os.mkdir(path)
+                    made = True
+                except FileExistsError:
+                    pass  # another keeper of this daemon made it
+                # cpuset groups take no process until both are set
+                write_file(os.path.join(path, "cpuset.cpus"), format_cpulist(cpus))
+                write_file(os.path.join(path, "cpuset.mems"), self.mems)
+            self._cpuset_fd(path)
+        except OSError as e:
+            if made:
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)
+            raise CgroupError(e.errno, f"cannot make the cpuset {path}: {e.strerror}") from None
+        self.cpusets[cpus] = path
+        return path
+
+    def _cpuset_fd(self, path: str) -> int:
+        fd = self.cpuset_fds.get(path)
+        if fd is None:
+            fd = os.open(os.path.join(path, "tasks"), os.O_WRONLY | os.O_CLOEXEC)
+            self.cpuset_fds[path] = fd
+        return fd
+
     def create(self, name: str) -> Group:
         dirs: dict[str, str] = {}
         try:
             for ctrl, d in self.own.items():
+                if ctrl == "cpuset":
+                    dirs[ctrl] = self.cpuset_for(None)  # until ``configure`` pins it
+                    continue
                 path = os.path.join(d, self.name, name)
                 os.mkdir(path)
                 dirs[ctrl] = path
-                if ctrl == "cpuset":
-                    write_file(os.path.join(path, "cpuset.cpus"), self.all_cpus)
-                    write_file(os.path.join(path, "cpuset.mems"), self.mems)
-        except OSError as e:
-            for p in dirs.values():
-                with contextlib.suppress(OSError):
-                    os.rmdir(p)
+        except (OSError, CgroupError) as e:
+            for c, p in dirs.items():
+                if c != "cpuset":
+                    with contextlib.suppress(OSError):
+                        os.rmdir(p)
             raise CgroupError(e.errno, f"cannot make group {name}: {e.strerror}") from None
         g = V1Group(self, name, dirs)
         g.arm_oom_event()
         return g
 
-    def enter(self, group: Group) -> None:
+    def enter(self, group: Group, skip: Collection[str] = ()) -> None:
         try:
-            for ctrl in group.dirs:
-                os.write(group._fd(ctrl, "tasks", True), _ME)
+            for ctrl, path in group.dirs.items():
+                if ctrl in skip:
+                    continue
+                fd = self._cpuset_fd(path) if ctrl == "cpuset" else group._fd(ctrl, "tasks", True)
+                os.write(fd, _ME)
         except OSError as e:
             self.leave()
             raise CgroupError(e.errno, f"cannot enter {group.name}: {e.strerror}") from None
@@ -129,10 +175,12 @@ class V1Backend(Backend):
         return g
 
     def teardown(self) -> None:
-        for fd in self.home_fds.values():
+        for fd in [*self.home_fds.values(), *self.cpuset_fds.values()]:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.home_fds.clear()
+        self.cpuset_fds.clear()
+        self.cpusets.clear()
         super().teardown()
 
 
@@ -189,12 +237,21 @@ class V1Group(Group):
                 self.mem = mem
             want = tuple(cpus) if cpus is not None else None
             if "cpuset" in d and (want != self.cpus or not known):
-                text = format_cpulist(want) if want is not None else self.backend.all_cpus
-                self._put("cpuset", "cpuset.cpus", text)
+                d["cpuset"] = self.backend.cpuset_for(want)  # shared: see V1Backend.cpusets
                 self.cpus = want
         except OSError as e:
             raise CgroupError(e.errno, f"cannot configure {self.path}: {e.strerror}") from None
         self.known = True
+
+    def remove(self) -> bool:
+        # a shared cpuset (``V1Backend.cpusets``) is not the group's to remove; a group of
+        # an earlier sjq had a cpuset of its own, named as its other directories
+        self.close()
+        ok = True
+        for ctrl, d in self.dirs.items():
+            if ctrl != "cpuset" or os.path.basename(d) == self.name:
+                ok = remove_tree(d) and ok
+        return ok
 
     def _oom_count(self) -> int:
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from sjq.contain.cpus import format_cpulist
 
@@ -125,7 +125,7 @@ class V2Backend(Backend):
         g.cpu0 = g._cpu_now()
         return g
 
-    def enter(self, group: Group) -> None:
+    def enter(self, group: Group, skip: Collection[str] = ()) -> None:
         try:
             os.write(group._fd("", "cgroup.procs", True), str(os.getpid()).encode())
         except OSError as e:
