@@ -186,8 +186,9 @@ class Group:
 
     The control files it reads or writes for every job stay open for its whole life and
     are read with pread at offset 0 (the kernel regenerates the text): ~1 us a read here,
-    against ~17 us for an open/read/close in Python. A pooled v1 group keeps nine
-    control-file descriptors and its OOM eventfd; files written only when a job's limits
+    against ~17 us for an open/read/close in Python. A pooled v1 group keeps seven
+    control-file descriptors and its OOM eventfd (the cpusets it is pinned by are shared:
+    their ``tasks`` descriptors are the backend's); files written only when a job's limits
     differ from the last job's are opened for that write (``_put(..., keep=False)``), and
     cgroup.procs for each listing (``pids``)."""
 
