@@ -172,6 +172,9 @@ class V1Backend(Backend):
             dirs[ctrl] = d
         g = V1Group(self, os.path.basename(dirs["memory"]), dirs)
         g.fresh = False
+        # its limits and CPUs are not known here: the next job it holds sets them all (and
+        # takes this daemon's cpuset for its CPUs, not the one this job had)
+        g.known = False
         return g
 
     def teardown(self) -> None:
