@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Collection, Sequence
 
 from sjq.contain.cpus import format_cpulist
@@ -53,6 +54,8 @@ class V1Backend(Backend):
         # directory -> its ``tasks`` descriptor.
         self.cpusets: dict[tuple[int, ...] | None, str] = {}
         self.cpuset_fds: dict[str, int] = {}
+        # made from the keeper's thread, its spawner and its janitor (a pool's new group)
+        self._cpuset_lock = threading.Lock()
 
     def held_fds(self) -> list[int]:
         return list(self.home_fds.values())
@@ -86,6 +89,13 @@ class V1Backend(Backend):
         path = self.cpusets.get(cpus)
         if path is not None:
             return path
+        with self._cpuset_lock:
+            return self._make_cpuset(cpus)
+
+    def _make_cpuset(self, cpus: tuple[int, ...] | None) -> str:
+        path = self.cpusets.get(cpus)
+        if path is not None:
+            return path
         base = os.path.join(self.own["cpuset"], self.name)
         path = base if cpus is None else os.path.join(base, "cpus-" + format_cpulist(cpus))
         made = False
@@ -99,7 +109,7 @@ class V1Backend(Backend):
                 # cpuset groups take no process until both are set
                 write_file(os.path.join(path, "cpuset.cpus"), format_cpulist(cpus))
                 write_file(os.path.join(path, "cpuset.mems"), self.mems)
-            self._cpuset_fd(path)
+            self._open_cpuset(path)
         except OSError as e:
             if made:
                 with contextlib.suppress(OSError):
@@ -109,6 +119,13 @@ class V1Backend(Backend):
         return path
 
     def _cpuset_fd(self, path: str) -> int:
+        fd = self.cpuset_fds.get(path)
+        if fd is None:
+            with self._cpuset_lock:
+                fd = self._open_cpuset(path)
+        return fd
+
+    def _open_cpuset(self, path: str) -> int:
         fd = self.cpuset_fds.get(path)
         if fd is None:
             fd = os.open(os.path.join(path, "tasks"), os.O_WRONLY | os.O_CLOEXEC)
