@@ -93,7 +93,6 @@ class Guard:
         self.parked: _Parked | None = None  # the start it waits for
         self.spawner_in: Group | None = None  # the group it is in, or is moving to (None: home)
         self._spawner_at: Group | None = None  # ... where it is: its own thread's word
-        self._spawner_cpuset: str | None = None  # ... and the cpuset it is in (None: home)
         self._expected: tuple[int, int, tuple[int, ...]] | None = None  # what ``expect`` saw
 
     def keep_fds(self) -> list[int]:
@@ -237,33 +236,32 @@ class Guard:
         the error is raised (not ``quiet``)."""
         backend = self.backend
         assert backend is not None
+        here, self._spawner_at = self._spawner_at, None
         if group is None:
             backend.leave()
-            self._spawner_at = self._spawner_cpuset = None
             return
-        self._spawner_at = None
-        cpuset = group.dirs.get("cpuset")
+        # (a group it is in is never reconfigured: ``_give_back`` sends it home first)
+        same = here is not None and here.dirs.get("cpuset") == group.dirs.get("cpuset")
         try:
-            backend.enter(group, ("cpuset",) if cpuset == self._spawner_cpuset else ())
-        except CgroupError as e:
-            self._spawner_cpuset = None  # home (``enter`` left)
+            backend.enter(group, ("cpuset",) if same else ())
+        except CgroupError as e:  # it is home: ``enter`` left
             if not quiet:
                 raise
             log.warning("cannot move the spawner thread into %s: %s", group.name, e.strerror or e)
             return
-        self._spawner_at, self._spawner_cpuset = group, cpuset
+        self._spawner_at = group
 
     def _unpark(self, parked: _Parked) -> None:
         """The start the spawner waited for is not coming (as expected): its group back."""
-        self._release(parked.group)
-        if self.pool is not None:
-            self.pool.give_back(parked.group)
+        self._give_back(parked.group)
 
-    def _release(self, group: Group) -> None:
-        """``group`` goes back to the pool: the spawner thread must be out of it first."""
+    def _give_back(self, group: Group) -> None:
+        """``group`` back to the pool, the spawner thread out of it first."""
         if self.spawner_in is group and self.spawner is not None:
             self._move_spawner(None)
             self.spawner.sync()
+        if self.pool is not None:
+            self.pool.give_back(group)
 
     def context(self, req: JobLaunch, group: Group | None) -> AbstractContextManager[None]:
         """Its group (whose cpuset pins it, when it has one), or its CPUs by affinity. On
@@ -303,9 +301,8 @@ class Guard:
 
     def unplace(self, group: Group | None) -> None:
         """The job did not start (or not in ``group``): the group goes back."""
-        if group is not None and self.pool is not None:
-            self._release(group)
-            self.pool.give_back(group)
+        if group is not None:
+            self._give_back(group)
 
     def started(self, req: JobLaunch, pid: int, tick_lo: int, group: Group | None) -> int | None:
         """``req`` runs as ``pid`` (started at clock tick ``tick_lo`` or later); its OOM
@@ -430,9 +427,8 @@ class Guard:
         if held.over or u.oom:
             limit = held.limit if held.limit is not None else u.maxrss
             reason = out_of_memory_reason(limit, u.maxrss)
-        if held.group is not None and self.pool is not None:
-            self._release(held.group)
-            self.pool.give_back(held.group)
+        if held.group is not None:
+            self._give_back(held.group)
         return Settled(u, reason)
 
     def reset_used(self) -> bool:

@@ -45,7 +45,6 @@ class V1Backend(Backend):
         self.cpu = "cpuacct" in own
         self.cpuset = "cpuset" in own
         self.home_fds: dict[str, int] = {}
-        self.all_cpus = ""
         self.mems = ""
         # The cpuset groups, one per CPU set and shared by every job pinned to it, whatever
         # group of the pool it has otherwise: the CPUs are the whole of a cpuset, and a
@@ -75,9 +74,9 @@ class V1Backend(Backend):
                 os.makedirs(base, exist_ok=True)
                 if ctrl == "cpuset":
                     # cpuset groups take no process until both are set; copy the parent's
-                    self.all_cpus = read_file(os.path.join(d, "cpuset.cpus")).strip()
+                    cpus = read_file(os.path.join(d, "cpuset.cpus")).strip()
                     self.mems = read_file(os.path.join(d, "cpuset.mems")).strip()
-                    write_file(os.path.join(base, "cpuset.cpus"), self.all_cpus)
+                    write_file(os.path.join(base, "cpuset.cpus"), cpus)
                     write_file(os.path.join(base, "cpuset.mems"), self.mems)
                 self.home_fds[ctrl] = os.open(os.path.join(d, "tasks"), os.O_WRONLY | os.O_CLOEXEC)
             except OSError as e:
@@ -142,7 +141,7 @@ class V1Backend(Backend):
                 path = os.path.join(d, self.name, name)
                 os.mkdir(path)
                 dirs[ctrl] = path
-        except (OSError, CgroupError) as e:
+        except OSError as e:  # (a CgroupError too)
             for c, p in dirs.items():
                 if c != "cpuset":
                     with contextlib.suppress(OSError):
